@@ -1,0 +1,541 @@
+"""A simulated Twilio call against a running appliance: signed webhook, then a Media Streams socket.
+
+It behaves the way Twilio does on the wire (form fields, ``X-Twilio-Signature``, message shapes,
+one inbound frame every 20 ms for the whole call, playout with marks and ``clear``) so the
+server cannot tell it from the real thing. A scripted caller rides on top: wait for the greeting,
+speak each utterance, wait for the reply (or barge in), and time voice to voice.
+
+``run_call`` takes plain options and returns a report, so the CLI, the end-to-end tests and the
+benchmark (many concurrent callers in one event loop) all drive calls the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from appliance.caller.audio_source import Utterance
+from appliance.caller.playback import FRAME_S, Playback
+from appliance.config import Settings
+from appliance.core.audio import FRAME_BYTES, ULAW_SILENCE, frames, is_voiced
+
+logger = logging.getLogger(__name__)
+
+VOICE_PATH = "/twilio/voice"
+SILENCE = bytes([ULAW_SILENCE]) * FRAME_BYTES
+POLICY_VIOLATION = 1008  # how the server refuses a badly signed media socket
+DTMF_GAP_TICKS = 5  # 100 ms between key presses
+
+
+class CallFailed(RuntimeError):
+    """The call could not be placed or the server broke the protocol; the message says which."""
+
+
+class _Rejected(Exception):
+    """The webhook answered without ``<Connect><Stream>`` (busy, not ready): a result."""
+
+
+class _ServerHungUp(Exception):
+    """The server closed the media socket mid-script."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Everything one simulated call needs; independent of argparse so many can run at once."""
+
+    base_url: str = "http://127.0.0.1:8080"  # where the server really listens
+    public_base_url: str = "http://127.0.0.1:8080"  # what Twilio would call: the signed URL
+    auth_token: str = ""
+    account_sid: str = ""  # random "AC…" when empty
+    utterances: tuple[Utterance, ...] = ()
+    caller: str = "+15555550100"
+    callee: str = "+15555550199"
+    interrupt_after_s: float | None = None  # barge into replies 1.. this long after they start
+    dtmf: str = ""  # keys pressed once the greeting has played
+    out: str | None = None  # WAV of what the caller heard
+    turn_timeout_s: float = 20.0
+    greeting_quiet_s: float = 0.7
+    reply_quiet_s: float = 1.0
+    connect_timeout_s: float = 10.0
+    fetch_record: bool = True
+    record_settle_s: float = 0.3  # let the server finish the call's record after hang-up
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> CallOptions:
+        """Options that call the server ``settings`` describe, signed with its auth token."""
+        host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
+        values: dict[str, Any] = {
+            "base_url": f"http://{host}:{settings.port}",
+            "public_base_url": settings.public_base_url,
+            "auth_token": settings.twilio_auth_token,
+            "account_sid": settings.twilio_account_sid,
+        }
+        return cls(**(values | overrides))
+
+
+@dataclass(slots=True)
+class TurnReport:
+    said: str
+    # Voice to voice: the caller's last voiced frame sent → the reply's first voiced frame
+    # received (``v2v_s``) or played to the caller (``v2v_played_s``, later if audio was queued).
+    v2v_s: float | None = None
+    v2v_played_s: float | None = None
+    clear_received: bool = False
+    timed_out: bool = False
+    transcript: str | None = None  # from the server's record: what it heard the caller say
+    agent: str | None = None
+    heard: str | None = None
+    interrupted: bool | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.v2v_s is not None
+
+
+@dataclass(slots=True)
+class CallReport:
+    call_sid: str
+    stream_sid: str = ""
+    rejected: str | None = None  # the TwiML verbs, when the server did not connect the stream
+    greeting_s: float | None = None  # ``start`` sent → first voiced greeting frame received
+    greeting: str | None = None
+    turns: list[TurnReport] = field(default_factory=list)
+    ended_by_server: bool = False
+    server: dict[str, Any] | None = None
+    out: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Connected, greeted, and every turn got a voiced reply."""
+        return self.rejected is None and self.greeting_s is not None and all(
+            turn.answered for turn in self.turns
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "call_sid": self.call_sid,
+            "stream_sid": self.stream_sid,
+            "ok": self.ok,
+            "rejected": self.rejected,
+            "greeting_s": _round(self.greeting_s),
+            "greeting": self.greeting,
+            "ended_by_server": self.ended_by_server,
+            "turns": [
+                {
+                    "said": t.said,
+                    "transcript": t.transcript,
+                    "agent": t.agent,
+                    "heard": t.heard,
+                    "interrupted": t.interrupted,
+                    "v2v_s": _round(t.v2v_s),
+                    "v2v_played_s": _round(t.v2v_played_s),
+                    "clear_received": t.clear_received,
+                    "timed_out": t.timed_out,
+                }
+                for t in self.turns
+            ],
+            "server": self.server,
+            "out": self.out,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio-shaped SID: two letters and 32 hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTarget:
+    url: str
+    parameters: dict[str, str]
+
+
+def parse_twiml(body: str) -> StreamTarget:
+    """The ``<Connect><Stream>`` in a webhook answer; raises ``_Rejected`` for other verbs."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as err:
+        raise CallFailed(f"webhook answer is not TwiML ({err}): {body[:200]!r}") from err
+    if root.tag != "Response":
+        raise CallFailed(f"webhook answer is not a TwiML <Response>: {body[:200]!r}")
+    stream = root.find("Connect/Stream")
+    if stream is not None:
+        if not stream.get("url"):
+            raise CallFailed("TwiML <Stream> has no url attribute")
+        params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+        return StreamTarget(stream.get("url", ""), params)
+    if root.find("Connect/ConversationRelay") is not None:
+        raise CallFailed("server answered <ConversationRelay>; this caller speaks Media Streams")
+    verbs = [f"<{el.tag}> {' '.join(el.itertext()).strip()}".strip() for el in root]
+    raise _Rejected("; ".join(verbs) or "empty <Response>")
+
+
+def media_url(base_url: str, stream_url: str) -> str:
+    """The Stream URL's path on the server we can actually reach (no TLS proxy in between)."""
+    base = urlsplit(base_url)
+    scheme = "wss" if base.scheme == "https" else "ws"
+    return urlunsplit((scheme, base.netloc, urlsplit(stream_url).path or "/", "", ""))
+
+
+async def _answer(http: httpx.AsyncClient, opts: CallOptions, form: dict[str, str]) -> StreamTarget:
+    """POST the signed voice webhook, as Twilio does when the call rings."""
+    signed_url = opts.public_base_url.rstrip("/") + VOICE_PATH
+    url = opts.base_url.rstrip("/") + VOICE_PATH
+    signature = RequestValidator(opts.auth_token).compute_signature(signed_url, form)
+    try:
+        resp = await http.post(url, data=form, headers={"X-Twilio-Signature": signature})
+    except httpx.HTTPError as err:
+        raise CallFailed(f"cannot reach {url}: {type(err).__name__}: {err}") from err
+    if resp.status_code == 403:
+        raise CallFailed(
+            f"{url} refused the signature (HTTP 403): the auth token and public base URL "
+            f"({opts.public_base_url}) must match the server's"
+        )
+    if resp.status_code != 200:
+        raise CallFailed(f"{url} answered HTTP {resp.status_code}: {resp.text[:200]!r}")
+    return parse_twiml(resp.text)
+
+
+async def fetch_record(
+    http: httpx.AsyncClient, base_url: str, call_sid: str
+) -> dict[str, Any] | None:
+    """The server's record of the call, or None when it cannot be had."""
+    try:
+        resp = await http.get(f"{base_url.rstrip('/')}/api/calls/{call_sid}")
+        data = resp.json() if resp.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def apply_record(report: CallReport, record: dict[str, Any]) -> None:
+    """Pair the server's turns with the caller's: the n-th user turn is utterance n."""
+    rows = [r for r in record.get("turns") or [] if isinstance(r, dict)]
+    greeting: list[str] = []
+    current: TurnReport | None = None
+    users = 0
+    for row in rows:
+        if row.get("role") == "user":
+            current = report.turns[users] if users < len(report.turns) else None
+            users += 1
+            if current is not None:
+                current.transcript = row.get("text")
+        elif row.get("role") == "assistant":
+            text, heard = row.get("text") or "", row.get("heard_text")
+            if users == 0:
+                greeting.append(text)
+            elif current is not None:
+                current.agent = " ".join(filter(None, (current.agent, text)))
+                if heard is not None:
+                    current.heard = " ".join(filter(None, (current.heard, heard)))
+                current.interrupted = bool(current.interrupted) or bool(row.get("interrupted"))
+    report.greeting = " ".join(greeting) or None
+
+
+@dataclass(slots=True)
+class _Turn:
+    """Script-side state of one caller turn."""
+
+    utterance: Utterance
+    report: TurnReport
+    sent_at: float | None = None  # monotonic time the last voiced frame went out
+    boundary: int = 0  # playback offset: server audio from here on is this turn's reply
+    played_tick: int | None = None
+
+
+class _Stream:
+    """One open media socket: the 20 ms clock, playout, and the caller's script."""
+
+    def __init__(
+        self, ws: ClientConnection, opts: CallOptions, report: CallReport, account_sid: str
+    ) -> None:
+        self.ws, self.opts, self.report = ws, opts, report
+        self.account_sid = account_sid
+        self.playback = Playback()
+        self.turns = [_Turn(u, TurnReport(u.label)) for u in opts.utterances]
+        report.turns = [t.report for t in self.turns]
+        self.current: _Turn | None = None  # the latest turn the caller started speaking
+        self.awaiting: _Turn | None = None  # spoken, no voiced reply received yet
+        self.sequence = 0
+        self.tick_count = 0
+        self.quiet_ticks = 0  # unvoiced frames played since the last voiced one
+        self.greeting_played = False
+        self.started_at = 0.0
+
+    async def _send(self, event: str, body: dict[str, Any]) -> None:
+        self.sequence += 1
+        head = {"event": event, "sequenceNumber": str(self.sequence)}
+        await self.ws.send(json.dumps(head | {"streamSid": self.report.stream_sid} | body))
+
+    async def open(self, parameters: dict[str, str]) -> None:
+        connected = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+        await self.ws.send(json.dumps(connected))
+        await self._send("start", {"start": {
+            "streamSid": self.report.stream_sid,
+            "accountSid": self.account_sid,
+            "callSid": self.report.call_sid,
+            "tracks": ["inbound"],
+            "customParameters": parameters,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        }})
+        self.started_at = time.monotonic()
+
+    async def hang_up(self) -> None:
+        stop = {"accountSid": self.account_sid, "callSid": self.report.call_sid}
+        await self._send("stop", {"stop": stop})
+        await self.ws.close()
+
+    # -- what the server sends ------------------------------------------------------------
+
+    async def receive(self) -> None:
+        """Feed server messages into playout until the socket closes."""
+        try:
+            async for raw in self.ws:
+                await self._on_message(raw)
+        except ConnectionClosed:
+            pass
+        _check_refused(self.ws)
+
+    async def _on_message(self, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+            event = message["event"]
+        except (ValueError, TypeError, KeyError) as err:
+            raise CallFailed(f"server sent non-Twilio JSON: {raw[:120]!r}") from err
+        if event not in ("media", "mark", "clear"):
+            logger.debug("ignoring %s message from the server", event)
+            return
+        if message.get("streamSid") != self.report.stream_sid:
+            raise CallFailed(f"server sent {event} for streamSid {message.get('streamSid')!r}")
+        try:
+            if event == "media":
+                self._on_audio(base64.b64decode(message["media"]["payload"], validate=True))
+            elif event == "mark":
+                self.playback.mark(str(message["mark"]["name"]))
+            else:
+                if self.current is not None:
+                    self.current.report.clear_received = True
+                for name in self.playback.clear():
+                    await self._echo_mark(name)
+        except (KeyError, TypeError, binascii.Error) as err:
+            raise CallFailed(f"malformed {event} message from the server: {raw[:120]!r}") from err
+
+    def _on_audio(self, audio: bytes) -> None:
+        now = time.monotonic()
+        self.playback.append(audio)
+        if not any(is_voiced(frame) for frame in frames(audio)):
+            return
+        if self.report.greeting_s is None and self.current is None:
+            self.report.greeting_s = now - self.started_at
+        turn = self.awaiting
+        if turn is not None and turn.sent_at is not None:
+            turn.report.v2v_s = now - turn.sent_at
+            self.awaiting = None
+
+    async def _echo_mark(self, name: str) -> None:
+        await self._send("mark", {"mark": {"name": name}})
+
+    # -- the 20 ms clock ------------------------------------------------------------------
+
+    async def tick(self, receiver: asyncio.Task[None], frame: bytes = SILENCE) -> None:
+        """One 20 ms step on an absolute schedule: play a frame to the caller, send one inbound."""
+        delay = self.started_at + self.tick_count * FRAME_S - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if receiver.done():
+            receiver.result()  # re-raises the server's protocol fault, if that is why it ended
+            raise _ServerHungUp
+        played = self.playback.tick()
+        self._observe(played.voiced, played.position)
+        try:
+            for name in played.marks:
+                await self._echo_mark(name)
+            await self._send("media", {"media": {
+                "track": "inbound",
+                "chunk": str(self.tick_count + 1),
+                "timestamp": str(round(self.tick_count * FRAME_S * 1000)),
+                "payload": base64.b64encode(frame).decode("ascii"),
+            }})
+        except ConnectionClosed as err:
+            raise _ServerHungUp from err
+        self.tick_count += 1
+
+    def _observe(self, voiced: bool, position: int | None) -> None:
+        """Track what the caller has heard: quiet time, greeting, start of the current reply."""
+        if not voiced:
+            self.quiet_ticks += 1
+            return
+        self.quiet_ticks = 0
+        turn = self.current
+        if turn is None:
+            self.greeting_played = True
+        elif turn.sent_at is not None and turn.played_tick is None and position is not None:
+            if position >= turn.boundary:
+                turn.played_tick = self.tick_count
+                turn.report.v2v_played_s = time.monotonic() - turn.sent_at
+
+    def quiet_for(self, seconds: float) -> bool:
+        return self.playback.pending == 0 and self.quiet_ticks * FRAME_S >= seconds
+
+    # -- the caller's script ----------------------------------------------------------------
+
+    async def run_script(self, receiver: asyncio.Task[None]) -> None:
+        opts = self.opts
+        await self._listen(receiver, opts.turn_timeout_s,
+                           lambda: self.greeting_played and self.quiet_for(opts.greeting_quiet_s))
+        if opts.dtmf:
+            for digit in opts.dtmf:
+                await self._send("dtmf", {"dtmf": {"track": "inbound_track", "digit": digit}})
+                for _ in range(DTMF_GAP_TICKS):
+                    await self.tick(receiver)
+            self.quiet_ticks = 0
+            await self._listen(
+                receiver, opts.turn_timeout_s, lambda: self.quiet_for(opts.reply_quiet_s)
+            )
+        for index, turn in enumerate(self.turns):
+            barge = opts.interrupt_after_s is not None and index + 1 < len(self.turns)
+            await self._speak(receiver, turn)
+            done = await self._listen(
+                receiver, opts.turn_timeout_s, lambda: self._reply_over(turn, barge)
+            )
+            turn.report.timed_out = not done
+            if self.awaiting is turn:
+                self.awaiting = None
+
+    async def _speak(self, receiver: asyncio.Task[None], turn: _Turn) -> None:
+        self.current = turn
+        for index, frame in enumerate(turn.utterance.frames):
+            await self.tick(receiver, frame)
+            if index == turn.utterance.last_voiced:
+                turn.sent_at = time.monotonic()
+                turn.boundary = self.playback.received
+                self.awaiting = turn
+
+    async def _listen(
+        self, receiver: asyncio.Task[None], timeout_s: float, done: Callable[[], bool]
+    ) -> bool:
+        """Send silence until ``done()``; False if ``timeout_s`` passed first."""
+        for _ in range(round(timeout_s / FRAME_S)):
+            await self.tick(receiver)
+            if done():
+                return True
+        return False
+
+    def _reply_over(self, turn: _Turn, barge: bool) -> bool:
+        if turn.played_tick is None:
+            return False
+        if barge and self.opts.interrupt_after_s is not None:
+            if (self.tick_count - turn.played_tick) * FRAME_S >= self.opts.interrupt_after_s:
+                return True
+        return self.quiet_for(self.opts.reply_quiet_s)
+
+
+def _check_refused(ws: ClientConnection) -> None:
+    """A policy-violation close is the server refusing the socket's signature: a failure."""
+    if ws.close_code == POLICY_VIOLATION:
+        reason = ws.close_reason or "no reason given"
+        raise CallFailed(f"server refused the media socket (close 1008: {reason}); check signing")
+
+
+async def _stream(
+    opts: CallOptions, report: CallReport, target: StreamTarget, account_sid: str
+) -> Playback:
+    """Open the media socket, run the script, hang up; returns the playout with its timeline."""
+    url = media_url(opts.base_url, target.url)
+    signature = RequestValidator(opts.auth_token).compute_signature(target.url, {})
+    try:
+        ws = await connect(
+            url,
+            additional_headers={"X-Twilio-Signature": signature},
+            user_agent_header="Twilio.TmeWs/1.0",
+            compression=None,
+            open_timeout=opts.connect_timeout_s,
+            ping_interval=None,
+            close_timeout=2,
+        )
+    except InvalidStatus as err:
+        status = err.response.status_code
+        hint = ": check the auth token and public base URL" if status == 403 else ""
+        raise CallFailed(f"media socket {url} refused: HTTP {status}{hint}") from err
+    except (OSError, TimeoutError, WebSocketException) as err:
+        raise CallFailed(f"cannot open media socket {url}: {type(err).__name__}: {err}") from err
+    call = _Stream(ws, opts, report, account_sid)
+    receiver: asyncio.Task[None] | None = None
+    try:
+        await call.open(target.parameters)
+        receiver = asyncio.create_task(call.receive())
+        try:
+            await call.run_script(receiver)
+        except _ServerHungUp:
+            report.ended_by_server = True
+        else:
+            await call.hang_up()
+        if receiver.done():
+            receiver.result()
+    except ConnectionClosed:  # closed under ``open`` or ``hang_up``
+        report.ended_by_server = True
+        _check_refused(ws)
+    finally:
+        if receiver is not None:
+            receiver.cancel()
+            await asyncio.wait([receiver])
+            if not receiver.cancelled():
+                receiver.exception()  # already reported above, or superseded by another fault
+        await ws.close()
+    return call.playback
+
+
+async def run_call(opts: CallOptions, http: httpx.AsyncClient | None = None) -> CallReport:
+    """Place one simulated Twilio call and report what happened; raises CallFailed on faults.
+
+    Pass ``http`` to share one connection pool between many concurrent calls.
+    """
+    if http is None:
+        async with httpx.AsyncClient(timeout=opts.connect_timeout_s, trust_env=False) as own:
+            return await run_call(opts, own)
+    account_sid = opts.account_sid or new_sid("AC")
+    report = CallReport(call_sid=new_sid("CA"))
+    form = {
+        "CallSid": report.call_sid,
+        "AccountSid": account_sid,
+        "From": opts.caller,
+        "To": opts.callee,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }
+    try:
+        target = await _answer(http, opts, form)
+    except _Rejected as rejected:
+        report.rejected = str(rejected)
+        return report
+    report.stream_sid = new_sid("MZ")
+    playback = await _stream(opts, report, target, account_sid)
+    if opts.out:
+        playback.write_wav(opts.out)
+        report.out = opts.out
+    if opts.fetch_record:
+        await asyncio.sleep(opts.record_settle_s)
+        report.server = await fetch_record(http, opts.base_url, report.call_sid)
+        if report.server is not None:
+            apply_record(report, report.server)
+    return report

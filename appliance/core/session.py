@@ -1,0 +1,445 @@
+"""One phone call: listening → thinking → speaking, with barge-in.
+
+Data flows one way: frames in → VAD → end of turn → STT → agent (KB + LLM) → sentences → TTS →
+frames out. The session owns the reply task; a barge-in cancels it, tells the transport to clear
+what the caller has not heard yet, and keeps in the transcript only what was played (marks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from appliance.config import Settings
+from appliance.core.agent import DTMF_TOOLS, Agent, Conversation, Reply, Tool
+from appliance.core.audio import FRAME_BYTES, MODEL_RATE, TELEPHONE_RATE, Ulaw8kTo16k, frames
+from appliance.core.sentences import SentenceChunker
+from appliance.core.turns import EndpointConfig, Endpointer, TurnEvent
+from appliance.core.workers import Workers, run_in
+from appliance.engines.base import EngineInfo, Stt, Tts, Vad
+from appliance.store.calls import CallStore
+
+log = logging.getLogger(__name__)
+
+INBOX_FRAMES = 250  # 5 s of audio; beyond this the caller's frames are dropped, not queued
+MARK_WAIT_S = 15.0
+
+
+class CallTransport(Protocol):
+    """How the session talks back to the caller; implemented by the telephony layer."""
+
+    async def send_audio(self, ulaw: bytes) -> None: ...
+    async def send_mark(self, name: str) -> None: ...
+    async def clear(self) -> None: ...
+    async def hang_up(self) -> None: ...
+    async def transfer(self, number: str) -> None: ...
+
+
+class State(enum.Enum):
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    ENDED = "ended"
+
+
+@dataclass
+class Engines:
+    """What a session needs from the loaded engines (shared by every call)."""
+
+    vad: Vad
+    stt: Stt
+    tts: Tts
+    agent: Agent
+    workers: Workers
+    phrases: dict[str, bytes]  # pre-synthesized μ-law for fixed phrases
+
+    @property
+    def infos(self) -> list[EngineInfo]:
+        engines = [self.vad, self.stt, self.agent.llm, self.tts, self.agent.kb]
+        return [engine.info for engine in engines if engine is not None]
+
+
+@dataclass
+class SpokenPiece:
+    text: str
+    mark: str
+    seconds: float
+    played: bool = False
+
+
+@dataclass
+class AgentTurn:
+    """The assistant's side of one turn, as built and as heard."""
+
+    idx: int
+    started: float = field(default_factory=time.time)
+    pieces: list[SpokenPiece] = field(default_factory=list)
+    text: str = ""
+    kb_chunks: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    play_started: float | None = None  # monotonic time the current piece began playing
+
+    def heard_text(self, now: float) -> str:
+        """Played pieces in full, plus the share of the playing piece its elapsed time covers."""
+        heard = [p.text for p in self.pieces if p.played]
+        playing = next((p for p in self.pieces if not p.played), None)
+        if playing is not None and self.play_started is not None and playing.seconds > 0:
+            share = min(1.0, max(0.0, (now - self.play_started) / playing.seconds))
+            words = playing.text.split()
+            if cut := int(len(words) * share):
+                heard.append(" ".join(words[:cut]))
+        return " ".join(heard)
+
+
+class CallSession:
+    def __init__(self, call_sid: str, settings: Settings, engines: Engines, store: CallStore,
+                 transport: CallTransport) -> None:
+        self.call_sid = call_sid
+        self.settings = settings
+        self.engines = engines
+        self.store = store
+        self.transport = transport
+        self.state = State.LISTENING
+        self.conversation = Conversation(session_id=call_sid)
+        self._vad = engines.vad.stream()
+        self._upsampler = Ulaw8kTo16k()
+        self._endpointer = Endpointer(EndpointConfig(
+            threshold=settings.vad_threshold,
+            endpoint_silence_s=settings.endpoint_silence_ms / 1000,
+            min_speech_s=max(settings.min_speech_ms, settings.barge_in_ms) / 1000,
+            max_utterance_s=settings.max_utterance_s,
+        ))
+        keep_s = settings.preroll_ms / 1000 + self._endpointer.config.min_speech_s + 0.5
+        self._recent: deque[np.ndarray] = deque(maxlen=int(keep_s / 0.02) + 1)
+        self._utterance: list[np.ndarray] = []
+        self._carry: list[np.ndarray] = []
+        self._pending_audio: list[np.ndarray] = []  # the utterance a running turn answers
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOX_FRAMES)
+        self._dropped_frames = 0
+        self._turn_idx = 0
+        self._reply_task: asyncio.Task[None] | None = None
+        self._current: AgentTurn | None = None
+        self._mark_waiters: dict[str, asyncio.Future[None]] = {}
+        self._outstanding: list[str] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._audio_task: asyncio.Task[None] | None = None
+        self._ending = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin listening and greet the caller from the pre-synthesized greeting."""
+        self._audio_task = asyncio.create_task(self._audio_loop(), name=f"audio-{self.call_sid}")
+        greeting = self.settings.greeting_text
+        self._reply_task = asyncio.create_task(self._speak_fixed(greeting, record=True))
+
+    async def close(self, reason: str, status: str = "completed") -> None:
+        """End the call: stop work, record what was heard, close the call record."""
+        if self.state is State.ENDED:
+            return
+        if self._current is not None:
+            self._finish_turn(self._current, interrupted=True)
+        self.state = State.ENDED
+        for task in (self._reply_task, self._audio_task):
+            if task and not task.done():
+                task.cancel()
+        await asyncio.gather(*(t for t in (self._reply_task, self._audio_task) if t),
+                             return_exceptions=True)
+        for waiter in self._mark_waiters.values():
+            waiter.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.store.call_ended(self.call_sid, status=status, reason=reason)
+        log.info("call %s closed: %s", self.call_sid, reason)
+
+    # --- inbound events (called by the transport's receive loop; never block) --------------
+
+    def on_audio(self, ulaw: bytes) -> None:
+        try:
+            self._inbox.put_nowait(ulaw)
+        except asyncio.QueueFull:
+            self._dropped_frames += 1
+            if self._dropped_frames % 250 == 1:
+                log.warning("call %s: audio backlog full, dropped %d frame(s)",
+                            self.call_sid, self._dropped_frames)
+
+    def on_mark(self, name: str) -> None:
+        turn = self._current
+        if name in self._outstanding:
+            self._outstanding.remove(name)
+        if turn is not None:
+            for piece in turn.pieces:
+                if piece.mark == name and not piece.played:
+                    piece.played = True
+                    turn.play_started = time.monotonic()
+        if waiter := self._mark_waiters.pop(name, None):
+            if not waiter.done():
+                waiter.set_result(None)
+        idle = self._reply_task is None or self._reply_task.done()
+        if not self._outstanding and idle and self.state is State.SPEAKING:
+            self.state = State.LISTENING
+            if turn is not None:
+                self._finish_turn(turn, interrupted=False)
+
+    def on_dtmf(self, digit: str) -> None:
+        self._spawn(self.store.add_event(self.call_sid, "dtmf", digit=digit))
+        tool = DTMF_TOOLS.get(digit)
+        if tool is Tool.TRANSFER and self.engines.agent.can_transfer:
+            self._interrupt("dtmf")
+            self._reply_task = asyncio.create_task(self._use_tool(tool, record=True))
+
+    # --- listening ------------------------------------------------------------------------
+
+    async def _audio_loop(self) -> None:
+        window_s = self._vad.window_samples / MODEL_RATE
+        while True:
+            ulaw = await self._inbox.get()
+            audio = self._upsampler.process(ulaw)
+            self._recent.append(audio)
+            if self._endpointer.in_speech:
+                self._utterance.append(audio)
+            probabilities = await run_in(self.engines.workers.vad, self._vad.probabilities, audio)
+            for probability in probabilities:
+                event = self._endpointer.feed(window_s, probability)
+                if event is TurnEvent.SPEECH_START:
+                    self._on_speech_start()
+                elif event is TurnEvent.SPEECH_END:
+                    self._on_speech_end()
+
+    def _on_speech_start(self) -> None:
+        keep_s = self._endpointer.config.min_speech_s + self.settings.preroll_ms / 1000
+        self._utterance = list(self._recent)[-max(1, int(keep_s / 0.02)):]
+        if self._ending:
+            return
+        if self._outstanding or self.state is State.SPEAKING:
+            self._interrupt("barge-in")
+        elif self.state is State.THINKING and self._reply_task and not self._reply_task.done():
+            log.info("call %s: caller kept talking; merging with the previous utterance",
+                     self.call_sid)
+            self._reply_task.cancel()
+            self._carry = self._pending_audio
+            self.state = State.LISTENING
+
+    def _on_speech_end(self) -> None:
+        audio = np.concatenate([*self._carry, *self._utterance]) if (
+            self._carry or self._utterance) else np.zeros(0, np.float32)
+        self._utterance, self._carry = [], []
+        voice_end = time.monotonic() - self._endpointer.trailing_silence_s
+        if self._ending or audio.size < MODEL_RATE * 0.1:
+            return
+        if self._reply_task and not self._reply_task.done():
+            self._reply_task.cancel()
+        self._pending_audio = [audio]
+        self.state = State.THINKING
+        self._reply_task = asyncio.create_task(self._turn(audio, voice_end),
+                                               name=f"turn-{self.call_sid}")
+
+    # --- one turn -------------------------------------------------------------------------
+
+    async def _turn(self, audio: np.ndarray, voice_end: float) -> None:
+        metrics: dict[str, Any] = {"endpoint_s": time.monotonic() - voice_end}
+        started = time.time()
+        try:
+            t0 = time.monotonic()
+            transcript = await run_in(self.engines.workers.stt, self.engines.stt.transcribe, audio)
+            metrics["stt_s"] = time.monotonic() - t0
+            text = transcript.text.strip()
+            if not any(ch.isalnum() for ch in text) or transcript.no_speech_prob > 0.8:
+                log.info("call %s: no speech in utterance (%r); ignored", self.call_sid, text)
+                self.state = State.LISTENING
+                return
+            self._pending_audio = []
+            self._turn_idx += 1
+            self._spawn(self.store.add_turn(self.call_sid, idx=self._turn_idx, role="user",
+                                            text=text, started=started))
+            reply = await self.engines.agent.reply(self.conversation, text)
+            self.conversation.add("user", text)
+            await self._speak_reply(reply, metrics, voice_end)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # one bad turn must not end the call
+            log.exception("call %s: turn failed", self.call_sid)
+            self._spawn(self.store.add_event(self.call_sid, "error", stage="turn",
+                                             reason=f"{type(err).__name__}: {err}"))
+            await self._speak_fixed(self.settings.apology, record=False)
+
+    async def _speak_reply(self, reply: Reply, metrics: dict[str, Any], voice_end: float) -> None:
+        turn = self._begin_turn()
+        turn.metrics = metrics
+        turn.kb_chunks = [c.id for c in reply.sources]
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        llm_start = time.monotonic()
+
+        async def produce() -> None:
+            chunker = SentenceChunker()
+            try:
+                async for token in reply.tokens:
+                    metrics.setdefault("llm_ttft_s", time.monotonic() - llm_start)
+                    turn.text += token
+                    for sentence in chunker.push(token):
+                        metrics.setdefault("first_sentence_s", time.monotonic() - llm_start)
+                        await sentences.put(sentence)
+                for sentence in chunker.flush():
+                    metrics.setdefault("first_sentence_s", time.monotonic() - llm_start)
+                    await sentences.put(sentence)
+            finally:
+                await sentences.put(None)
+
+        producer = asyncio.create_task(produce())
+        try:
+            while (sentence := await sentences.get()) is not None:
+                ready = time.monotonic()
+                first = await self._speak_text(turn, sentence)
+                if first is not None and "tts_first_audio_s" not in metrics:
+                    metrics["tts_first_audio_s"] = first - ready
+                    metrics["v2v_s"] = first - voice_end
+                    metrics["tts_provider"] = getattr(self.engines.tts, "last_provider",
+                                                      self.engines.tts.info.name)
+            await producer
+        finally:
+            producer.cancel()
+        turn.text = turn.text.strip()
+        self.conversation.add("assistant", turn.text)
+        if not turn.pieces:
+            raise RuntimeError("the model produced nothing to say")
+        if reply.tool is not None:
+            await self._wait_played(turn.pieces[-1].mark)
+            self._finish_turn(turn, interrupted=False)
+            await self._use_tool(reply.tool, record=False)
+        else:
+            self._finish_turn(turn, interrupted=False, pending=True)
+
+    async def _speak_text(self, turn: AgentTurn, text: str) -> float | None:
+        """Synthesize one sentence, send it as 20 ms frames, then a mark. Returns first-send time."""
+        first: float | None = None
+        sent = 0
+        pending = b""
+        async for chunk in self.engines.tts.synthesize(text):
+            pending += chunk
+            whole = len(pending) - len(pending) % FRAME_BYTES
+            for frame in frames(pending[:whole]):
+                await self._send_frame(frame)
+            sent += whole
+            pending = pending[whole:]
+            if first is None and sent:
+                first = time.monotonic()
+        for frame in frames(pending):
+            await self._send_frame(frame)
+            sent += FRAME_BYTES
+        first = first or (time.monotonic() if sent else None)
+        if sent:
+            await self._send_mark(turn, text, sent / TELEPHONE_RATE)
+        return first
+
+    async def _send_frame(self, frame: bytes) -> None:
+        if self.state is not State.SPEAKING:
+            self.state = State.SPEAKING
+        await self.transport.send_audio(frame)
+
+    async def _send_mark(self, turn: AgentTurn, text: str, seconds: float) -> None:
+        name = f"t{turn.idx}-{len(turn.pieces)}"
+        if turn.play_started is None:
+            turn.play_started = time.monotonic()
+        turn.pieces.append(SpokenPiece(text=text, mark=name, seconds=seconds))
+        self._outstanding.append(name)
+        await self.transport.send_mark(name)
+
+    async def _speak_fixed(self, text: str, *, record: bool) -> None:
+        """Play a pre-synthesized phrase (greeting, apology, goodbye): no model in the way."""
+        audio = self.engines.phrases.get(text)
+        turn = self._begin_turn() if record else AgentTurn(idx=self._turn_idx)
+        if audio is None:
+            log.warning("phrase not pre-synthesized; synthesizing now: %r", text)
+            await self._speak_text(turn, text)
+        else:
+            for frame in frames(audio):
+                await self._send_frame(frame)
+            await self._send_mark(turn, text, len(audio) / TELEPHONE_RATE)
+        turn.text = text
+        if record:
+            self.conversation.add("assistant", text)
+            self._finish_turn(turn, interrupted=False, pending=True)
+
+    async def _use_tool(self, tool: Tool, *, record: bool) -> None:
+        """Say the tool's phrase if not said yet, wait until it was heard, then act."""
+        self._ending = True
+        self._spawn(self.store.add_event(self.call_sid, "tool", tool=tool.value))
+        if record:
+            await self._speak_fixed(self.engines.agent.phrase_for(tool), record=True)
+            if self._outstanding:
+                await self._wait_played(self._outstanding[-1])
+        try:
+            if tool is Tool.TRANSFER:
+                await self.transport.transfer(self.settings.transfer_number)
+            else:
+                await self.transport.hang_up()
+        except Exception as err:
+            log.error("call %s: %s failed: %s", self.call_sid, tool.value, err)
+            self._spawn(self.store.add_event(self.call_sid, "error", stage=tool.value,
+                                             reason=str(err)))
+
+    async def _wait_played(self, mark: str) -> None:
+        if mark not in self._outstanding:
+            return
+        waiter = self._mark_waiters.setdefault(mark, asyncio.get_running_loop().create_future())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), MARK_WAIT_S)
+        except TimeoutError:
+            log.warning("call %s: mark %s never came back", self.call_sid, mark)
+
+    # --- barge-in and bookkeeping ----------------------------------------------------------
+
+    def _interrupt(self, why: str) -> None:
+        """Stop talking now: cancel the reply, clear Twilio's buffer, keep what was heard."""
+        task, turn = self._reply_task, self._current
+        if task and not task.done():
+            task.cancel()
+        heard = turn.heard_text(time.monotonic()) if turn else ""
+        self._outstanding.clear()
+        self._spawn(self.transport.clear())
+        self._spawn(self.store.add_event(self.call_sid, why, heard=heard))
+        if turn is not None:
+            self._finish_turn(turn, interrupted=True)
+        self.state = State.LISTENING
+        log.info("call %s: %s; caller heard %r", self.call_sid, why, heard)
+
+    def _begin_turn(self) -> AgentTurn:
+        if self._current is not None:
+            self._finish_turn(self._current, interrupted=False)
+        self._current = AgentTurn(idx=self._turn_idx)
+        return self._current
+
+    def _finish_turn(self, turn: AgentTurn, *, interrupted: bool, pending: bool = False) -> None:
+        """Record an assistant turn once: now, or (pending) when its last mark comes back."""
+        if pending and self._outstanding:
+            return  # finished later by _begin_turn / _interrupt / close with the heard text
+        if self._current is turn:
+            self._current = None
+        if not turn.text and not turn.pieces:
+            return
+        now = time.monotonic()
+        heard = turn.heard_text(now) if interrupted else turn.text
+        self._spawn(self._record_turn(turn, heard, interrupted))
+
+    async def _record_turn(self, turn: AgentTurn, heard: str, interrupted: bool) -> None:
+        turn_id = await self.store.add_turn(
+            self.call_sid, idx=turn.idx, role="assistant", text=turn.text, heard_text=heard,
+            started=turn.started, interrupted=interrupted, kb_chunks=turn.kb_chunks)
+        if turn_id is not None and turn.metrics:
+            await self.store.add_metrics(turn_id, self.call_sid, turn.metrics)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+SessionFactory = Callable[[str, CallTransport], CallSession]

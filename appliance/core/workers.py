@@ -1,0 +1,94 @@
+"""Bounded worker pools, one per engine kind, so blocking model calls never touch the event loop.
+
+Separate pools keep a burst of one kind (say, four calls transcribing at once) from starving
+another (an LLM reply already under way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+_DONE = object()
+
+
+@dataclass
+class Workers:
+    stt: ThreadPoolExecutor = field(default_factory=lambda: _pool("stt", 2))
+    llm: ThreadPoolExecutor = field(default_factory=lambda: _pool("llm", 2))
+    tts: ThreadPoolExecutor = field(default_factory=lambda: _pool("tts", 2))
+    kb: ThreadPoolExecutor = field(default_factory=lambda: _pool("kb", 2))
+    vad: ThreadPoolExecutor = field(default_factory=lambda: _pool("vad", 1))
+
+    @classmethod
+    def sized(cls, llm_instances: int, max_calls: int) -> Workers:
+        return cls(
+            stt=_pool("stt", min(2, max_calls)),
+            llm=_pool("llm", llm_instances),
+            tts=_pool("tts", min(2, max_calls)),
+            kb=_pool("kb", 2),
+            vad=_pool("vad", 1),
+        )
+
+    def shutdown(self) -> None:
+        for pool in (self.stt, self.llm, self.tts, self.kb, self.vad):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _pool(name: str, size: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, size), thread_name_prefix=name)
+
+
+async def run_in(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
+    """Run a blocking call in ``pool`` and await its result."""
+    ctx = contextvars.copy_context()
+    call = functools.partial(ctx.run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+
+async def iterate_in(pool: ThreadPoolExecutor, make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """Iterate a blocking generator wholly inside ``pool``, handing items to the event loop.
+
+    When the consumer stops early (barge-in cancels it), the worker notices before its next
+    item and closes the generator, which lets the engine release its resources.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    stopped = False
+
+    def put(item: object) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def work() -> None:
+        try:
+            iterator = make()
+            try:
+                for item in iterator:
+                    if stopped:
+                        break
+                    put(item)
+            finally:
+                close = getattr(iterator, "close", None)
+                if close:
+                    close()
+        except BaseException as err:  # handed to the consumer, re-raised there
+            put(err)
+        finally:
+            put(_DONE)
+
+    future = loop.run_in_executor(pool, work)
+    try:
+        while (item := await queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stopped = True
+        if not future.done():
+            future.add_done_callback(lambda f: f.exception())

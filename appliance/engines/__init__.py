@@ -1,0 +1,1 @@
+"""Engines behind the small Protocols in ``base``: real local models and scripted fakes."""

@@ -1,0 +1,137 @@
+"""Local chat LLM via llama-cpp-python: a small pool of model instances shared by all calls.
+
+A llama.cpp context is not re-entrant, so each instance serves one stream at a time; several
+instances let concurrent calls generate side by side instead of queueing behind one another.
+A conversation is routed back to the instance that served it last, whose KV cache still holds
+the prompt prefix (system prompt + history), so a later turn only reads its new tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from pathlib import Path
+
+import llama_cpp
+
+from appliance.engines.base import ChatMessage, EngineInfo
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_gpu(device: str) -> bool:
+    """Whether to offload layers: ``cuda`` always, ``auto`` only if llama.cpp was built for GPU."""
+    if device == "cuda":
+        return True
+    return device == "auto" and bool(llama_cpp.llama_supports_gpu_offload())
+
+
+class _Instance:
+    """One loaded model plus the conversation whose prefix its cache holds."""
+
+    def __init__(self, index: int, llama: llama_cpp.Llama) -> None:
+        self.index = index
+        self.llama = llama
+        self.session_id = ""
+        self.last_used = 0.0
+
+
+class InstancePool:
+    """Hands out instances one holder at a time, preferring the one that knows the session."""
+
+    def __init__(self, instances: Sequence[_Instance]) -> None:
+        self._free = list(instances)
+        self._cond = threading.Condition()
+
+    def acquire(self, session_id: str) -> _Instance:
+        """Block until an instance is free; prefer the session's own, else the least recent."""
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._free))
+            own = [i for i in self._free if session_id and i.session_id == session_id]
+            chosen = own[0] if own else min(self._free, key=lambda i: i.last_used)
+            self._free.remove(chosen)
+            return chosen
+
+    def release(self, instance: _Instance, session_id: str) -> None:
+        with self._cond:
+            instance.session_id = session_id
+            instance.last_used = time.monotonic()
+            self._free.append(instance)
+            self._cond.notify()
+
+    @property
+    def free(self) -> int:
+        with self._cond:
+            return len(self._free)
+
+
+class LlamaCppLlm:
+    """``instances`` copies of one GGUF model; chat uses the GGUF's embedded chat template."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        instances: int = 1,
+        threads: int = 1,
+        n_ctx: int = 2048,
+        gpu_layers: int = -1,
+        device: str = "cpu",
+    ) -> None:
+        gpu = resolve_gpu(device)
+        started = time.perf_counter()
+        llamas = [
+            llama_cpp.Llama(
+                model_path=str(model_path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=gpu_layers if gpu else 0,
+                verbose=False,
+            )
+            for _ in range(instances)
+        ]
+        self.pool = InstancePool([_Instance(i, llama) for i, llama in enumerate(llamas)])
+        self.info = EngineInfo(
+            slot="llm",
+            name=Path(model_path).name,
+            version=f"llama-cpp-python {llama_cpp.__version__}",
+            path=str(model_path),
+            device="cuda" if gpu else "cpu",
+        )
+        logger.info(
+            "loaded %s x%d (threads=%d, ctx=%d, %s) in %.2fs",
+            self.info.name, instances, threads, n_ctx, self.info.device,
+            time.perf_counter() - started,
+        )
+
+    def stream_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float,
+        session_id: str = "",
+    ) -> Iterator[str]:
+        """Blocking generator of content deltas; the instance is held only while it runs.
+
+        Iterate it to the end or ``close()`` it: an abandoned generator keeps its instance busy
+        until it is garbage-collected.
+        """
+        instance = self.pool.acquire(session_id)
+        try:
+            stream = instance.llama.create_chat_completion(
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stream=True,
+            )
+            with closing(stream):
+                for chunk in stream:
+                    delta = chunk["choices"][0]["delta"].get("content")
+                    if delta:
+                        yield delta
+        finally:
+            self.pool.release(instance, session_id)

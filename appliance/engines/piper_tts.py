@@ -1,0 +1,79 @@
+"""Local text-to-speech with Piper: one sentence at a time, off the event loop, as μ-law 8 kHz.
+
+Piper synthesizes a sentence per step of its generator. Each step (ONNX inference plus the
+resample to 8 kHz and μ-law encoding) runs in a worker thread, and the next step starts only
+when the consumer asks for more, so a cancelled or abandoned reply costs at most the sentence
+already in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from piper import AudioChunk, PiperVoice, SynthesisConfig
+from piper.config import PiperConfig
+
+from appliance.core.audio import pcm16_to_ulaw8k
+from appliance.engines.base import EngineInfo
+
+logger = logging.getLogger(__name__)
+
+# Piper peak-normalises each sentence; a little headroom keeps the resampler from clipping.
+SYNTHESIS = SynthesisConfig(volume=0.9)
+
+
+def _next_ulaw(chunks: Iterator[AudioChunk]) -> bytes | None:
+    """Synthesize the next sentence and encode it for the phone; None when the text is done."""
+    chunk = next(chunks, None)
+    if chunk is None:
+        return None
+    return pcm16_to_ulaw8k(chunk.audio_int16_array, chunk.sample_rate)
+
+
+class PiperTts:
+    """A Piper voice (``.onnx`` with its ``.onnx.json`` beside it) shared by all calls.
+
+    The session is built here rather than by ``PiperVoice.load`` so its thread count can be
+    capped; ``run`` is thread-safe and Piper serialises espeak-ng phonemisation itself, so
+    concurrent calls may synthesize at once.
+    """
+
+    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
+        model_path = Path(model_path)
+        with open(f"{model_path}.json", encoding="utf-8") as fh:
+            config = PiperConfig.from_dict(json.load(fh))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._voice = PiperVoice(session=session, config=config)
+        self.sample_rate = config.sample_rate
+        self.info = EngineInfo(
+            slot="tts",
+            name=model_path.stem,
+            version=f"piper-tts {version('piper-tts')}",
+            path=str(model_path),
+        )
+        logger.info("loaded %s (%d Hz)", model_path, self.sample_rate)
+
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        """μ-law 8 kHz audio, one chunk per sentence of ``text``."""
+        chunks = iter(self._voice.synthesize(text, syn_config=SYNTHESIS))
+        while (ulaw := await asyncio.to_thread(_next_ulaw, chunks)) is not None:
+            yield ulaw
+
+    def synthesize_pcm(self, text: str) -> tuple[np.ndarray, int]:
+        """Blocking: the whole of ``text`` as int16 at the voice's rate (test audio, prompts)."""
+        parts = [c.audio_int16_array for c in self._voice.synthesize(text, syn_config=SYNTHESIS)]
+        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+        return audio, self.sample_rate

@@ -1,0 +1,74 @@
+"""The one place that names concrete engine classes: settings → loaded, shared engines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from appliance.config import Settings
+from appliance.core.agent import Agent, Tool
+from appliance.core.session import Engines
+from appliance.core.workers import Workers
+from appliance.engines.base import KnowledgeBase, Tts
+from appliance.models.resolve import resolve_models
+
+log = logging.getLogger(__name__)
+
+
+def fixed_phrases(settings: Settings, agent: Agent) -> list[str]:
+    """Phrases spoken without a model in the way, synthesized once at start-up."""
+    return [settings.greeting_text, settings.apology, agent.phrase_for(Tool.END_CALL),
+            agent.phrase_for(Tool.TRANSFER), agent.unknown_answer]
+
+
+async def synthesize_phrases(tts: Tts, texts: list[str]) -> dict[str, bytes]:
+    phrases: dict[str, bytes] = {}
+    for text in texts:
+        phrases[text] = b"".join([chunk async for chunk in tts.synthesize(text)])
+    return phrases
+
+
+def open_knowledge_base(settings: Settings) -> KnowledgeBase | None:
+    """The business's documents, ingesting ``kb_dir`` first if nothing was ingested yet."""
+    from appliance.kb.store import ChromaKnowledgeBase, ingest_paths
+
+    kb = ChromaKnowledgeBase.open(settings)
+    if kb.count() == 0 and settings.kb_dir:
+        log.info("knowledge base is empty: ingesting %s", settings.kb_dir)
+        ingest_paths(settings, [settings.kb_dir], progress=False)
+        kb = ChromaKnowledgeBase.open(settings)
+    if kb.count() == 0:
+        log.warning("knowledge base is empty: answers are not grounded (run `appliance kb ingest`)")
+        return None
+    return kb
+
+
+def load_blocking(settings: Settings) -> tuple[Workers, Agent, object, object, Tts]:
+    """Load every model (blocking; run in a thread at start-up)."""
+    from appliance.engines.faster_whisper_stt import FasterWhisperStt
+    from appliance.engines.llama_cpp_llm import LlamaCppLlm
+    from appliance.engines.piper_tts import PiperTts
+    from appliance.engines.silero_vad import SileroVad
+
+    paths = resolve_models(settings)
+    started = time.monotonic()
+    workers = Workers.sized(settings.llm_instances, settings.max_calls)
+    vad = SileroVad(paths.vad)
+    stt = FasterWhisperStt(paths.stt, device=settings.device, threads=settings.stt_threads,
+                           beam_size=settings.stt_beam_size)
+    llm = LlamaCppLlm(paths.llm, instances=settings.llm_instances, threads=settings.llm_threads,
+                      n_ctx=settings.llm_context, gpu_layers=settings.llm_gpu_layers,
+                      device=settings.device)
+    tts: Tts = PiperTts(paths.tts, threads=settings.tts_threads)
+    kb = open_knowledge_base(settings)
+    agent = Agent(settings, llm, kb, workers)
+    log.info("models loaded in %.1f s", time.monotonic() - started)
+    return workers, agent, vad, stt, tts
+
+
+async def load_engines(settings: Settings) -> Engines:
+    workers, agent, vad, stt, tts = await asyncio.to_thread(load_blocking, settings)
+    phrases = await synthesize_phrases(tts, fixed_phrases(settings, agent))
+    return Engines(vad=vad, stt=stt, tts=tts, agent=agent, workers=workers,  # type: ignore[arg-type]
+                   phrases=phrases)

@@ -1,0 +1,81 @@
+"""Schema migrations for the call log, applied in order and tracked by ``PRAGMA user_version``.
+
+Never drop or rewrite a table here: append a new migration instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["calls"].create(
+        {
+            "call_sid": str,
+            "stream_sid": str,
+            "mode": str,
+            "from_number": str,
+            "to_number": str,
+            "started": float,
+            "ended": float,
+            "status": str,
+            "end_reason": str,
+        },
+        pk="call_sid",
+        not_null={"call_sid", "started", "status"},
+    )
+    db["turns"].create(
+        {
+            "id": int,
+            "call_sid": str,
+            "idx": int,
+            "role": str,
+            "text": str,
+            "heard_text": str,
+            "started": float,
+            "ended": float,
+            "interrupted": int,
+            "kb_chunks": str,
+        },
+        pk="id",
+        foreign_keys=[("call_sid", "calls", "call_sid")],
+    )
+    db["events"].create(
+        {"id": int, "call_sid": str, "at": float, "type": str, "detail": str},
+        pk="id",
+        foreign_keys=[("call_sid", "calls", "call_sid")],
+    )
+    db["turn_metrics"].create(
+        {
+            "turn_id": int,
+            "call_sid": str,
+            "endpoint_s": float,
+            "stt_s": float,
+            "llm_ttft_s": float,
+            "first_sentence_s": float,
+            "tts_first_audio_s": float,
+            "v2v_s": float,
+            "first_token_sent_s": float,
+            "tts_provider": str,
+        },
+        pk="turn_id",
+        foreign_keys=[("turn_id", "turns", "id"), ("call_sid", "calls", "call_sid")],
+    )
+    db["turns"].create_index(["call_sid"])
+    db["events"].create_index(["call_sid"])
+    db["calls"].create_index(["status"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Bring ``db`` to the latest schema; returns the resulting version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        with db.conn:
+            step(db)
+            db.execute(f"PRAGMA user_version = {number}")
+    return len(MIGRATIONS)

@@ -1,0 +1,1 @@
+"""Twilio wire formats and REST actions, kept apart from the call brain."""

@@ -1,0 +1,161 @@
+"""``create_app()``: the Litestar application, its lifespan and its routes."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response, get, post, websocket
+from litestar.connection import WebSocket
+from litestar.exceptions import PermissionDeniedException
+from litestar.params import FromPath
+from litestar.status_codes import WS_1008_POLICY_VIOLATION
+
+from appliance.config import Settings
+from appliance.core.session import Engines
+from appliance.web import twiml
+from appliance.web.media_socket import handle_media_socket
+from appliance.web.runtime import Runtime
+from appliance.web.twilio_auth import public_url, socket_url
+
+log = logging.getLogger(__name__)
+
+EngineLoader = Callable[[Settings], Awaitable[Engines]]
+XML = "application/xml"
+
+
+def runtime_of(request: Request[Any, Any, Any] | WebSocket[Any, Any, Any]) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+@get("/healthz")
+async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    runtime = runtime_of(request)
+    body: dict[str, Any] = {
+        "status": "ready" if runtime.engines else ("failed" if runtime.load_error else "loading"),
+        "models": [{"slot": m.slot, "name": m.name, "version": m.version, "device": m.device}
+                   for m in runtime.models],
+        "active_calls": len(runtime.calls.active),
+        "max_calls": runtime.settings.max_calls,
+        "mode": runtime.settings.mode,
+    }
+    if runtime.load_error:
+        body["error"] = runtime.load_error
+    return Response(body, status_code=200 if runtime.engines else 503)
+
+
+@post("/twilio/voice", status_code=200)
+async def voice(request: Request[Any, Any, Any]) -> Response[str]:
+    """Twilio's voice webhook: admit the call and connect its audio to us, or refuse politely."""
+    runtime = runtime_of(request)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    url = public_url(runtime.settings, "/twilio/voice", request.url.query)
+    if not runtime.signatures.valid(url, form, request.headers.get("x-twilio-signature")):
+        log.warning("voice webhook: bad or missing X-Twilio-Signature; refused")
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    call_sid = form.get("CallSid", "")
+    if not call_sid:
+        return Response("missing CallSid", status_code=400, media_type="text/plain")
+    settings = runtime.settings
+    if runtime.engines is None:
+        log.warning("call %s refused: models not ready", call_sid)
+        return Response(str(twiml.busy(settings)), media_type=XML)
+    if not runtime.calls.reserve(call_sid):
+        log.warning("call %s refused: %d calls is the limit", call_sid, settings.max_calls)
+        await runtime.store.call_started(call_sid, mode=settings.mode, status="busy",
+                                         from_number=form.get("From", ""),
+                                         to_number=form.get("To", ""))
+        await runtime.store.call_ended(call_sid, status="busy", reason="over the call limit")
+        return Response(str(twiml.busy(settings)), media_type=XML)
+    await runtime.store.call_started(call_sid, mode=settings.mode, status="ringing",
+                                     from_number=form.get("From", ""), to_number=form.get("To", ""))
+    return Response(str(twiml.connect_stream(socket_url(settings, "/twilio/media"), form)), media_type=XML)
+
+
+@post("/twilio/status", status_code=204)
+async def status_callback(request: Request[Any, Any, Any]) -> None:
+    """Twilio call status callbacks update the call record."""
+    runtime = runtime_of(request)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    url = public_url(runtime.settings, "/twilio/status", request.url.query)
+    if not runtime.signatures.valid(url, form, request.headers.get("x-twilio-signature")):
+        raise PermissionDeniedException("invalid signature")
+    call_sid, status = form.get("CallSid", ""), form.get("CallStatus", "")
+    if call_sid and status:
+        await runtime.store.update_call(call_sid, status=status)
+        if status in {"completed", "busy", "failed", "no-answer", "canceled"}:
+            await runtime.store.call_ended(call_sid, status=status, reason="twilio status")
+
+
+@websocket("/twilio/media")
+async def media_socket(socket: WebSocket[Any, Any, Any]) -> None:
+    runtime = runtime_of(socket)
+    url = socket_url(runtime.settings, "/twilio/media")
+    if not runtime.signatures.valid(url, {}, socket.headers.get("x-twilio-signature")):
+        log.warning("media socket: bad or missing X-Twilio-Signature; refused")
+        await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
+        return
+    await socket.accept()
+    await handle_media_socket(socket, runtime)
+
+
+@get("/api/calls/{call_sid:str}")
+async def call_record(request: Request[Any, Any, Any], call_sid: FromPath[str]) -> Response[Any]:
+    """One call's log (turns, metrics, events), for the simulated caller and local tools only."""
+    client = request.client.host if request.client else ""
+    try:
+        local = ipaddress.ip_address(client).is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        return Response({"error": "local access only"}, status_code=403)
+    record = await runtime_of(request).store.call_record(call_sid)
+    if record is None:
+        return Response({"error": "no such call"}, status_code=404)
+    return Response(record)
+
+
+def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
+    """Build the app. Models load in the background after start-up so /healthz can report it."""
+    runtime = Runtime.create(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await runtime.store.open()
+        task = asyncio.create_task(_load(runtime, load_engines))
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if runtime.engines is not None:
+                runtime.engines.workers.shutdown()
+            await runtime.store.close()
+
+    app = Litestar(
+        route_handlers=[healthz, voice, status_callback, media_socket, call_record],
+        lifespan=[lifespan],
+        logging_config=None,  # logging is set up once by the CLI, with secret scrubbing
+        debug=False,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+async def _load(runtime: Runtime, load_engines: EngineLoader) -> None:
+    try:
+        engines = await load_engines(runtime.settings)
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:
+        runtime.load_error = f"{type(err).__name__}: {err}"
+        log.error("model loading failed: %s", runtime.load_error)
+        return
+    runtime.models = engines.infos
+    runtime.engines = engines
+    runtime.ready.set()
+    log.info("ready: %s", ", ".join(f"{m.slot}={m.name}" for m in runtime.models))

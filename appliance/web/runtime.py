@@ -1,0 +1,72 @@
+"""Everything the web layer shares across requests: settings, engines, call log, call slots."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from appliance.config import Settings
+from appliance.core.session import Engines
+from appliance.engines.base import EngineInfo
+from appliance.store.calls import CallStore
+from appliance.telephony.twilio_calls import TwilioCalls
+from appliance.web.twilio_auth import SignatureChecker
+
+log = logging.getLogger(__name__)
+
+PENDING_CALL_S = 30.0  # a call answered by the webhook holds a slot this long before its stream
+
+
+@dataclass
+class CallSlots:
+    """Admission control: live streams plus calls answered whose stream has not started yet."""
+
+    limit: int
+    active: set[str] = field(default_factory=set)
+    pending: dict[str, float] = field(default_factory=dict)
+
+    def count(self) -> int:
+        now = time.monotonic()
+        self.pending = {sid: t for sid, t in self.pending.items() if now - t < PENDING_CALL_S}
+        return len(self.active) + len(self.pending)
+
+    def reserve(self, call_sid: str) -> bool:
+        if call_sid in self.active or call_sid in self.pending:
+            return True
+        if self.count() >= self.limit:
+            return False
+        self.pending[call_sid] = time.monotonic()
+        return True
+
+    def activate(self, call_sid: str) -> None:
+        self.pending.pop(call_sid, None)
+        self.active.add(call_sid)
+
+    def release(self, call_sid: str) -> None:
+        self.active.discard(call_sid)
+        self.pending.pop(call_sid, None)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: CallStore
+    twilio: TwilioCalls
+    signatures: SignatureChecker
+    calls: CallSlots
+    engines: Engines | None = None  # None until every model is loaded
+    models: list[EngineInfo] = field(default_factory=list)
+    load_error: str = ""
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        return cls(
+            settings=settings,
+            store=CallStore(settings.db_path),
+            twilio=TwilioCalls(settings.twilio_account_sid, settings.twilio_auth_token),
+            signatures=SignatureChecker(settings),
+            calls=CallSlots(limit=settings.max_calls),
+        )

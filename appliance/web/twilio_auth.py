@@ -1,0 +1,46 @@
+"""X-Twilio-Signature checks over URLs rebuilt from the configured public base URL.
+
+Behind a TLS-terminating proxy the local request URL is not the one Twilio signed, so the URL
+is always rebuilt from settings, never taken from the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from twilio.request_validator import RequestValidator
+
+from appliance.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def public_url(settings: Settings, path: str, query: str = "") -> str:
+    url = settings.public_base_url.rstrip("/") + path
+    return f"{url}?{query}" if query else url
+
+
+def socket_url(settings: Settings, path: str) -> str:
+    """The ws(s):// URL Twilio is told to open (and signs on upgrade)."""
+    base = settings.public_base_url.rstrip("/")
+    scheme, rest = base.split("://", 1)
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
+
+
+class SignatureChecker:
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.validate_signatures
+        self._validator = RequestValidator(settings.twilio_auth_token)
+        if self.enabled and not settings.twilio_auth_token:
+            log.warning("TWILIO_AUTH_TOKEN is not set: every Twilio request will be refused")
+        if not self.enabled:
+            log.warning("signature validation is OFF (APPLIANCE_VALIDATE_SIGNATURES=false): "
+                        "development only")
+
+    def valid(self, url: str, params: Mapping[str, str], signature: str | None) -> bool:
+        if not self.enabled:
+            return True
+        if not signature or not self._validator.token:
+            return False
+        return bool(self._validator.validate(url, dict(params), signature))

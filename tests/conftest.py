@@ -1,0 +1,70 @@
+"""Shared fixtures: settings in a temp data dir and a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from appliance.config import Settings, load_settings
+
+AUTH_TOKEN = "test-auth-token-0123456789"
+ACCOUNT_SID = "AC" + "0" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    port = overrides.pop("port", None) or free_port()
+    values: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"),
+        "port": port,
+        "public_base_url": f"http://127.0.0.1:{port}",
+        "twilio_auth_token": AUTH_TOKEN,
+        "twilio_account_sid": ACCOUNT_SID,
+    }
+    values.update(overrides)
+    return load_settings(environ={}, **values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@contextmanager
+def running_server(app: Any, settings: Settings, ready_timeout: float = 120.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread; yield its base URL once /healthz says ready."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None,
+                            lifespan="on", ws_max_size=1 << 20)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + ready_timeout
+    try:
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("server did not become ready")
+            time.sleep(0.1)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

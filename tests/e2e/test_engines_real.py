@@ -1,0 +1,194 @@
+"""The real default engines on real audio: Piper makes the speech every other engine hears.
+
+Each model loads once per module. Speech goes through the telephone path (Piper → μ-law 8 kHz
+→ 20 ms frames → streaming upsampler → 16 kHz), as a caller's audio would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+
+import numpy as np
+import pytest
+
+from appliance.core.audio import Ulaw8kTo16k, frames, is_voiced, pcm16_to_ulaw8k
+from appliance.engines.base import ChatMessage
+from appliance.engines.faster_whisper_stt import FasterWhisperStt
+from appliance.engines.llama_cpp_llm import LlamaCppLlm
+from appliance.engines.piper_tts import PiperTts
+from appliance.engines.silero_vad import SileroVad
+from appliance.models.locate import default_path
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "What time do you open tomorrow?"
+SYSTEM = ChatMessage("system", "You are the receptionist of Harbor Dental. Answer briefly.")
+
+
+@pytest.fixture(scope="module")
+def tts() -> PiperTts:
+    return PiperTts(default_path("tts"), threads=1)
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVad:
+    return SileroVad(default_path("vad"))
+
+
+@pytest.fixture(scope="module")
+def stt() -> FasterWhisperStt:
+    return FasterWhisperStt(default_path("stt"), device="cpu", threads=1, beam_size=1)
+
+
+@pytest.fixture(scope="module")
+def llm() -> LlamaCppLlm:
+    return LlamaCppLlm(default_path("llm"), instances=2, threads=1, n_ctx=1024, device="cpu")
+
+
+def phone_audio(ulaw: bytes) -> np.ndarray:
+    """μ-law 8 kHz as the call session would hand it to the VAD and STT: 16 kHz float32."""
+    up = Ulaw8kTo16k()
+    return np.concatenate([up.process(f) for f in frames(ulaw)])
+
+
+@pytest.fixture(scope="module")
+def question_ulaw(tts: PiperTts) -> bytes:
+    pcm, rate = tts.synthesize_pcm(QUESTION)
+    return pcm16_to_ulaw8k(pcm, rate)
+
+
+def test_piper_streams_one_ulaw_chunk_per_sentence(tts: PiperTts) -> None:
+    async def collect() -> list[bytes]:
+        return [c async for c in tts.synthesize("Thanks for calling. We open at nine tomorrow.")]
+
+    chunks = asyncio.run(collect())
+    assert len(chunks) == 2
+    seconds = sum(len(c) for c in chunks) / 8000
+    assert 1.5 < seconds < 6.0
+    voiced = [is_voiced(f) for f in frames(b"".join(chunks))]
+    assert sum(voiced) > 0.5 * len(voiced)
+
+
+def test_piper_stops_working_when_the_consumer_stops(
+    tts: PiperTts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sentences: list[int] = []
+    real = tts._voice.phoneme_ids_to_audio
+    monkeypatch.setattr(
+        tts._voice, "phoneme_ids_to_audio", lambda *a, **k: sentences.append(1) or real(*a, **k)
+    )
+
+    async def first_only() -> bytes:
+        stream = tts.synthesize("One sentence. Another sentence. And a third one.")
+        try:
+            return await anext(stream)
+        finally:
+            await stream.aclose()
+
+    assert asyncio.run(first_only())
+    assert len(sentences) == 1
+
+
+def test_vad_scores_speech_high_and_silence_low(vad: SileroVad, question_ulaw: bytes) -> None:
+    silence = bytes([0xFF]) * 8000
+    audio = phone_audio(silence + question_ulaw + silence)
+    stream = vad.stream()
+    probs = [p for i in range(0, len(audio), 320) for p in stream.probabilities(audio[i : i + 320])]
+    assert len(probs) == len(audio) // 512
+    lead = probs[: 8000 * 2 // 512 - 2]  # the first second, minus the upsampler's lag
+    speech = probs[len(lead) + 4 : len(lead) + 4 + len(question_ulaw) * 2 // 512 - 4]
+    assert max(lead) < 0.2
+    assert np.mean(speech) > 0.6 and np.mean(np.array(speech) > 0.5) > 0.7
+
+
+def test_vad_streams_are_independent_and_chunking_free(
+    vad: SileroVad, question_ulaw: bytes
+) -> None:
+    audio = phone_audio(question_ulaw)
+    one, other = vad.stream(), vad.stream()
+    whole = one.probabilities(audio)
+    other.probabilities(np.zeros(1000, dtype=np.float32))  # must not disturb ``one``
+    other.reset()
+    pieces = [p for i in range(0, len(audio), 700) for p in other.probabilities(audio[i : i + 700])]
+    np.testing.assert_allclose(pieces, whole, atol=1e-5)
+
+
+def test_stt_transcribes_phone_quality_speech(stt: FasterWhisperStt, question_ulaw: bytes) -> None:
+    transcript = stt.transcribe(phone_audio(question_ulaw))
+    words = transcript.text.lower()
+    assert "open" in words and "tomorrow" in words
+    assert transcript.no_speech_prob < 0.5
+
+
+def drain(stream: Iterator[str]) -> str:
+    return "".join(stream)
+
+
+def test_llm_streams_tokens(llm: LlamaCppLlm) -> None:
+    messages = [SYSTEM, ChatMessage("user", QUESTION)]
+    tokens = list(llm.stream_chat(messages, max_tokens=16, temperature=0.0, session_id="t"))
+    assert len(tokens) > 1 and "".join(tokens).strip()
+    assert llm.pool.free == 2
+
+
+def test_llm_early_close_releases_the_instance(llm: LlamaCppLlm) -> None:
+    messages = [SYSTEM, ChatMessage("user", QUESTION)]
+    stream = llm.stream_chat(messages, max_tokens=64, temperature=0.0)
+    assert next(stream)
+    assert llm.pool.free == 1
+    stream.close()
+    assert llm.pool.free == 2
+
+
+def test_llm_blocks_when_all_instances_are_busy(llm: LlamaCppLlm) -> None:
+    messages = [SYSTEM, ChatMessage("user", QUESTION)]
+    held = [llm.stream_chat(messages, max_tokens=64, temperature=0.0) for _ in range(2)]
+    for stream in held:
+        next(stream)
+    got_one = threading.Event()
+
+    def third() -> None:
+        drain(llm.stream_chat(messages, max_tokens=2, temperature=0.0))
+        got_one.set()
+
+    worker = threading.Thread(target=third)
+    worker.start()
+    assert not got_one.wait(0.3)
+    held[0].close()
+    assert got_one.wait(30)
+    worker.join()
+    held[1].close()
+    assert llm.pool.free == 2
+
+
+def test_llm_routes_a_session_back_to_its_instance(llm: LlamaCppLlm) -> None:
+    messages = [SYSTEM, ChatMessage("user", QUESTION)]
+    drain(llm.stream_chat(messages, max_tokens=4, temperature=0.0, session_id="alice"))
+    drain(llm.stream_chat(messages, max_tokens=4, temperature=0.0, session_id="bob"))
+    instance = llm.pool.acquire("alice")
+    try:
+        assert instance.session_id == "alice"
+    finally:
+        llm.pool.release(instance, "alice")
+
+
+def first_token_seconds(llm: LlamaCppLlm, messages: list[ChatMessage], session_id: str) -> float:
+    stream = llm.stream_chat(messages, max_tokens=8, temperature=0.0, session_id=session_id)
+    started = time.perf_counter()
+    with closing(stream):
+        next(stream)
+        return time.perf_counter() - started
+
+
+def test_llm_second_turn_reuses_the_cached_prefix(llm: LlamaCppLlm) -> None:
+    facts = " ".join(f"Fact {i}: the clinic has room {i} on floor {i % 3}." for i in range(20))
+    system = ChatMessage("system", f"You answer for a clinic. {facts}")
+    history = [system, ChatMessage("user", "Hi")]
+    cold = first_token_seconds(llm, history, "carol")
+    history += [ChatMessage("assistant", "Hello!"), ChatMessage("user", QUESTION)]
+    warm = first_token_seconds(llm, history, "carol")
+    assert warm < cold

@@ -1,0 +1,206 @@
+"""The real server on loopback, real sockets and SQLite, with scripted fake engines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from appliance.config import Settings
+from appliance.web.app import create_app
+from tests.conftest import make_settings, running_server
+from tests.web.fake_engines import FakeSet
+from tests.web.twilio_client import SILENCE, MediaStream, place_call, tone
+
+
+def record(base: str, call_sid: str) -> dict:
+    return httpx.get(f"{base}/api/calls/{call_sid}", timeout=5).json()
+
+
+async def wait_record(base: str, call_sid: str, predicate, timeout: float = 10.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with httpx.AsyncClient() as client:
+            rec = (await client.get(f"{base}/api/calls/{call_sid}")).json()
+        if predicate(rec) or asyncio.get_running_loop().time() > deadline:
+            return rec
+        await asyncio.sleep(0.05)
+
+
+def serve(settings: Settings, fakes: FakeSet | None = None):
+    return running_server(create_app(settings, (fakes or FakeSet()).load), settings)
+
+
+def test_voice_webhook_signature_and_twiml(settings: Settings) -> None:
+    with serve(settings) as base:
+        call_sid, twiml = asyncio.run(place_call(base, settings))
+        assert "<Connect><Stream" in twiml and f"ws://127.0.0.1:{settings.port}/twilio/media" in twiml
+        assert f'<Parameter name="callSid" value="{call_sid}"' in twiml
+        form = {"CallSid": "CA1", "From": "+1"}
+        assert httpx.post(f"{base}/twilio/voice", data=form).status_code == 403
+        bad = httpx.post(f"{base}/twilio/voice", data=form, headers={"X-Twilio-Signature": "x"})
+        assert bad.status_code == 403
+        assert record(base, call_sid)["call"]["status"] == "ringing"
+
+
+def test_unsigned_media_socket_is_refused(settings: Settings) -> None:
+    from websockets.asyncio.client import connect
+
+    async def attempt() -> None:
+        async with connect(f"ws://127.0.0.1:{settings.port}/twilio/media"):
+            pass
+
+    with serve(settings):
+        with pytest.raises(InvalidStatus):
+            asyncio.run(attempt())
+
+
+def test_a_call_greets_answers_and_logs_everything(settings: Settings) -> None:
+    fakes = FakeSet()
+
+    async def call(base: str) -> tuple[MediaStream, dict]:
+        call_sid, _ = await place_call(base, settings)
+        stream = await MediaStream.open(base, settings, call_sid)
+        await stream.wait_for(lambda: stream.events("mark"))  # greeting played
+        greeting_frames = len(stream.events("media"))
+        await stream.ack_marks()
+        await stream.send_audio(SILENCE * 10 + tone(1.0) + SILENCE * 40)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 3)
+        assert len(stream.events("media")) > greeting_frames
+        await stream.ack_marks()
+        await stream.send({"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": "5"}})
+        await asyncio.sleep(0.2)
+        await stream.stop()
+        rec = await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+        return stream, rec
+
+    with serve(settings, fakes) as base:
+        stream, rec = asyncio.run(call(base))
+    assert not stream.events("clear")
+    assert rec["call"]["status"] == "completed" and rec["call"]["stream_sid"] == stream.stream_sid
+    roles = [(t["role"], t["text"]) for t in rec["turns"]]
+    assert roles[0] == ("assistant", settings.greeting_text)
+    assert ("user", "What time do you open tomorrow?") in roles
+    answer = next(t for t in rec["turns"] if t["role"] == "assistant" and t["metrics"])
+    assert answer["text"] == "We open at nine. See you then." and not answer["interrupted"]
+    metrics = answer["metrics"]
+    for key in ("endpoint_s", "stt_s", "llm_ttft_s", "first_sentence_s", "tts_first_audio_s",
+                "v2v_s"):
+        assert metrics[key] is not None and metrics[key] >= 0, key
+    assert {"type": "dtmf", "digit": "5"} in [
+        {"type": e["type"], **e["detail"]} for e in rec["events"]]
+    assert fakes.tts.texts[-2:] == ["We open at nine.", "See you then."]
+
+
+def test_barge_in_clears_and_keeps_only_what_was_heard(settings: Settings) -> None:
+    fakes = FakeSet(tts=__import__("appliance.engines.fakes", fromlist=["FakeTts"]).FakeTts(
+        ms=2000, chunk_ms=100))
+
+    async def call(base: str) -> tuple[MediaStream, dict]:
+        call_sid, _ = await place_call(base, settings)
+        stream = await MediaStream.open(base, settings, call_sid)
+        await stream.wait_for(lambda: stream.events("mark"))
+        await stream.ack_marks()
+        await stream.send_audio(tone(1.0) + SILENCE * 30)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
+        await stream.ack_marks()  # the caller heard the first sentence, not the second
+        await asyncio.sleep(0.3)
+        await stream.send_audio(tone(0.6), pace=0.005)
+        await stream.wait_for(lambda: stream.events("clear"))
+        await stream.send_audio(SILENCE * 30)
+        await asyncio.sleep(0.3)
+        await stream.stop()
+        rec = await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+        return stream, rec
+
+    with serve(settings, fakes) as base:
+        stream, rec = asyncio.run(call(base))
+    interrupted = [t for t in rec["turns"] if t["interrupted"]]
+    assert interrupted, rec["turns"]
+    turn = interrupted[0]
+    assert turn["heard_text"].startswith("We open at nine.")
+    assert turn["heard_text"] != turn["text"] or turn["text"] == "We open at nine."
+    assert "barge-in" in [e["type"] for e in rec["events"]]
+
+
+def test_stt_failure_plays_the_apology_and_the_call_goes_on(settings: Settings) -> None:
+    fakes = FakeSet()
+    fakes.stt.error = RuntimeError("decoder exploded")
+
+    async def call(base: str) -> dict:
+        call_sid, _ = await place_call(base, settings)
+        stream = await MediaStream.open(base, settings, call_sid)
+        await stream.wait_for(lambda: stream.events("mark"))
+        await stream.ack_marks()
+        await stream.send_audio(tone(0.8) + SILENCE * 30)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
+        await stream.ack_marks()
+        fakes.stt.error = None
+        await stream.send_audio(tone(0.8) + SILENCE * 30)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 4)
+        await stream.stop()
+        return await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    with serve(settings, fakes) as base:
+        rec = asyncio.run(call(base))
+    errors = [e for e in rec["events"] if e["type"] == "error"]
+    assert errors and "decoder exploded" in errors[0]["detail"]["reason"]
+    assert any(t["role"] == "user" for t in rec["turns"])  # the second turn was answered
+    assert rec["call"]["status"] == "completed"
+
+
+def test_over_the_limit_callers_hear_a_polite_busy(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_calls=1)
+
+    async def calls(base: str) -> str:
+        await place_call(base, settings)
+        return (await place_call(base, settings))[1]
+
+    with serve(settings) as base:
+        twiml = asyncio.run(calls(base))
+    assert "<Say>" in twiml and "<Hangup" in twiml and "<Stream" not in twiml
+
+
+def test_bad_input_is_refused_and_other_calls_are_unhurt(settings: Settings,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    async def abuse(base: str) -> tuple[MediaStream, dict]:
+        good_sid, _ = await place_call(base, settings)
+        good = await MediaStream.open(base, settings, good_sid)
+        from websockets.asyncio.client import connect
+        from tests.web.twilio_client import sign
+        url = settings.public_base_url.replace("http", "ws", 1) + "/twilio/media"
+        headers = {"X-Twilio-Signature": sign(settings, url, {})}
+        async with connect(f"{base.replace('http', 'ws', 1)}/twilio/media",
+                           additional_headers=headers) as bad:
+            await bad.send('{"event":"media","media":{"payload":"/w=="}}')  # before start
+            await bad.send("this is not json")
+            await bad.send('{"event":"surprise"}')
+            bad_sid, _ = await place_call(base, settings)
+            await bad.send('{"event":"start","start":{"streamSid":"MZx","callSid":"%s",'
+                           '"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,'
+                           '"channels":1}}}' % bad_sid)
+            await bad.send('{"event":"media","media":{"payload":"***"}}')
+            await bad.send('{"event":"media","media":{"payload":"' + "A" * 20000 + '"}}')
+            for _ in range(600):  # a flood
+                await bad.send('{"event":"media","media":{"payload":"/w=="}}')
+        # ...and the socket was dropped without a stop. The good call still works:
+        await good.wait_for(lambda: good.events("mark"))
+        await good.ack_marks()
+        await good.send_audio(tone(0.8) + SILENCE * 30)
+        await good.wait_for(lambda: len(good.events("mark")) >= 2)
+        await good.stop()
+        rec = await wait_record(base, bad_sid, lambda r: r["call"]["ended"])
+        return good, rec
+
+    with caplog.at_level(logging.WARNING), serve(settings) as base:
+        good, bad_record = asyncio.run(abuse(base))
+        assert httpx.get(f"{base}/healthz").status_code == 200
+    text = caplog.text
+    for reason in ("media before start", "not JSON", "invalid message", "bad base64", "oversize",
+                   "media flood"):
+        assert reason in text, reason
+    assert bad_record["call"]["ended"] and bad_record["call"]["end_reason"] == "socket closed"

@@ -1,0 +1,105 @@
+"""A scriptable stand-in for Twilio's side of a media socket, for socket-level tests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from typing import Any
+
+import httpx
+import numpy as np
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+
+from appliance.config import Settings
+from appliance.core.audio import FRAME_BYTES, pcm16_to_ulaw8k
+
+SILENCE = b"\xff" * FRAME_BYTES
+
+
+def tone(seconds: float) -> bytes:
+    t = np.arange(int(8000 * seconds)) / 8000
+    return pcm16_to_ulaw8k((9000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16), 8000)
+
+
+def sign(settings: Settings, url: str, params: dict[str, str]) -> str:
+    return RequestValidator(settings.twilio_auth_token).compute_signature(url, params)
+
+
+async def place_call(base: str, settings: Settings, call_sid: str | None = None) -> tuple[str, str]:
+    """Signed voice webhook; returns (call_sid, TwiML)."""
+    call_sid = call_sid or "CA" + uuid.uuid4().hex
+    form = {"CallSid": call_sid, "AccountSid": settings.twilio_account_sid, "From": "+15550001111",
+            "To": "+15550002222", "CallStatus": "ringing", "Direction": "inbound"}
+    url = settings.public_base_url + "/twilio/voice"
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{base}/twilio/voice", data=form,
+                                     headers={"X-Twilio-Signature": sign(settings, url, form)})
+    response.raise_for_status()
+    return call_sid, response.text
+
+
+class MediaStream:
+    """Opens the media socket (signed), sends Twilio's messages, collects what comes back."""
+
+    def __init__(self, ws: ClientConnection, call_sid: str) -> None:
+        self.ws = ws
+        self.call_sid = call_sid
+        self.stream_sid = "MZ" + uuid.uuid4().hex
+        self.received: list[dict[str, Any]] = []
+        self._seq = 0
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, base: str, settings: Settings, call_sid: str) -> MediaStream:
+        url = settings.public_base_url.replace("http", "ws", 1) + "/twilio/media"
+        ws = await connect(base.replace("http", "ws", 1) + "/twilio/media",
+                           additional_headers={"X-Twilio-Signature": sign(settings, url, {})})
+        stream = cls(ws, call_sid)
+        await stream.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        await stream.send({"event": "start", "start": {
+            "streamSid": stream.stream_sid, "accountSid": settings.twilio_account_sid,
+            "callSid": call_sid, "tracks": ["inbound"], "customParameters": {},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        return stream
+
+    async def _read(self) -> None:
+        async for message in self.ws:
+            self.received.append(json.loads(message))
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self._seq += 1
+        message.setdefault("sequenceNumber", str(self._seq))
+        message.setdefault("streamSid", self.stream_sid)
+        await self.ws.send(json.dumps(message))
+
+    async def send_audio(self, ulaw: bytes, pace: float = 0.0) -> None:
+        for i in range(0, len(ulaw), FRAME_BYTES):
+            payload = base64.b64encode(ulaw[i:i + FRAME_BYTES]).decode()
+            await self.send({"event": "media", "media": {"track": "inbound", "payload": payload,
+                                                         "chunk": str(i), "timestamp": "0"}})
+            await asyncio.sleep(pace)
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.received if m.get("event") == kind]
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"timed out; received {[m['event'] for m in self.received][-20:]}")
+            await asyncio.sleep(0.02)
+
+    async def ack_marks(self) -> None:
+        """Echo every mark received so far, as Twilio does once the audio before it played."""
+        for mark in self.events("mark"):
+            if not mark.get("_acked"):
+                mark["_acked"] = True
+                await self.send({"event": "mark", "mark": mark["mark"]})
+
+    async def stop(self) -> None:
+        await self.send({"event": "stop", "stop": {"callSid": self.call_sid}})
+        await self.ws.close()
+        self._reader.cancel()
