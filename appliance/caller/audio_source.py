@@ -40,10 +40,6 @@ class Utterance:
     def from_pcm(cls, label: str, samples: np.ndarray, rate: int) -> Utterance:
         return cls.from_ulaw(label, pcm16_to_ulaw8k(samples, rate))
 
-    @property
-    def duration_s(self) -> float:
-        return len(self.frames) * 0.02
-
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """A PCM WAV of any rate, width and channel count → mono int16 samples and the rate."""

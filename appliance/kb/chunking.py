@@ -14,7 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 MAX_CHARS = 800
-MIN_CHARS = 400
+# Short sibling sections are grouped only up to this size. On the kb/ evaluation set, grouping
+# up to 400 chars blurred topics: the right chunk's distance rose (median 0.48 → 0.50, 90th
+# percentile 0.65 → 0.69) at the same recall@3, which blurs the in/out-of-scope threshold.
+MIN_CHARS = 200
 OVERLAP = 120
 HEADING_SEP = " > "
 

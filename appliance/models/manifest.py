@@ -18,12 +18,9 @@ from appliance.models.locate import SLOTS, package_dir
 
 DEFAULT_PRESET = "default"
 MANIFEST_NAME = "manifest.toml"
-# Looked for in order: the operator's copy beside the models (to add or re-pin presets), the copy
-# packaged into the wheel (Docker builds put it there), the copy in a source checkout.
-_SHIPPED = (
-    Path(__file__).with_name(MANIFEST_NAME),
-    Path(__file__).resolve().parents[2] / "models" / MANIFEST_NAME,
-)
+# The operator's copy beside the models wins (to add or re-pin presets); else the packaged one
+# (``models/manifest.toml`` in a checkout is a link to it).
+_SHIPPED = (Path(__file__).with_name(MANIFEST_NAME),)
 
 
 class ManifestError(ValueError):
