@@ -232,7 +232,7 @@ class CallSession:
         audio = np.concatenate([*self._carry, *self._utterance]) if (
             self._carry or self._utterance) else np.zeros(0, np.float32)
         self._utterance, self._carry = [], []
-        voice_end = time.monotonic() - self._endpointer.trailing_silence_s
+        voice_end = time.monotonic() - self._endpointer.ended_after_silence_s
         if self._ending or audio.size < MODEL_RATE * 0.1:
             return
         if self._reply_task and not self._reply_task.done():

@@ -44,11 +44,7 @@ class Endpointer:
         self._speech_s = 0.0  # speech accumulated in the candidate or utterance
         self._silence_s = 0.0  # trailing silence
         self._utterance_s = 0.0
-        self.speech_s_total = 0.0
-
-    @property
-    def trailing_silence_s(self) -> float:
-        return self._silence_s
+        self.ended_after_silence_s = 0.0  # trailing silence when the last utterance ended
 
     def feed(self, window_s: float, probability: float) -> TurnEvent | None:
         cfg = self.config
@@ -70,7 +66,7 @@ class Endpointer:
 
         self._utterance_s += window_s
         if self._silence_s >= cfg.endpoint_silence_s or self._utterance_s >= cfg.max_utterance_s:
-            self.speech_s_total = self._speech_s
+            self.ended_after_silence_s = self._silence_s
             self.in_speech = False
             self._speech_s = 0.0
             self._silence_s = 0.0

@@ -18,6 +18,7 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from tokenizers import Tokenizer
 
 from appliance.config import Settings
+from appliance.kb import KbError
 from appliance.models.locate import ModelMissing, default_path
 
 MAX_TOKENS = 256  # the sequence length all-MiniLM-L6-v2 was trained with; longer text is cut
@@ -63,7 +64,10 @@ class OnnxEmbedder(EmbeddingFunction[Documents]):
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    self._model = _Model(self.model_path, self.tokenizer_path, self.threads)
+                    try:
+                        self._model = _Model(self.model_path, self.tokenizer_path, self.threads)
+                    except Exception as err:  # ONNX Runtime and tokenizers raise many types
+                        raise KbError(f"cannot load embedding model {self.model_path}: {err}") from err
         return self._model
 
     # Chroma 1.x persists the function's name and config with the collection.

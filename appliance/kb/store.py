@@ -77,12 +77,12 @@ def _client(path: Path) -> chromadb.ClientAPI:
 
 def _check_model(collection: Collection, embedder: OnnxEmbedder) -> None:
     meta = collection.metadata or {}
-    built, dim = meta.get("embed_model"), meta.get("embed_dim")
-    if built != embedder.model_id or dim != embedder.dim:
+    built = meta.get("embed_model")
+    if built != embedder.model_id:  # the id names the weights, so it fixes the dimension too
         raise KbError(
             f"knowledge base collection {collection.name!r} was built with embedding model "
-            f"{built} ({dim} dims) but the configured model is {embedder.model_id} "
-            f"({embedder.dim} dims); their vectors cannot be compared. Set APPLIANCE_EMBED_MODEL "
+            f"{built} ({meta.get('embed_dim')} dims) but the configured model is "
+            f"{embedder.model_id}; their vectors cannot be compared. Set APPLIANCE_EMBED_MODEL "
             "back, or run `appliance kb ingest --rebuild` to re-embed every document."
         )
 

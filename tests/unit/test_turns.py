@@ -53,3 +53,11 @@ def test_configurable_silence() -> None:
     fast = run(script, EndpointConfig(endpoint_silence_s=0.2))[1][0]
     slow = run(script, EndpointConfig(endpoint_silence_s=0.6))[1][0]
     assert slow - fast == round(0.4 / W)
+
+
+def test_end_reports_the_silence_it_waited_for() -> None:
+    endpointer = Endpointer(EndpointConfig(endpoint_silence_s=0.4))
+    for p in windows(1.0, 0.9) + windows(0.5, 0.0):
+        if endpointer.feed(W, p) is TurnEvent.SPEECH_END:
+            break
+    assert 0.4 <= endpointer.ended_after_silence_s < 0.4 + W
