@@ -78,9 +78,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stt_threads: int = 1
     stt_beam_size: int = 1
     llm_threads: int = 1
+    llm_batch_threads: int = 2
     llm_instances: int = 2
     llm_context: int = 2048
-    llm_max_tokens: int = 80
+    llm_max_tokens: int = 60
     llm_temperature: float = 0.2
     llm_gpu_layers: int = -1
     tts_threads: int = 1
@@ -97,6 +98,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kb_collection: str = "business"
     kb_top_k: int = 3
     kb_max_distance: float = 0.75
+    kb_context_chars: int = 700
 
     # ElevenLabs (optional cloud voice).
     elevenlabs_api_key: str = ""

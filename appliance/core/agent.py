@@ -10,6 +10,7 @@ import enum
 import logging
 import re
 import time
+from datetime import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -131,12 +132,28 @@ class Agent:
         """
         user = text
         if chunks:
-            facts = "\n".join(f"- {c.text.strip()}" for c in chunks)
-            user = (f"Facts about {self.settings.business_name}:\n{facts}\n\n"
+            facts = "\n".join(f"- {fact}" for fact in self._facts(chunks))
+            today = datetime.now().strftime("%A, %B %d")
+            user = (f"Facts about {self.settings.business_name} (today is {today}):\n{facts}\n\n"
                     f"Caller: {text}\nReply in one or two short sentences using the facts.")
         return [ChatMessage("system", self.settings.system_prompt),
                 *conversation.history[-HISTORY_MESSAGES:],
                 ChatMessage("user", user)]
+
+
+    def _facts(self, chunks: list[KbChunk]) -> list[str]:
+        """Best chunks first, within a character budget: every prompt token costs the caller
+        time (a small CPU model reads ~250 tokens/s), so the best chunk always goes in whole
+        and weaker ones only while they fit."""
+        budget = self.settings.kb_context_chars
+        facts: list[str] = []
+        for chunk in chunks:
+            text = " ".join(chunk.text.split())
+            if facts and len(text) > budget:
+                break
+            facts.append(text)
+            budget -= len(text)
+        return facts
 
 
 async def _one(text: str) -> AsyncIterator[str]:

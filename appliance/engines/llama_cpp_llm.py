@@ -21,6 +21,9 @@ from appliance.engines.base import ChatMessage, EngineInfo
 
 logger = logging.getLogger(__name__)
 
+# Small models loop ("I'm at 12 Harbor Street" six times); a mild penalty stops that.
+REPEAT_PENALTY = 1.3
+
 
 def resolve_gpu(device: str) -> bool:
     """Whether to offload layers: ``cuda`` always, ``auto`` only if llama.cpp was built for GPU."""
@@ -75,6 +78,7 @@ class LlamaCppLlm:
         model_path: str | Path,
         instances: int = 1,
         threads: int = 1,
+        batch_threads: int = 0,
         n_ctx: int = 2048,
         gpu_layers: int = -1,
         device: str = "cpu",
@@ -86,7 +90,9 @@ class LlamaCppLlm:
                 model_path=str(model_path),
                 n_ctx=n_ctx,
                 n_threads=threads,
-                n_threads_batch=threads,
+                # Reading the prompt is a short burst that scales with cores; generating is long
+                # and must leave room for the other engines: separate thread counts.
+                n_threads_batch=batch_threads or threads,
                 n_gpu_layers=gpu_layers if gpu else 0,
                 verbose=False,
             )
@@ -125,6 +131,7 @@ class LlamaCppLlm:
                 messages=[{"role": m.role, "content": m.content} for m in messages],
                 max_tokens=max_tokens,
                 temperature=temperature,
+                repeat_penalty=REPEAT_PENALTY,
                 stream=True,
             )
             with closing(stream):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
+from collections.abc import Mapping
 
 from appliance.config import Settings
 from appliance.core.agent import Agent, Tool
 from appliance.core.session import Engines
 from appliance.core.workers import Workers
-from appliance.engines.base import KnowledgeBase, Tts
+from appliance.engines.base import KnowledgeBase, Llm, Tts
 from appliance.models.resolve import resolve_models
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,9 @@ def fixed_phrases(settings: Settings, agent: Agent) -> list[str]:
             agent.phrase_for(Tool.TRANSFER), agent.unknown_answer]
 
 
-async def synthesize_phrases(tts: Tts, texts: list[str]) -> dict[str, bytes]:
+async def synthesize_phrases(tts: Tts, texts: list[str]) -> Mapping[str, bytes]:
+    if (prewarm := getattr(tts, "prewarm", None)) is not None:
+        return await prewarm(texts)  # cached per voice; answers in the voice in use (failover)
     phrases: dict[str, bytes] = {}
     for text in texts:
         phrases[text] = b"".join([chunk async for chunk in tts.synthesize(text)])
@@ -31,23 +35,34 @@ async def synthesize_phrases(tts: Tts, texts: list[str]) -> dict[str, bytes]:
 
 def open_knowledge_base(settings: Settings) -> KnowledgeBase | None:
     """The business's documents, ingesting ``kb_dir`` first if nothing was ingested yet."""
+    from appliance.kb.embedding import embedder_from_settings
     from appliance.kb.store import ChromaKnowledgeBase, ingest_paths
 
-    kb = ChromaKnowledgeBase.open(settings)
-    if kb.count() == 0 and settings.kb_dir:
+    embedder = embedder_from_settings(settings)
+    kb = ChromaKnowledgeBase.open(settings, embedder)
+    if kb.count() == 0 and Path(settings.kb_dir).is_dir():
         log.info("knowledge base is empty: ingesting %s", settings.kb_dir)
-        ingest_paths(settings, [settings.kb_dir], progress=False)
-        kb = ChromaKnowledgeBase.open(settings)
+        ingest_paths(settings, [settings.kb_dir], embedder=embedder, progress=False)
     if kb.count() == 0:
         log.warning("knowledge base is empty: answers are not grounded (run `appliance kb ingest`)")
         return None
     return kb
 
 
+def load_llm(settings: Settings, path: Path | None = None, instances: int = 0) -> Llm:
+    from appliance.engines.llama_cpp_llm import LlamaCppLlm
+
+    return LlamaCppLlm(path or resolve_models(settings).llm,
+                       instances=instances or settings.llm_instances,
+                       threads=settings.llm_threads, batch_threads=settings.llm_batch_threads,
+                       n_ctx=settings.llm_context, gpu_layers=settings.llm_gpu_layers,
+                       device=settings.device)
+
+
 def load_blocking(settings: Settings) -> tuple[Workers, Agent, object, object, Tts]:
     """Load every model (blocking; run in a thread at start-up)."""
+    from appliance.engines.failover_tts import with_cloud_voice
     from appliance.engines.faster_whisper_stt import FasterWhisperStt
-    from appliance.engines.llama_cpp_llm import LlamaCppLlm
     from appliance.engines.piper_tts import PiperTts
     from appliance.engines.silero_vad import SileroVad
 
@@ -57,10 +72,8 @@ def load_blocking(settings: Settings) -> tuple[Workers, Agent, object, object, T
     vad = SileroVad(paths.vad)
     stt = FasterWhisperStt(paths.stt, device=settings.device, threads=settings.stt_threads,
                            beam_size=settings.stt_beam_size)
-    llm = LlamaCppLlm(paths.llm, instances=settings.llm_instances, threads=settings.llm_threads,
-                      n_ctx=settings.llm_context, gpu_layers=settings.llm_gpu_layers,
-                      device=settings.device)
-    tts: Tts = PiperTts(paths.tts, threads=settings.tts_threads)
+    llm = load_llm(settings, paths.llm)
+    tts = with_cloud_voice(settings, PiperTts(paths.tts, threads=settings.tts_threads))
     kb = open_knowledge_base(settings)
     agent = Agent(settings, llm, kb, workers)
     log.info("models loaded in %.1f s", time.monotonic() - started)

@@ -60,6 +60,10 @@ class OnnxEmbedder(EmbeddingFunction[Documents]):
             out[idx] = model.embed([texts[i] for i in idx])
         return list(out)
 
+    def load(self) -> None:
+        """Load the model now (at start-up) rather than inside the first call."""
+        self._loaded()
+
     def _loaded(self) -> _Model:
         if self._model is None:
             with self._lock:
@@ -67,7 +71,8 @@ class OnnxEmbedder(EmbeddingFunction[Documents]):
                     try:
                         self._model = _Model(self.model_path, self.tokenizer_path, self.threads)
                     except Exception as err:  # ONNX Runtime and tokenizers raise many types
-                        raise KbError(f"cannot load embedding model {self.model_path}: {err}") from err
+                        message = f"cannot load embedding model {self.model_path}: {err}"
+                        raise KbError(message) from err
         return self._model
 
     # Chroma 1.x persists the function's name and config with the collection.

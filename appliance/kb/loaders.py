@@ -119,7 +119,7 @@ def _decode(data: bytes) -> str:
 
 
 class _HtmlSections(HTMLParser):
-    """Visible text by block, with h1–h6 as headings; scripts, styles and navigation dropped."""
+    """Visible text by block, with h1-h6 as headings; scripts, styles and navigation dropped."""
 
     SKIP = frozenset({"script", "style", "head", "nav", "footer", "noscript", "template", "svg"})
     BLOCKS = frozenset(

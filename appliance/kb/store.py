@@ -14,9 +14,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import chromadb
+from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError
@@ -29,7 +30,7 @@ from appliance.kb.chunking import chunk_sections
 from appliance.kb.embedding import OnnxEmbedder, embedder_from_settings
 from appliance.kb.loaders import load, supported
 
-DISTANCE = "cosine"
+DISTANCE: Final = "cosine"
 
 
 @dataclass(slots=True)
@@ -69,7 +70,7 @@ def db_path(settings: Settings) -> Path:
     return settings.data_path / "kb"
 
 
-def _client(path: Path) -> chromadb.ClientAPI:
+def _client(path: Path) -> ClientAPI:
     return chromadb.PersistentClient(
         path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
     )
@@ -88,7 +89,7 @@ def _check_model(collection: Collection, embedder: OnnxEmbedder) -> None:
 
 
 def open_collection(
-    client: chromadb.ClientAPI, name: str, embedder: OnnxEmbedder, *, rebuild: bool = False
+    client: ClientAPI, name: str, embedder: OnnxEmbedder, *, rebuild: bool = False
 ) -> Collection:
     """The collection, created empty if missing; refused if another model built it."""
     if rebuild:
@@ -104,9 +105,9 @@ def open_collection(
             configuration={"hnsw": {"space": DISTANCE}},
             metadata={"embed_model": embedder.model_id, "embed_dim": embedder.dim,
                       "distance": DISTANCE},
-            embedding_function=embedder,
+            embedding_function=embedder,  # type: ignore[arg-type]  # typed for any Embeddable
         )
-    return client.get_collection(name, embedding_function=embedder)
+    return client.get_collection(name, embedding_function=embedder)  # type: ignore[arg-type]
 
 
 def ingest_paths(
@@ -137,7 +138,7 @@ class KbStore:
         """Every stored document, from the chunks' metadata (the one source of truth)."""
         stored = self._collection.get(include=["metadatas"])
         by_path: dict[str, tuple[dict[str, Any], list[str]]] = {}
-        for chunk_id, meta in zip(stored["ids"], stored["metadatas"] or []):
+        for chunk_id, meta in zip(stored["ids"], stored["metadatas"] or [], strict=True):
             by_path.setdefault(str(meta["path"]), (dict(meta), []))[1].append(chunk_id)
         return sorted(
             (
@@ -187,7 +188,9 @@ class KbStore:
         except Exception as err:  # noqa: BLE001 - any one bad document must not stop the ingest
             report.skipped.append((source, f"unreadable: {err}"))
             return
-        if not chunks:
+        if not chunks:  # an emptied document must stop answering questions
+            if old:
+                self._collection.delete(ids=list(old.chunk_ids))
             report.skipped.append((source, "no text found"))
             return
         key = hashlib.sha1(str(file).encode()).hexdigest()[:16]
@@ -261,8 +264,9 @@ class ChromaKnowledgeBase:
 
     @classmethod
     def open(cls, settings: Settings, embedder: OnnxEmbedder | None = None) -> ChromaKnowledgeBase:
-        """Open ``<data_dir>/kb``; loads the embedding model now, not on the first call."""
+        """Open ``<data_dir>/kb``; loads the embedding model now, not on a caller's turn."""
         embedder = embedder or embedder_from_settings(settings)
+        embedder.load()
         path = db_path(settings)
         collection = open_collection(_client(path), settings.kb_collection, embedder)
         info = EngineInfo(
@@ -298,5 +302,6 @@ class ChromaKnowledgeBase:
                 (result["documents"] or [[]])[0],
                 (result["metadatas"] or [[]])[0],
                 (result["distances"] or [[]])[0],
+                strict=True,
             )
         ]

@@ -16,9 +16,12 @@ from litestar.params import FromPath
 from litestar.status_codes import WS_1008_POLICY_VIOLATION
 
 from appliance.config import Settings
+from appliance.core.agent import Tool
+from appliance.core.relay_session import handoff_tool
 from appliance.core.session import Engines
 from appliance.web import twiml
 from appliance.web.media_socket import handle_media_socket
+from appliance.web.relay_socket import handle_relay_socket
 from appliance.web.runtime import Runtime
 from appliance.web.twilio_auth import public_url, socket_url
 
@@ -73,7 +76,12 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
         return Response(str(twiml.busy(settings)), media_type=XML)
     await runtime.store.call_started(call_sid, mode=settings.mode, status="ringing",
                                      from_number=form.get("From", ""), to_number=form.get("To", ""))
-    return Response(str(twiml.connect_stream(socket_url(settings, "/twilio/media"), form)), media_type=XML)
+    if settings.mode == "conversation-relay":
+        answer = twiml.connect_relay(settings, socket_url(settings, "/twilio/relay"),
+                                     public_url(settings, "/twilio/relay/action"), form)
+    else:
+        answer = twiml.connect_stream(socket_url(settings, "/twilio/media"), form)
+    return Response(str(answer), media_type=XML)
 
 
 @post("/twilio/status", status_code=204)
@@ -101,6 +109,35 @@ async def media_socket(socket: WebSocket[Any, Any, Any]) -> None:
         return
     await socket.accept()
     await handle_media_socket(socket, runtime)
+
+
+@websocket("/twilio/relay")
+async def relay_socket(socket: WebSocket[Any, Any, Any]) -> None:
+    runtime = runtime_of(socket)
+    url = socket_url(runtime.settings, "/twilio/relay")
+    if not runtime.signatures.valid(url, {}, socket.headers.get("x-twilio-signature")):
+        log.warning("relay socket: bad or missing X-Twilio-Signature; refused")
+        await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
+        return
+    await socket.accept()
+    await handle_relay_socket(socket, runtime)
+
+
+@post("/twilio/relay/action", status_code=200)
+async def relay_action(request: Request[Any, Any, Any]) -> Response[str]:
+    """Twilio ends a relay session here (<Connect action>): dial the human or hang up."""
+    runtime = runtime_of(request)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    url = public_url(runtime.settings, "/twilio/relay/action", request.url.query)
+    if not runtime.signatures.valid(url, form, request.headers.get("x-twilio-signature")):
+        log.warning("relay action: bad or missing X-Twilio-Signature; refused")
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    handoff = form.get("HandoffData", "")
+    if call_sid := form.get("CallSid", ""):
+        await runtime.store.add_event(call_sid, "relay_ended", handoff=handoff,
+                                      session_status=form.get("SessionStatus", ""))
+    transfer = handoff_tool(handoff) is Tool.TRANSFER
+    return Response(str(twiml.after_relay(runtime.settings, transfer)), media_type=XML)
 
 
 @get("/api/calls/{call_sid:str}")
@@ -137,7 +174,8 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
             await runtime.store.close()
 
     app = Litestar(
-        route_handlers=[healthz, voice, status_callback, media_socket, call_record],
+        route_handlers=[healthz, voice, status_callback, media_socket, relay_socket,
+                        relay_action, call_record],
         lifespan=[lifespan],
         logging_config=None,  # logging is set up once by the CLI, with secret scrubbing
         debug=False,

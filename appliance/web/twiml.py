@@ -31,3 +31,37 @@ def busy(settings: Settings) -> VoiceResponse:
         response.say(settings.busy_message)
         response.hangup()
     return response
+
+
+def connect_relay(settings: Settings, url: str, action: str,
+                  form: Mapping[str, str]) -> VoiceResponse:
+    """<Connect action><ConversationRelay>: Twilio speaks and listens, we answer in text.
+
+    ``action`` is where Twilio goes when the session ends (our hand-off route).
+    """
+    response = VoiceResponse()
+    connect = response.connect(action=action)
+    relay = connect.conversation_relay(
+        url=url,
+        welcome_greeting=settings.greeting_text,
+        voice=settings.relay_voice or None,
+        tts_provider=settings.relay_tts_provider or None,
+        transcription_provider=settings.relay_transcription_provider or None,
+        language=settings.relay_language or None,
+        interruptible=settings.relay_interruptible or None,
+        dtmf_detection=settings.relay_dtmf_detection,
+    )
+    for name in STREAM_PARAMETERS:
+        if form.get(name):
+            relay.parameter(name=name[0].lower() + name[1:], value=form[name])
+    return response
+
+
+def after_relay(settings: Settings, transfer: bool) -> VoiceResponse:
+    """What the call does once the relay session ended: dial the human, or hang up."""
+    response = VoiceResponse()
+    if transfer and settings.transfer_number:
+        response.dial(settings.transfer_number)
+    else:
+        response.hangup()
+    return response

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import time
@@ -29,17 +30,18 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = tomllib.loads((Path(__file__).with_name("kb_questions.toml")).read_text())
 
-# Measured on the sample kb/ (44 questions): recall@3 1.00, recall@1 0.93. Chance is about
-# 0.3 at 3 and 0.1 at 1 (10 documents), and a broken pipeline (lost headings, wrong pooling,
-# no normalisation) falls far below these floors; the slack absorbs rewording of kb/.
+# Measured on the sample kb/: recall@3 1.00 and recall@1 0.94 over 49 questions. Chance is
+# about 0.3 at 3 and 0.1 at 1 (10 documents); the slack below the measured values absorbs
+# rewording of kb/ or the questions, while a broken pipeline (lost headings, wrong pooling,
+# unnormalised vectors) falls well below the floors.
 RECALL_AT_3_FLOOR = 0.90
 RECALL_AT_1_FLOOR = 0.80
-# The relevance threshold recommended for kb_max_distance from the measured distances.
-THRESHOLD = 0.72
 
 
 def settings_for(tmp: Path, **overrides: Any) -> Settings:
-    return load_settings(environ={}, data_dir=str(tmp / "data"), kb_dir=str(tmp / "kb"), **overrides)
+    return load_settings(
+        environ={}, data_dir=str(tmp / "data"), kb_dir=str(tmp / "kb"), **overrides
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,9 @@ def kb_copy(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sample_kb(tmp_path_factory: pytest.TempPathFactory, embedder: OnnxEmbedder) -> ChromaKnowledgeBase:
+def sample_kb(
+    tmp_path_factory: pytest.TempPathFactory, embedder: OnnxEmbedder
+) -> ChromaKnowledgeBase:
     tmp = tmp_path_factory.mktemp("eval")
     settings = settings_for(tmp)
     started = time.perf_counter()
@@ -69,7 +73,8 @@ class Evaluation:
     recall_at_1: float
     recall_at_3: float
     in_scope: list[float]  # best distance per answerable question
-    out_of_scope: list[float]  # best distance per unanswerable question
+    out_of_scope: list[float]  # best distance per off-topic question
+    near_scope: list[float]  # best distance per dental-sounding question kb/ cannot answer
     misses: list[str]
     query_ms: float
 
@@ -89,13 +94,14 @@ def evaluate(kb: ChromaKnowledgeBase) -> Evaluation:
         if not found:
             misses.append(f"{question['text']!r} -> {sources}")
     out = [kb.search(text, 1)[0].distance for text in QUESTIONS["out_of_scope"]]
+    near = [kb.search(text, 1)[0].distance for text in QUESTIONS["near_scope"]]
     n = len(QUESTIONS["question"])
-    return Evaluation(first / n, top3 / n, in_scope, out, misses,
+    return Evaluation(first / n, top3 / n, in_scope, out, near, misses,
                       statistics.median(seconds) * 1000)
 
 
 def _describe(values: list[float]) -> str:
-    q = statistics.quantiles(values, n=10)
+    q = statistics.quantiles(values, n=10, method="inclusive")
     return (f"min {min(values):.3f}  p10 {q[0]:.3f}  median {statistics.median(values):.3f}  "
             f"p90 {q[-1]:.3f}  max {max(values):.3f}")
 
@@ -107,19 +113,25 @@ def test_retrieval_quality_on_the_sample_kb(sample_kb: ChromaKnowledgeBase) -> N
           f"query median {result.query_ms:.1f} ms")
     print(f"best distance, in scope:     {_describe(result.in_scope)}")
     print(f"best distance, out of scope: {_describe(result.out_of_scope)}")
+    print(f"best distance, near scope:   {_describe(result.near_scope)}")
     for miss in result.misses:
         print(f"miss: {miss}")
     assert result.recall_at_3 >= RECALL_AT_3_FLOOR, result.misses
     assert result.recall_at_1 >= RECALL_AT_1_FLOOR
 
 
-def test_threshold_separates_answerable_from_unanswerable(sample_kb: ChromaKnowledgeBase) -> None:
+def test_default_threshold_separates_answerable_from_off_topic(
+    sample_kb: ChromaKnowledgeBase,
+) -> None:
+    """kb_max_distance 0.75 sits between the worst answerable question (measured 0.72) and the
+    off-topic ones (0.73 for "do you sell car insurance", the rest 0.79 and up)."""
+    threshold = Settings().kb_max_distance
     result = evaluate(sample_kb)
-    answered = sum(d <= THRESHOLD for d in result.in_scope) / len(result.in_scope)
-    declined = sum(d > THRESHOLD for d in result.out_of_scope) / len(result.out_of_scope)
-    print(f"at {THRESHOLD}: {answered:.0%} of answerable kept, {declined:.0%} of unanswerable declined")
-    assert answered >= 0.9
-    assert declined >= 0.9
+    kept = sum(d <= threshold for d in result.in_scope) / len(result.in_scope)
+    declined = sum(d > threshold for d in result.out_of_scope) / len(result.out_of_scope)
+    print(f"at {threshold}: {kept:.0%} of answerable kept, {declined:.0%} of off-topic declined")
+    assert kept >= 0.95
+    assert declined >= 0.8
 
 
 def test_search_contract(sample_kb: ChromaKnowledgeBase) -> None:
@@ -176,8 +188,15 @@ def test_reingest_is_idempotent_and_tracks_changes(
     assert "team.md" not in {d.source for d in store.documents()}
     assert removed.chunks == sum(d.chunks for d in store.documents())
 
+    (kb_copy / "faq.md").write_text("\n")  # emptied: it must stop answering
+    emptied = store.ingest([kb_copy], progress=False)
+    assert emptied.skipped == [("faq.md", "no text found")]
+    assert "faq.md" not in {d.source for d in store.documents()}
 
-def test_single_file_ingest_and_remove(tmp_path: Path, kb_copy: Path, embedder: OnnxEmbedder) -> None:
+
+def test_single_file_ingest_and_remove(
+    tmp_path: Path, kb_copy: Path, embedder: OnnxEmbedder
+) -> None:
     store = KbStore(settings_for(tmp_path), embedder)
     report = store.ingest([kb_copy / "faq.md"], progress=False)
     assert report.added == ["faq.md"] and report.documents == 1
@@ -215,7 +234,7 @@ def test_a_different_embedding_model_is_refused(
         model_id = "other-model.onnx@0123456789ab"
 
     other = OtherModel(embedder.model_path, embedder.tokenizer_path)
-    with pytest.raises(KbError, match="other-model.onnx@0123456789ab") as err:
+    with pytest.raises(KbError, match=re.escape(OtherModel.model_id)) as err:
         ChromaKnowledgeBase.open(settings, other)
     assert embedder.model_id in str(err.value) and "--rebuild" in str(err.value)
     with pytest.raises(KbError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def _pdf(*pages: str) -> bytes:
     xref = len(out)
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
     out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    trailer = f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+    out += trailer.encode()
     return out
 
 
@@ -146,7 +148,10 @@ def test_short_sibling_sections_group_under_their_common_heading() -> None:
 
 
 def test_a_section_of_its_own_size_stays_alone_with_its_full_path() -> None:
-    sections = [Section(("Prices", "Cleanings"), "x" * 300), Section(("Prices", "Crowns"), "y" * 50)]
+    sections = [
+        Section(("Prices", "Cleanings"), "x" * 300),
+        Section(("Prices", "Crowns"), "y" * 50),
+    ]
     chunks = chunk_sections(sections, max_chars=800, min_chars=200)
     assert [c.heading for c in chunks] == ["Prices > Cleanings", "Prices > Crowns"]
     assert chunks[1].text == "y" * 50
@@ -160,7 +165,7 @@ def test_long_section_splits_within_bounds_with_overlap() -> None:
     assert all(len(c.text) <= 400 and c.heading == "Doc > Long" for c in chunks)
     for sentence in sentences:  # nothing lost
         assert any(sentence in c.text for c in chunks)
-    for before, after in zip(chunks, chunks[1:]):  # each piece repeats the previous one's end
+    for before, after in itertools.pairwise(chunks):  # each repeats the previous one's end
         first_line = after.text.splitlines()[0]
         assert first_line in before.text and len(first_line) <= 120
 
