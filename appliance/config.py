@@ -89,6 +89,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Turn taking.
     vad_threshold: float = 0.5
     endpoint_silence_ms: int = 400
+    speculative_stt_ms: int = 200
     min_speech_ms: int = 200
     preroll_ms: int = 300
     max_utterance_s: float = 20.0

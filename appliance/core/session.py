@@ -24,7 +24,7 @@ from appliance.core.audio import FRAME_BYTES, MODEL_RATE, TELEPHONE_RATE, Ulaw8k
 from appliance.core.sentences import SentenceChunker
 from appliance.core.turns import EndpointConfig, Endpointer, TurnEvent
 from appliance.core.workers import Workers, run_in
-from appliance.engines.base import EngineInfo, Stt, Tts, Vad
+from appliance.engines.base import EngineInfo, Stt, Transcript, Tts, Vad
 from appliance.store.calls import CallStore
 
 log = logging.getLogger(__name__)
@@ -116,12 +116,14 @@ class CallSession:
             endpoint_silence_s=settings.endpoint_silence_ms / 1000,
             min_speech_s=max(settings.min_speech_ms, settings.barge_in_ms) / 1000,
             max_utterance_s=settings.max_utterance_s,
+            speculate_s=settings.speculative_stt_ms / 1000,
         ))
         keep_s = settings.preroll_ms / 1000 + self._endpointer.config.min_speech_s + 0.5
         self._recent: deque[np.ndarray] = deque(maxlen=int(keep_s / 0.02) + 1)
         self._utterance: list[np.ndarray] = []
         self._carry: list[np.ndarray] = []
         self._pending_audio: list[np.ndarray] = []  # the utterance a running turn answers
+        self._early_stt: asyncio.Task[Transcript] | None = None  # started at a pause
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOX_FRAMES)
         self._dropped_frames = 0
         self._turn_idx = 0
@@ -211,10 +213,15 @@ class CallSession:
                 event = self._endpointer.feed(window_s, probability)
                 if event is TurnEvent.SPEECH_START:
                     self._on_speech_start()
+                elif event is TurnEvent.PAUSE:
+                    self._on_pause()
                 elif event is TurnEvent.SPEECH_END:
                     self._on_speech_end()
 
     def _on_speech_start(self) -> None:
+        if self._early_stt is not None:
+            self._early_stt.cancel()
+            self._early_stt = None
         keep_s = self._endpointer.config.min_speech_s + self.settings.preroll_ms / 1000
         self._utterance = list(self._recent)[-max(1, int(keep_s / 0.02)):]
         if self._ending:
@@ -228,29 +235,56 @@ class CallSession:
             self._carry = self._pending_audio
             self.state = State.LISTENING
 
-    def _on_speech_end(self) -> None:
-        audio = np.concatenate([*self._carry, *self._utterance]) if (
-            self._carry or self._utterance) else np.zeros(0, np.float32)
-        self._utterance, self._carry = [], []
-        voice_end = time.monotonic() - self._endpointer.ended_after_silence_s
+    def _heard_so_far(self) -> np.ndarray:
+        if not (self._carry or self._utterance):
+            return np.zeros(0, np.float32)
+        return np.concatenate([*self._carry, *self._utterance])
+
+    def _on_pause(self) -> None:
+        """The caller paused: transcribe now, so if the pause turns out to be the end of the
+        turn the words are (nearly) ready. If they speak on, the result is simply dropped."""
+        if self._early_stt is not None:
+            self._early_stt.cancel()
+        audio = self._heard_so_far()
         if self._ending or audio.size < MODEL_RATE * 0.1:
+            self._early_stt = None
+            return
+        self._early_stt = asyncio.ensure_future(
+            run_in(self.engines.workers.stt, self.engines.stt.transcribe, audio))
+
+    def _on_speech_end(self) -> None:
+        audio = self._heard_so_far()
+        self._utterance, self._carry = [], []
+        early, self._early_stt = self._early_stt, None
+        silence_s = self._endpointer.ended_after_silence_s
+        voice_end = time.monotonic() - silence_s
+        if early is not None and silence_s < self._endpointer.config.speculate_s:
+            early.cancel()  # a forced end (too long), not this pause: the early words are stale
+            early = None
+        if self._ending or audio.size < MODEL_RATE * 0.1:
+            if early is not None:
+                early.cancel()
             return
         if self._reply_task and not self._reply_task.done():
             self._reply_task.cancel()
         self._pending_audio = [audio]
         self.state = State.THINKING
-        self._reply_task = asyncio.create_task(self._turn(audio, voice_end),
+        self._reply_task = asyncio.create_task(self._turn(audio, voice_end, early),
                                                name=f"turn-{self.call_sid}")
 
     # --- one turn -------------------------------------------------------------------------
 
-    async def _turn(self, audio: np.ndarray, voice_end: float) -> None:
+    async def _turn(self, audio: np.ndarray, voice_end: float,
+                    early: asyncio.Future[Transcript] | None) -> None:
         metrics: dict[str, Any] = {"endpoint_s": time.monotonic() - voice_end}
         started = time.time()
         try:
             t0 = time.monotonic()
-            transcript = await run_in(self.engines.workers.stt, self.engines.stt.transcribe, audio)
-            metrics["stt_s"] = time.monotonic() - t0
+            if early is None:
+                early = asyncio.ensure_future(
+                    run_in(self.engines.workers.stt, self.engines.stt.transcribe, audio))
+            transcript = await early
+            metrics["stt_s"] = time.monotonic() - t0  # what the caller waited for, after the end
             text = transcript.text.strip()
             if not any(ch.isalnum() for ch in text) or transcript.no_speech_prob > 0.8:
                 log.info("call %s: no speech in utterance (%r); ignored", self.call_sid, text)

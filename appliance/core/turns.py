@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 class TurnEvent(enum.Enum):
     SPEECH_START = "speech_start"
+    PAUSE = "pause"  # speech may be over: a good moment to start transcribing speculatively
     SPEECH_END = "speech_end"
 
 
@@ -20,6 +21,7 @@ class EndpointConfig:
     endpoint_silence_s: float = 0.4
     min_speech_s: float = 0.2
     max_utterance_s: float = 20.0
+    speculate_s: float = 0.2  # silence after which PAUSE fires (0 disables)
 
     @property
     def release(self) -> float:
@@ -44,6 +46,7 @@ class Endpointer:
         self._speech_s = 0.0  # speech accumulated in the candidate or utterance
         self._silence_s = 0.0  # trailing silence
         self._utterance_s = 0.0
+        self._paused = False
         self.ended_after_silence_s = 0.0  # trailing silence when the last utterance ended
 
     def feed(self, window_s: float, probability: float) -> TurnEvent | None:
@@ -52,6 +55,7 @@ class Endpointer:
         if self._voiced:
             self._speech_s += window_s
             self._silence_s = 0.0
+            self._paused = False
         else:
             self._silence_s += window_s
 
@@ -70,5 +74,9 @@ class Endpointer:
             self.in_speech = False
             self._speech_s = 0.0
             self._silence_s = 0.0
+            self._paused = False
             return TurnEvent.SPEECH_END
+        if cfg.speculate_s and not self._paused and self._silence_s >= cfg.speculate_s:
+            self._paused = True
+            return TurnEvent.PAUSE
         return None

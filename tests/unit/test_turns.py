@@ -5,11 +5,13 @@ from appliance.core.turns import EndpointConfig, Endpointer, TurnEvent
 W = 0.032  # one Silero window
 
 
-def run(script: list[float], config: EndpointConfig | None = None) -> list[tuple[int, TurnEvent]]:
+def run(script: list[float], config: EndpointConfig | None = None,
+        pauses: bool = False) -> list[tuple[int, TurnEvent]]:
     endpointer = Endpointer(config or EndpointConfig())
     out = []
     for i, p in enumerate(script):
-        if (event := endpointer.feed(W, p)) is not None:
+        event = endpointer.feed(W, p)
+        if event is not None and (pauses or event is not TurnEvent.PAUSE):
             out.append((i, event))
     return out
 
@@ -61,3 +63,17 @@ def test_end_reports_the_silence_it_waited_for() -> None:
         if endpointer.feed(W, p) is TurnEvent.SPEECH_END:
             break
     assert 0.4 <= endpointer.ended_after_silence_s < 0.4 + W
+
+
+def test_pause_fires_once_per_silence_before_the_end() -> None:
+    config = EndpointConfig(endpoint_silence_s=0.4, speculate_s=0.2)
+    script = windows(0.6, 0.9) + windows(0.25, 0.0) + windows(0.4, 0.9) + windows(0.6, 0.0)
+    kinds = [e for _, e in run(script, config, pauses=True)]
+    assert kinds == [TurnEvent.SPEECH_START, TurnEvent.PAUSE, TurnEvent.PAUSE,
+                     TurnEvent.SPEECH_END]
+
+
+def test_pause_can_be_disabled() -> None:
+    script = windows(0.6, 0.9) + windows(0.6, 0.0)
+    kinds = [e for _, e in run(script, EndpointConfig(speculate_s=0), pauses=True)]
+    assert TurnEvent.PAUSE not in kinds

@@ -204,3 +204,24 @@ def test_bad_input_is_refused_and_other_calls_are_unhurt(settings: Settings,
                    "media flood"):
         assert reason in text, reason
     assert bad_record["call"]["ended"] and bad_record["call"]["end_reason"] == "socket closed"
+
+
+def test_transcription_starts_at_the_pause_and_is_reused(settings: Settings) -> None:
+    fakes = FakeSet()
+    fakes.stt = type(fakes.stt)(["What time do you open tomorrow?"], delay_s=0.3)
+
+    async def call(base: str) -> dict:
+        call_sid, _ = await place_call(base, settings)
+        stream = await MediaStream.open(base, settings, call_sid)
+        await stream.wait_for(lambda: stream.events("mark"))
+        await stream.ack_marks()
+        await stream.send_audio(tone(1.0) + SILENCE * 40, pace=0.02)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
+        await stream.stop()
+        return await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    with serve(settings, fakes) as base:
+        rec = asyncio.run(call(base))
+    metrics = next(t["metrics"] for t in rec["turns"] if t["metrics"])
+    assert len(fakes.stt.calls) == 1  # one transcription, started early, not repeated
+    assert metrics["stt_s"] < 0.29  # part of the 0.3 s ran while the endpoint was still pending
