@@ -140,7 +140,9 @@ class RelaySession:
         if not last or not any(ch.isalnum() for ch in text):
             return  # partial prompts and noise: the final prompt carries the words
         if self._ending:
-            log.info("call %s: prompt while ending the call; ignored: %r", self.call_sid, text)
+            log.info("call %s: prompt while ending the call; logged, not answered: %r",
+                     self.call_sid, text)
+            self._record_user(text, time.time())
             return
         waiting = sum(len(p) + 1 for p in self._pending)
         if waiting + len(text) > MAX_PENDING_CHARS:
@@ -271,6 +273,7 @@ class RelaySession:
         await asyncio.sleep(min(MAX_END_WAIT_S, len(turn.text.split()) / SPOKEN_WORDS_PER_S))
         await self.transport.end(handoff_data(tool, self.call_sid))
         self._end_reason = f"handed off: {tool.value}"
+        self._finish(turn, interrupted=False, heard=None)  # no-op if an interrupt recorded it
         log.info("call %s: session ended for %s", self.call_sid, tool.value)
 
     # --- bookkeeping ----------------------------------------------------------------------

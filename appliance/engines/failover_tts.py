@@ -288,7 +288,7 @@ class FailoverTts:
         """Close the breaker, learn ElevenLabs' pace, keep a phrase; True if it was not closed."""
         back = self._breaker.success()
         if back or self._voice != PRIMARY:
-            log.info("%s answers again: speaking with %s", PRIMARY, PRIMARY)
+            log.info("ElevenLabs answers again: speaking with ElevenLabs")
             self._voice = PRIMARY
         if audio:
             seconds = sum(map(len, audio)) / TELEPHONE_RATE
@@ -305,22 +305,21 @@ class FailoverTts:
         breaker = self._breaker
         if isinstance(err, AuthError):
             if breaker.disable():
-                log.error("%s rejected the API key (%s): %s is off until ELEVENLABS_API_KEY is "
-                          "fixed and the appliance restarted; speaking with %s",
-                          PRIMARY, reason, PRIMARY, FALLBACK)
+                log.error("ElevenLabs rejected the API key (%s): ElevenLabs is off until "
+                          "ELEVENLABS_API_KEY is fixed and the appliance restarted; speaking "
+                          "with Piper", reason)
         elif isinstance(err, RateLimited):
             if breaker.back_off(err.retry_after):
-                log.warning("%s rate-limited (%s): backing off %.0f s; speaking with %s",
-                            PRIMARY, reason, breaker.retry_in, FALLBACK)
+                log.warning("ElevenLabs rate-limited (%s): backing off %.0f s; speaking with "
+                            "Piper", reason, breaker.retry_in)
         elif breaker.failure(trip=at_startup):
             when = "at start-up" if at_startup else f"after {breaker.failures} failure(s) in a row"
-            log.warning("%s unavailable %s (%s): speaking with %s, trying again in %.0f s",
-                        PRIMARY, when, reason, FALLBACK, breaker.retry_in)
+            log.warning("ElevenLabs unavailable %s (%s): speaking with Piper, trying again in "
+                        "%.0f s", when, reason, breaker.retry_in)
         elif self._voice != FALLBACK:
-            log.warning("%s failed (%s): %s speaks until it answers again",
-                        PRIMARY, reason, FALLBACK)
+            log.warning("ElevenLabs failed (%s): Piper speaks until it answers again", reason)
         else:
-            log.debug("%s failed again (%s)", PRIMARY, reason)
+            log.debug("ElevenLabs failed again (%s)", reason)
         self._voice = FALLBACK
 
     async def aclose(self) -> None:

@@ -143,17 +143,31 @@ async def relay_action(request: Request[Any, Any, Any]) -> Response[str]:
 @get("/api/calls/{call_sid:str}")
 async def call_record(request: Request[Any, Any, Any], call_sid: FromPath[str]) -> Response[Any]:
     """One call's log (turns, metrics, events), for the simulated caller and local tools only."""
-    client = request.client.host if request.client else ""
-    try:
-        local = ipaddress.ip_address(client).is_loopback
-    except ValueError:
-        local = False
-    if not local:
+    if not _is_local(request):
         return Response({"error": "local access only"}, status_code=403)
     record = await runtime_of(request).store.call_record(call_sid)
     if record is None:
         return Response({"error": "no such call"}, status_code=404)
     return Response(record)
+
+
+@get("/api/metrics")
+async def metrics(request: Request[Any, Any, Any], reset: bool = False) -> Response[Any]:
+    """Event-loop lag and live call count, for the benchmark (loopback only)."""
+    if not _is_local(request):
+        return Response({"error": "local access only"}, status_code=403)
+    runtime = runtime_of(request)
+    body = {"loop_lag": runtime.loop_lag.stats(), "active_calls": len(runtime.calls.active)}
+    if reset:
+        runtime.loop_lag.reset()
+    return Response(body)
+
+
+def _is_local(request: Request[Any, Any, Any]) -> bool:
+    try:
+        return ipaddress.ip_address(request.client.host if request.client else "").is_loopback
+    except ValueError:
+        return False
 
 
 def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
@@ -163,10 +177,12 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await runtime.store.open()
+        runtime.loop_lag.start()
         task = asyncio.create_task(_load(runtime, load_engines))
         try:
             yield
         finally:
+            await runtime.loop_lag.stop()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             if runtime.engines is not None:
@@ -175,7 +191,7 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
 
     app = Litestar(
         route_handlers=[healthz, voice, status_callback, media_socket, relay_socket,
-                        relay_action, call_record],
+                        relay_action, call_record, metrics],
         lifespan=[lifespan],
         logging_config=None,  # logging is set up once by the CLI, with secret scrubbing
         debug=False,

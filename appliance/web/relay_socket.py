@@ -16,7 +16,7 @@ from appliance.web.runtime import Runtime
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_S = 50  # Twilio sends a few per second; a flood beyond this is dropped
-MAX_BAD_MESSAGES = 100  # a session that is mostly garbage is closed
+MAX_BAD_MESSAGES = 50  # a session that is mostly garbage is closed (each one is logged)
 DTMF_KEYS = frozenset("0123456789*#ABCDabcd")
 NEEDS_SETUP = (tr.Prompt, tr.Interrupt, tr.Dtmf)
 
@@ -73,8 +73,7 @@ async def handle_relay_socket(socket: WebSocket, runtime: Runtime) -> None:
                     _dispatch(session, message)
             except tr.ProtocolError as err:
                 bad += 1
-                if bad <= 5 or bad % 100 == 0:
-                    log.warning("relay socket: refused message (%d so far): %s", bad, err)
+                log.warning("relay socket: refused message (%d so far): %s", bad, err)
                 if bad >= MAX_BAD_MESSAGES:
                     reason, status = "too many bad messages", "failed"
                     break

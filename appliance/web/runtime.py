@@ -12,6 +12,7 @@ from appliance.core.session import Engines
 from appliance.engines.base import EngineInfo
 from appliance.store.calls import CallStore
 from appliance.telephony.twilio_calls import TwilioCalls
+from appliance.web.loop_monitor import LoopLagMonitor
 from appliance.web.twilio_auth import SignatureChecker
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Runtime:
     engines: Engines | None = None  # None until every model is loaded
     models: list[EngineInfo] = field(default_factory=list)
     load_error: str = ""
+    loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod

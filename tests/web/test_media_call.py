@@ -225,3 +225,13 @@ def test_transcription_starts_at_the_pause_and_is_reused(settings: Settings) -> 
     metrics = next(t["metrics"] for t in rec["turns"] if t["metrics"])
     assert len(fakes.stt.calls) == 1  # one transcription, started early, not repeated
     assert metrics["stt_s"] < 0.29  # part of the 0.3 s ran while the endpoint was still pending
+
+
+def test_metrics_report_event_loop_lag(settings: Settings) -> None:
+    with serve(settings) as base:
+        import time
+        time.sleep(0.3)
+        body = httpx.get(f"{base}/api/metrics").json()
+        assert body["loop_lag"]["samples"] > 0 and body["loop_lag"]["p99_ms"] >= 0
+        assert httpx.get(f"{base}/api/metrics?reset=true").status_code == 200
+        assert body["active_calls"] == 0

@@ -1,0 +1,133 @@
+"""The benchmark's result three ways: a table for people, JSON for machines, a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from appliance.bench.stats import STAGE_LABELS, STAGES
+
+# Stacked in the plot, in pipeline order; together they make up what the caller waits.
+STACK = ("endpoint_s", "stt_s", "other_s", "first_sentence_s", "tts_first_audio_s", "transport_s")
+ROWS = (*STAGES, "other_s", "server_v2v_s", "transport_s")
+TARGETS = ((1.0, "target p50, 1 call"), (1.5, "target p95, 4 calls"))
+COL = 20
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _s(summary: dict[str, Any] | None, keys: tuple[str, ...] = ("p50", "p95", "max")) -> str:
+    if not summary or not summary.get("n"):
+        return "-"
+    return "/".join(f"{summary[k]:.2f}" for k in keys)
+
+
+def _lag(value: dict[str, Any] | None) -> str:
+    if not value or value.get("p99") is None:
+        return "n/a"
+    return f"{value['p99']:.1f}"
+
+
+def _num(value: Any, fmt: str = "{:.0f}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def header(result: dict[str, Any]) -> list[str]:
+    m = result["machine"]
+    gpu = ", ".join(m["gpu"]) if m.get("gpu") else "none"
+    server = result.get("server", {})
+    models = ", ".join(f"{x['slot']}={x['name']} ({x.get('device', '?')})"
+                       for x in server.get("models", [])) or "unknown"
+    settings = " ".join(f"{k}={v}" for k, v in result.get("settings", {}).items() if v != "")
+    opts = result["options"]
+    warm = "one warm-up call first (not counted)" if opts.get("warmup") else "no warm-up"
+    return [
+        f"machine:  {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, GPU: {gpu}",
+        f"          {m['os']}, Python {m['python']}, load average at start {m.get('loadavg')}",
+        f"server:   {server.get('url')} ({'spawned' if server.get('spawned') else 'external'}"
+        f", pid {server.get('pid') or 'n/a'})",
+        f"models:   {models}",
+        f"settings: {settings}",
+        f"run:      {opts['turns']} turn(s) per call, callers {opts['stagger_s']:.1f} s apart, "
+        f"real-time; {warm}",
+    ]
+
+
+def table(result: dict[str, Any]) -> str:
+    """Rows are measurements, columns concurrency levels; seconds as p50/p95/max."""
+    levels = result.get("levels", [])
+    lines = header(result) + [""]
+
+    def row(label: str, cells: list[str]) -> None:
+        lines.append(f"{label:<34}" + "".join(f"{c:>{COL}}" for c in cells))
+
+    row("", [f"{lv['calls']} call{'s' * (lv['calls'] > 1)}" for lv in levels])
+    row("calls completed / failed", [f"{lv['completed']} / {lv['failed']}" for lv in levels])
+    row("turns answered", [f"{lv['turns_answered']} / {lv['turns_total']}" for lv in levels])
+    lines.append("seconds, p50/p95/max:")
+    row("voice-to-voice, caller heard", [_s(lv["v2v_heard_s"]) for lv in levels])
+    row("voice-to-voice, first audio recv", [_s(lv["v2v_received_s"]) for lv in levels])
+    for key in ROWS:
+        row(f"  {STAGE_LABELS[key]}", [_s(lv["stages"].get(key)) for lv in levels])
+    lines.append("event-loop lag p99, ms:")
+    row("  server loop (/api/metrics)", [_lag(lv["loop_lag_ms"]["server"]) for lv in levels])
+    row("  /healthz round trip", [_lag(lv["loop_lag_ms"]["healthz_rtt"]) for lv in levels])
+    row("  bench (callers') loop", [_lag(lv["loop_lag_ms"]["bench"]) for lv in levels])
+    lines.append("resources:")
+    row("  server CPU, % of one core", [_num(lv["server"]["cpu_pct"]) for lv in levels])
+    row("  server RSS peak, MB", [_num(lv["server"]["rss_peak_mb"]) for lv in levels])
+    row("  GPU memory peak, MB", [_num(lv["gpu_memory_peak_mb"]) for lv in levels])
+    row("  callers' CPU, % of one core", [_num(lv["bench_cpu_pct"]) for lv in levels])
+    row("  machine CPU busy, % of all", [_num(lv["machine_cpu_busy_pct"]) for lv in levels])
+    row("  load average at end (1 min)",
+        [_num((lv.get("loadavg_end") or [None])[0], "{:.2f}") for lv in levels])
+    for lv in levels:
+        for error in lv["errors"][:8]:
+            lines.append(f"! {lv['calls']} call(s): {error}")
+    warm = result.get("warmup")
+    if warm:
+        lines.append(f"warm-up call: voice-to-voice {_s(warm['v2v_heard_s'], ('p50',))} s, "
+                     f"{'ok' if warm['completed'] else 'FAILED: ' + '; '.join(warm['errors'])}")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: str | Path) -> None:
+    """Latency vs concurrency: median stages stacked, caller-heard p50/p95 marked, targets drawn.
+
+    Needs matplotlib (imported here only, so the rest of the benchmark runs without it).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = result.get("levels", [])
+    xs = list(range(len(levels)))
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    bottom = [0.0] * len(levels)
+    for key in STACK:
+        heights = [(lv["stages"].get(key) or {}).get("p50") or 0.0 for lv in levels]
+        ax.bar(xs, heights, 0.55, bottom=bottom, label=f"{STAGE_LABELS[key]} (p50)")
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    for stat, marker in (("p50", "o"), ("p95", "^")):
+        ys = [lv["v2v_heard_s"].get(stat) for lv in levels]
+        pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker=marker, color="black", linestyle="--",
+                    label=f"voice-to-voice heard {stat}")
+    for y, label in TARGETS:
+        ax.axhline(y, color="grey", linewidth=0.8, linestyle=":")
+        ax.text(len(levels) - 0.5, y, label, va="bottom", ha="right", fontsize=7, color="grey")
+    ax.set_xticks(xs, [str(lv["calls"]) for lv in levels])
+    ax.set_xlabel("concurrent calls")
+    ax.set_ylabel("seconds")
+    m = result["machine"]
+    ax.set_title(f"Voice-to-voice latency by stage — {m['cores']} cores, "
+                 f"{'GPU' if m.get('gpu') else 'CPU only'}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

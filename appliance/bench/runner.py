@@ -1,0 +1,403 @@
+"""Run the benchmark: a server (spawned, or at ``--url``), then levels of concurrent callers.
+
+The server runs as its own ``appliance serve`` process on a free loopback port, so its CPU and
+memory are measured apart from the callers'. It gets a fresh data dir (with a copy of the
+knowledge base, so answers are the deployment's) and a generated Twilio auth token shared with
+the callers: every webhook and media socket is signed and checked, as in production.
+
+All callers of a level run in this process's one event loop at real-time pacing, starting a
+few hundred ms apart. Per level the runner also samples: the server's CPU and RSS (/proc), GPU
+memory (nvidia-smi), this loop's lag, /healthz round trips (the server loop's lag as seen from
+outside), and the server's own loop lag where it exposes ``/api/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from appliance.bench import probes, utterances
+from appliance.bench.stats import LoopLag, ms, summarize, turn_stages
+from appliance.caller.audio_source import Utterance
+from appliance.caller.twilio_sim import CallOptions, CallReport, new_sid, run_call
+from appliance.config import Settings
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "appliance-bench/1"
+KEY_SETTINGS = (
+    "mode", "models", "stt_model", "llm_model", "tts_voice", "device", "max_calls",
+    "stt_threads", "stt_beam_size", "llm_threads", "llm_batch_threads", "llm_instances",
+    "llm_context", "llm_max_tokens", "llm_gpu_layers", "tts_threads", "vad_threshold",
+    "endpoint_silence_ms", "min_speech_ms", "kb_top_k", "kb_context_chars",
+)
+METRICS_PATH = "/api/metrics"  # the server's own loop lag / CPU / RSS, when it has the hook
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (server would not start, bad URL); the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    calls: tuple[int, ...] = (1, 2, 4)
+    turns: int = 3
+    url: str | None = None
+    stagger_s: float = 0.3
+    warmup: bool = True
+    turn_timeout_s: float = 20.0
+    ready_timeout_s: float = 300.0
+    level_pause_s: float = 2.0
+
+
+@dataclass
+class Server:
+    """Where the server is and how to reach it, whoever started it."""
+
+    base_url: str
+    settings: Settings  # what the callers sign with; the spawned server's own settings
+    spawned: bool
+    pid: int | None = None
+    log_path: Path | None = None
+    healthz: dict[str, Any] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_settings(settings: Settings, data_dir: Path, port: int, max_calls: int) -> Settings:
+    """The user's settings, pointed at a private data dir and port, signed with a fresh token."""
+    base = f"http://127.0.0.1:{port}"
+    return msgspec.structs.replace(
+        settings, data_dir=str(data_dir), host="127.0.0.1", port=port, public_base_url=base,
+        mode="media-streams", validate_signatures=True,
+        twilio_auth_token=secrets.token_hex(16),
+        twilio_account_sid=settings.twilio_account_sid or new_sid("AC"),
+        max_calls=max(settings.max_calls, max_calls))
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes ``appliance serve`` load exactly ``settings``' overrides."""
+    env = dict(os.environ)
+    env.update({
+        "APPLIANCE_DATA_DIR": settings.data_dir,
+        "APPLIANCE_HOST": settings.host,
+        "APPLIANCE_PORT": str(settings.port),
+        "APPLIANCE_PUBLIC_BASE_URL": settings.public_base_url,
+        "APPLIANCE_MODE": settings.mode,
+        "APPLIANCE_VALIDATE_SIGNATURES": "true",
+        "APPLIANCE_MAX_CALLS": str(settings.max_calls),
+        "TWILIO_AUTH_TOKEN": settings.twilio_auth_token,
+        "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+@asynccontextmanager
+async def spawned_server(
+    settings: Settings, opts: BenchOptions, config_file: str | None
+) -> AsyncIterator[Server]:
+    """``appliance serve`` in a subprocess with a private data dir; stopped and removed after."""
+    with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        kb = settings.data_path / "kb"
+        if kb.is_dir():  # the deployment's ingested documents; else the server ingests kb_dir
+            shutil.copytree(kb, data / "kb")
+        child = server_settings(settings, data, free_port(), max(opts.calls))
+        log_path = Path(tmp) / "server.log"
+        cmd = [sys.executable, "-m", "appliance"]
+        if config_file:
+            cmd += ["--config", config_file]
+        cmd += ["serve", "--host", child.host, "--port", str(child.port)]
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(cmd, env=server_env(child), stdout=log_file,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        server = Server(f"http://127.0.0.1:{child.port}", child, spawned=True, pid=proc.pid,
+                        log_path=log_path)
+        try:
+            server.healthz = await wait_ready(server, opts.ready_timeout_s, proc)
+            yield server
+        finally:
+            await asyncio.to_thread(_stop, proc)
+            if proc.returncode not in (0, -2, -15, None):
+                log.warning("server exited with %s; its log:\n%s", proc.returncode,
+                            _tail(log_path))
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+async def wait_ready(
+    server: Server, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> dict[str, Any]:
+    """Poll /healthz until the models are loaded; BenchError if it fails or takes too long."""
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=3, trust_env=False) as http:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise BenchError(f"the server exited with status {proc.returncode}:\n"
+                                 f"{_tail(server.log_path) if server.log_path else ''}")
+            try:
+                resp = await http.get(server.base_url + "/healthz")
+                body = resp.json()
+                if resp.status_code == 200:
+                    return body  # type: ignore[no-any-return]
+                if body.get("status") == "failed":
+                    raise BenchError(f"the server failed to load its models: {body.get('error')}")
+            except (httpx.HTTPError, ValueError):
+                pass
+            await asyncio.sleep(0.25)
+    raise BenchError(f"{server.base_url} not ready after {timeout_s:.0f} s (last: {body})")
+
+
+@asynccontextmanager
+async def external_server(settings: Settings, url: str, opts: BenchOptions) -> AsyncIterator[Server]:
+    server = Server(url.rstrip("/"), settings, spawned=False)
+    server.healthz = await wait_ready(server, min(opts.ready_timeout_s, 30))
+    yield server
+
+
+class Probe:
+    """/healthz round trips during a level: a loaded server answers late by its loop's lag."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, interval_s: float = 0.25) -> None:
+        self.http, self.url, self.interval_s = http, base_url + "/healthz", interval_s
+        self.samples: list[float] = []
+        self.errors = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.samples, self.errors = [], 0
+        self._task = asyncio.create_task(self._run(), name="healthz-probe")
+
+    async def stop(self) -> list[float]:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        return self.samples
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            started = time.perf_counter()
+            try:
+                await self.http.get(self.url)
+                self.samples.append(time.perf_counter() - started)
+            except httpx.HTTPError:
+                self.errors += 1
+
+
+async def server_metrics(http: httpx.AsyncClient, base_url: str,
+                         reset: bool = False) -> dict[str, Any] | None:
+    """The server's ``/api/metrics`` (see the bench's README section), or None if absent."""
+    try:
+        if reset:
+            resp = await http.post(base_url + METRICS_PATH + "/reset")
+        else:
+            resp = await http.get(base_url + METRICS_PATH)
+        if resp.status_code >= 300:
+            return None
+        return resp.json() if resp.content else {}
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def reply_metrics(report: CallReport) -> list[dict[str, Any] | None]:
+    """The server's metrics of the first reply to each caller turn, in the caller's order."""
+    out: list[dict[str, Any] | None] = [None] * len(report.turns)
+    users = 0
+    for row in (report.server or {}).get("turns") or []:
+        if not isinstance(row, dict):
+            continue
+        if row.get("role") == "user":
+            users += 1
+        elif row.get("role") == "assistant" and 0 < users <= len(out) and out[users - 1] is None:
+            metrics = row.get("metrics")
+            out[users - 1] = metrics if isinstance(metrics, dict) else None
+    return out
+
+
+def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
+                 wall_s: float) -> dict[str, Any]:
+    """Latency and outcome figures for one level's calls."""
+    heard: list[float | None] = []
+    received: list[float | None] = []
+    stages: dict[str, list[float | None]] = {}
+    errors: list[str] = []
+    completed = rejected = answered = total = 0
+    for number, outcome in enumerate(outcomes, 1):
+        if isinstance(outcome, BaseException):
+            errors.append(f"call {number}: {type(outcome).__name__}: {outcome}")
+            continue
+        if outcome.rejected is not None:
+            rejected += 1
+            errors.append(f"call {number}: rejected: {outcome.rejected}")
+            continue
+        completed += outcome.ok
+        total += len(outcome.turns)
+        for turn, metrics in zip(outcome.turns, reply_metrics(outcome), strict=True):
+            answered += turn.answered
+            if not turn.answered:
+                errors.append(f"call {number}: no reply to {turn.said!r}"
+                              + (" (timed out)" if turn.timed_out else ""))
+            heard.append(turn.v2v_played_s)
+            received.append(turn.v2v_s)
+            values = turn_stages(metrics or {})
+            server_v2v = values.get("server_v2v_s")
+            values["transport_s"] = (turn.v2v_played_s - server_v2v
+                                     if turn.v2v_played_s is not None and server_v2v is not None
+                                     else None)
+            for key, value in values.items():
+                stages.setdefault(key, []).append(value)
+        if outcome.greeting_s is None:
+            errors.append(f"call {number}: no greeting heard")
+    return {
+        "calls": calls,
+        "completed": completed,
+        "failed": calls - completed,
+        "rejected": rejected,
+        "turns_answered": answered,
+        "turns_total": total,
+        "wall_s": round(wall_s, 1),
+        "v2v_heard_s": summarize(heard).to_json(),
+        "v2v_received_s": summarize(received).to_json(),
+        "stages": {key: summarize(values).to_json() for key, values in stages.items()},
+        "errors": errors,
+    }
+
+
+@dataclass
+class Bench:
+    """One benchmark run against one server."""
+
+    server: Server
+    opts: BenchOptions
+    lines: dict[str, Utterance]
+    http: httpx.AsyncClient
+    lag: LoopLag = field(default_factory=LoopLag)
+
+    def call_options(self, index: int, turns: int) -> CallOptions:
+        texts = utterances.script(index, turns) if index >= 0 else [utterances.WARMUP_LINE]
+        said = tuple(self.lines[t] for t in texts)
+        return CallOptions.from_settings(
+            self.server.settings, base_url=self.server.base_url, utterances=said,
+            turn_timeout_s=self.opts.turn_timeout_s)
+
+    async def one_call(self, index: int, turns: int, delay_s: float) -> CallReport:
+        await asyncio.sleep(delay_s)
+        return await run_call(self.call_options(index, turns), self.http)
+
+    async def level(self, calls: int, turns: int, warmup: bool = False) -> dict[str, Any]:
+        """``calls`` callers at once (staggered), ``turns`` turns each; figures for the level."""
+        pid = self.server.pid
+        hook = await server_metrics(self.http, self.server.base_url, reset=True)
+        if pid is None and hook and isinstance(hook.get("pid"), int):
+            pid = hook["pid"] if (probes.PROC / str(hook["pid"])).exists() else None
+        window = probes.Window(pid)
+        probe = Probe(self.http, self.server.base_url)
+        self.lag.reset()
+        window.start()
+        probe.start()
+        started = time.monotonic()
+        outcomes = await asyncio.gather(
+            *(self.one_call(-1 if warmup else i, turns, i * self.opts.stagger_s)
+              for i in range(calls)),
+            return_exceptions=True)
+        wall = time.monotonic() - started
+        rtts = await probe.stop()
+        resources = await window.stop()
+        lag_samples = self.lag.reset()
+        hook_after = await server_metrics(self.http, self.server.base_url)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # KeyboardInterrupt, cancellation: not a failed call
+        result = level_result(calls, outcomes, wall)
+        server_lag = (hook_after or {}).get("loop_lag_ms")
+        result["loop_lag_ms"] = {
+            "server": server_lag if isinstance(server_lag, dict) else None,
+            "healthz_rtt": ms(summarize(rtts)),
+            "bench": ms(summarize(lag_samples)),
+        }
+        result.update(resources)
+        result["call_reports"] = [o.to_json() if isinstance(o, CallReport) else None
+                                  for o in outcomes]
+        return result
+
+
+async def run_bench(settings: Settings, opts: BenchOptions,
+                    config_file: str | None = None) -> dict[str, Any]:
+    """The whole benchmark: utterances, server, warm-up, each level; the JSON-able result."""
+    needed = [t for i in range(max(opts.calls)) for t in utterances.script(i, opts.turns)]
+    needed.append(utterances.WARMUP_LINE)
+    lines = await asyncio.to_thread(utterances.load, settings, needed)  # before the server runs
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": probes.machine_info(),
+        "options": {"calls": list(opts.calls), "turns": opts.turns, "stagger_s": opts.stagger_s,
+                    "warmup": opts.warmup, "url": opts.url},
+    }
+    server_cm = (external_server(settings, opts.url, opts) if opts.url
+                 else spawned_server(settings, opts, config_file))
+    async with server_cm as server, httpx.AsyncClient(timeout=10, trust_env=False) as http:
+        result["server"] = {"url": server.base_url, "spawned": server.spawned, "pid": server.pid,
+                            "models": server.healthz.get("models", []),
+                            "max_calls": server.healthz.get("max_calls"),
+                            "metrics_hook": await server_metrics(http, server.base_url) is not None}
+        used = server.settings.redacted()
+        result["settings"] = {k: used[k] for k in KEY_SETTINGS}
+        result["settings_note"] = ("the spawned server's settings" if server.spawned else
+                                   "this machine's settings; the server at --url may differ")
+        bench = Bench(server, opts, lines, http)
+        bench.lag.start()
+        try:
+            result["warmup"] = None
+            if opts.warmup:  # the first turn after start-up fills caches no later call pays for
+                log.info("warm-up call (not counted)")
+                result["warmup"] = await bench.level(1, 1, warmup=True)
+            result["levels"] = []
+            for calls in opts.calls:
+                await asyncio.sleep(opts.level_pause_s)
+                log.info("level: %d concurrent call(s), %d turn(s) each", calls, opts.turns)
+                result["levels"].append(await bench.level(calls, opts.turns))
+        finally:
+            await bench.lag.stop()
+    result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return result

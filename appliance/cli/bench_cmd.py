@@ -1,0 +1,92 @@
+"""``appliance bench``: concurrent simulated callers against a server; latency, lag and load."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from appliance.bench import BenchError, BenchOptions, report, run_bench
+from appliance.caller.audio_source import AudioSourceError
+from appliance.config import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "bench",
+        help="measure voice-to-voice latency and load with concurrent simulated callers",
+        description="Start the server (`appliance serve` on a free loopback port, or use --url), "
+        "then for each concurrency level place that many simulated Twilio calls at once, each "
+        "speaking --turns fixed questions in real time. Prints voice-to-voice latency as the "
+        "caller hears it, each stage's share, event-loop lag, CPU, memory and GPU memory. "
+        "Exit status: 0 every call completed, 1 some call failed, 2 the benchmark could not run.",
+    )
+    add = parser.add_argument
+    add("--calls", type=_levels, default=(1, 2, 4), metavar="N,N,...",
+        help="concurrency levels, run in order (default 1,2,4)")
+    add("--turns", type=_positive, default=3, metavar="N", help="turns per call (default 3)")
+    add("--json", metavar="FILE", help="write the full result as JSON")
+    add("--plot", metavar="FILE.png", help="plot latency vs concurrency, stacked by stage")
+    add("--url", help="benchmark a running server instead (it must share this machine's "
+        "TWILIO_AUTH_TOKEN and public base URL)")
+    add("--stagger-ms", type=int, default=300, metavar="MS",
+        help="start the callers of a level this far apart (default 300)")
+    add("--no-warmup", dest="warmup", action="store_false",
+        help="skip the uncounted warm-up call before the first level")
+    add("--turn-timeout", type=float, default=20.0, metavar="S",
+        help="give up on a reply after S seconds (default 20)")
+    parser.set_defaults(func=bench)
+
+
+def _levels(value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive counts like 1,2,4: {value!r}")
+    return levels
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number: {value!r}")
+    return int(value)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run (for the JSON and the README)."""
+    parts = ["appliance"] + (["--config", args.config] if args.config else []) + [
+        "bench", "--calls", ",".join(map(str, args.calls)), "--turns", str(args.turns)]
+    if args.url:
+        parts += ["--url", args.url]
+    if args.stagger_ms != 300:
+        parts += ["--stagger-ms", str(args.stagger_ms)]
+    if not args.warmup:
+        parts.append("--no-warmup")
+    return " ".join(parts)
+
+
+def bench(args: argparse.Namespace, settings: Settings) -> int:
+    opts = BenchOptions(calls=args.calls, turns=args.turns, url=args.url,
+                        stagger_s=args.stagger_ms / 1000, warmup=args.warmup,
+                        turn_timeout_s=args.turn_timeout)
+    try:
+        result = asyncio.run(run_bench(settings, opts, config_file=args.config))
+    except (BenchError, AudioSourceError) as err:
+        print(f"appliance bench: {err}", file=sys.stderr)
+        return 2
+    result["command"] = command_line(args)
+    print(report.table(result))
+    if args.json:
+        report.write_json(result, args.json)
+        print(f"JSON written to {args.json}")
+    if args.plot:
+        try:
+            report.plot(result, args.plot)
+            print(f"plot written to {args.plot}")
+        except ImportError:
+            print("appliance bench: --plot needs matplotlib (pip install matplotlib)",
+                  file=sys.stderr)
+            return 2
+    return 0 if all(level["failed"] == 0 for level in result["levels"]) else 1
