@@ -17,7 +17,6 @@ import uvicorn
 from appliance.config import Settings, load_settings
 
 AUTH_TOKEN = "test-auth-token-0123456789"
-ACCOUNT_SID = "AC" + "0" * 32
 
 
 def free_port() -> int:
@@ -32,8 +31,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "data_dir": str(tmp_path / "data"),
         "port": port,
         "public_base_url": f"http://127.0.0.1:{port}",
-        "twilio_auth_token": AUTH_TOKEN,
-        "twilio_account_sid": ACCOUNT_SID,
+        "twilio_auth_token": AUTH_TOKEN,  # signatures only: no account SID, so no REST calls
     }
     values.update(overrides)
     return load_settings(environ={}, **values)

@@ -419,6 +419,8 @@ class CallSession:
             log.error("call %s: %s failed: %s", self.call_sid, tool.value, err)
             self._spawn(self.store.add_event(self.call_sid, "error", stage=tool.value,
                                              reason=str(err)))
+            self._ending = False  # the caller is still there: never leave them in silence
+            await self._speak_fixed(self.settings.apology, record=False)
 
     async def _wait_played(self, mark: str) -> None:
         if mark not in self._outstanding:

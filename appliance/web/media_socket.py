@@ -49,10 +49,16 @@ class MediaTransport:
         self._queue.put_nowait(tm.clear_message(self._stream_sid))
 
     async def hang_up(self) -> None:
+        """End the call over REST when we can; else (or if REST fails) close the stream, and
+        Twilio moves past <Connect> to the end of the TwiML, which hangs up."""
         if self._calls.available:
-            await self._calls.hang_up(self._call_sid)
-        else:
-            await self.close()
+            try:
+                await self._calls.hang_up(self._call_sid)
+                return
+            except Exception as err:
+                log.warning("call %s: REST hang-up failed (%s); closing the stream", self._call_sid,
+                            err)
+        await self.close()
 
     async def transfer(self, number: str) -> None:
         await self._calls.transfer(self._call_sid, number)

@@ -235,3 +235,51 @@ def test_metrics_report_event_loop_lag(settings: Settings) -> None:
         assert body["loop_lag"]["samples"] > 0 and body["loop_lag"]["p99_ms"] >= 0
         assert httpx.get(f"{base}/api/metrics?reset=true").status_code == 200
         assert body["active_calls"] == 0
+
+
+def test_goodbye_is_said_then_the_server_hangs_up(settings: Settings) -> None:
+    fakes = FakeSet()
+    fakes.stt = type(fakes.stt)(["Okay, goodbye."])
+
+    async def call(base: str) -> tuple[MediaStream, dict]:
+        call_sid, _ = await place_call(base, settings)
+        stream = await MediaStream.open(base, settings, call_sid)
+        await stream.wait_for(lambda: stream.events("mark"))
+        await stream.ack_marks()
+        await stream.send_audio(tone(0.8) + SILENCE * 30)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
+        await stream.ack_marks()  # goodbye played: the server closes the stream
+        await asyncio.wait_for(stream._reader, 10)
+        return stream, await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    with serve(settings, fakes) as base:
+        stream, rec = asyncio.run(call(base))
+    said = [t["text"] for t in rec["turns"] if t["role"] == "assistant"]
+    assert said[-1] == settings.goodbye
+    assert {"type": "tool", "tool": "end_call"} in [
+        {"type": e["type"], **e["detail"]} for e in rec["events"]]
+    assert fakes.llm.requests == []  # the tool decided; no model call
+
+
+def test_transfer_without_twilio_credentials_apologises_and_goes_on(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, transfer_number="+15550009999")
+    fakes = FakeSet()
+    fakes.stt = type(fakes.stt)(["Can I talk to a real person please?"])
+
+    async def call(base: str) -> tuple[MediaStream, dict]:
+        call_sid, _ = await place_call(base, settings)
+        stream = await MediaStream.open(base, settings, call_sid)
+        await stream.wait_for(lambda: stream.events("mark"))
+        await stream.ack_marks()
+        await stream.send_audio(tone(0.8) + SILENCE * 30)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
+        await stream.ack_marks()
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 3)  # the apology
+        await stream.stop()
+        return stream, await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    with serve(settings, fakes) as base:
+        stream, rec = asyncio.run(call(base))
+    errors = [e["detail"] for e in rec["events"] if e["type"] == "error"]
+    assert errors and errors[0]["stage"] == "transfer"
+    assert rec["call"]["end_reason"] == "stop received"
