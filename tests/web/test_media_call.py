@@ -107,7 +107,7 @@ def test_barge_in_clears_and_keeps_only_what_was_heard(settings: Settings) -> No
         await stream.ack_marks()
         await stream.send_audio(tone(1.0) + SILENCE * 30)
         await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
-        await stream.ack_marks()  # the caller heard the first sentence, not the second
+        await stream.ack_marks(upto=2)  # the caller heard the first sentence, not the second
         await asyncio.sleep(0.3)
         await stream.send_audio(tone(0.6), pace=0.005)
         await stream.wait_for(lambda: stream.events("clear"))

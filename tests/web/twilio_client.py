@@ -92,9 +92,10 @@ class MediaStream:
                 raise TimeoutError(f"timed out; received {[m['event'] for m in self.received][-20:]}")
             await asyncio.sleep(0.02)
 
-    async def ack_marks(self) -> None:
-        """Echo every mark received so far, as Twilio does once the audio before it played."""
-        for mark in self.events("mark"):
+    async def ack_marks(self, upto: int | None = None) -> None:
+        """Echo marks received so far (the first ``upto`` of the call, if given), as Twilio does
+        once the audio before each has played."""
+        for mark in self.events("mark")[:upto]:
             if not mark.get("_acked"):
                 mark["_acked"] = True
                 await self.send({"event": "mark", "mark": mark["mark"]})
