@@ -283,3 +283,61 @@ def test_transfer_without_twilio_credentials_apologises_and_goes_on(tmp_path: Pa
     errors = [e["detail"] for e in rec["events"] if e["type"] == "error"]
     assert errors and errors[0]["stage"] == "transfer"
     assert rec["call"]["end_reason"] == "stop received"
+
+
+def test_calls_before_the_models_are_ready_hear_a_polite_busy(settings: Settings) -> None:
+    import threading
+    import time
+
+    import uvicorn
+
+    release = asyncio.Event()
+
+    async def never_ready(_: Settings):
+        await release.wait()
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, never_ready), host="127.0.0.1",
+                                           port=settings.port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{settings.port}"
+    try:
+        for _ in range(100):
+            try:
+                health = httpx.get(f"{base}/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert health.status_code == 503 and health.json()["status"] == "loading"
+        _, twiml = asyncio.run(place_call(base, settings))
+        assert "<Say>" in twiml and "<Stream" not in twiml
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_concurrent_calls_are_each_answered(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_calls=3)
+    fakes = FakeSet()
+    fakes.stt = type(fakes.stt)(["What time do you open tomorrow?"], delay_s=0.2)
+
+    async def one(base: str) -> dict:
+        call_sid, _ = await place_call(base, settings)
+        stream = await MediaStream.open(base, settings, call_sid)
+        await stream.wait_for(lambda: stream.events("mark"))
+        await stream.ack_marks()
+        await stream.send_audio(tone(0.8) + SILENCE * 30, pace=0.02)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 3, timeout=20)
+        await stream.ack_marks()
+        await stream.stop()
+        return await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    async def calls(base: str) -> list[dict]:
+        return await asyncio.gather(*(one(base) for _ in range(3)))
+
+    with serve(settings, fakes) as base:
+        records = asyncio.run(calls(base))
+    for rec in records:
+        answers = [t for t in rec["turns"] if t["role"] == "assistant" and t["metrics"]]
+        assert answers and answers[0]["text"] == "We open at nine. See you then."
+    assert len({rec["call"]["call_sid"] for rec in records}) == 3
