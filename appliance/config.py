@@ -64,6 +64,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     greeting: str = "Thanks for calling {business}. How can I help you today?"
     apology: str = "Sorry, I had trouble with that. Could you say it again?"
     goodbye: str = "Thanks for calling. Goodbye!"
+    hold_phrase: str = "One moment, please."
+    hold_after_ms: int = 2000
     busy_message: str = "All our lines are busy right now. Please call again in a few minutes."
 
     # Models: a preset name from models/manifest.toml, or explicit paths per slot.

@@ -134,6 +134,8 @@ class CallSession:
         self._background: set[asyncio.Task[Any]] = set()
         self._audio_task: asyncio.Task[None] | None = None
         self._ending = False
+        self._answered = False  # the current turn's reply has started to play
+        self._speaking = asyncio.Lock()  # one piece of audio at a time: never interleave frames
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -278,6 +280,8 @@ class CallSession:
                     early: asyncio.Future[Transcript] | None) -> None:
         metrics: dict[str, Any] = {"endpoint_s": time.monotonic() - voice_end}
         started = time.time()
+        self._answered = False
+        hold = asyncio.create_task(self._hold_on(voice_end))
         try:
             t0 = time.monotonic()
             if early is None:
@@ -304,6 +308,18 @@ class CallSession:
             self._spawn(self.store.add_event(self.call_sid, "error", stage="turn",
                                              reason=f"{type(err).__name__}: {err}"))
             await self._speak_fixed(self.settings.apology, record=False)
+        finally:
+            hold.cancel()
+
+    async def _hold_on(self, voice_end: float) -> None:
+        """If the answer is slow (a loaded box, a cold model), say "one moment" rather than
+        leave the caller in silence."""
+        if self.settings.hold_after_ms <= 0:
+            return
+        await asyncio.sleep(max(0.0, voice_end + self.settings.hold_after_ms / 1000
+                                - time.monotonic()))
+        if not self._answered and self.state is State.THINKING:
+            await self._speak_fixed(self.settings.hold_phrase, record=False, unless_answered=True)
 
     async def _speak_reply(self, reply: Reply, metrics: dict[str, Any], voice_end: float) -> None:
         turn = self._begin_turn()
@@ -330,6 +346,7 @@ class CallSession:
         producer = asyncio.create_task(produce())
         try:
             while (sentence := await sentences.get()) is not None:
+                self._answered = True
                 ready = time.monotonic()
                 first = await self._speak_text(turn, sentence)
                 if first is not None and "tts_first_audio_s" not in metrics:
@@ -356,21 +373,22 @@ class CallSession:
         first: float | None = None
         sent = 0
         pending = b""
-        async for chunk in self.engines.tts.synthesize(text):
-            pending += chunk
-            whole = len(pending) - len(pending) % FRAME_BYTES
-            for frame in frames(pending[:whole]):
+        async with self._speaking:
+            async for chunk in self.engines.tts.synthesize(text):
+                pending += chunk
+                whole = len(pending) - len(pending) % FRAME_BYTES
+                for frame in frames(pending[:whole]):
+                    await self._send_frame(frame)
+                sent += whole
+                pending = pending[whole:]
+                if first is None and sent:
+                    first = time.monotonic()
+            for frame in frames(pending):
                 await self._send_frame(frame)
-            sent += whole
-            pending = pending[whole:]
-            if first is None and sent:
-                first = time.monotonic()
-        for frame in frames(pending):
-            await self._send_frame(frame)
-            sent += FRAME_BYTES
-        first = first or (time.monotonic() if sent else None)
-        if sent:
-            await self._send_mark(turn, text, sent / TELEPHONE_RATE)
+                sent += FRAME_BYTES
+            first = first or (time.monotonic() if sent else None)
+            if sent:
+                await self._send_mark(turn, text, sent / TELEPHONE_RATE)
         return first
 
     async def _send_frame(self, frame: bytes) -> None:
@@ -386,7 +404,7 @@ class CallSession:
         self._outstanding.append(name)
         await self.transport.send_mark(name)
 
-    async def _speak_fixed(self, text: str, *, record: bool) -> None:
+    async def _speak_fixed(self, text: str, *, record: bool, unless_answered: bool = False) -> None:
         """Play a pre-synthesized phrase (greeting, apology, goodbye): no model in the way."""
         audio = self.engines.phrases.get(text)
         turn = self._begin_turn() if record else AgentTurn(idx=self._turn_idx)
@@ -394,9 +412,12 @@ class CallSession:
             log.warning("phrase not pre-synthesized; synthesizing now: %r", text)
             await self._speak_text(turn, text)
         else:
-            for frame in frames(audio):
-                await self._send_frame(frame)
-            await self._send_mark(turn, text, len(audio) / TELEPHONE_RATE)
+            async with self._speaking:
+                if unless_answered and self._answered:
+                    return
+                for frame in frames(audio):
+                    await self._send_frame(frame)
+                await self._send_mark(turn, text, len(audio) / TELEPHONE_RATE)
         turn.text = text
         if record:
             self.conversation.add("assistant", text)

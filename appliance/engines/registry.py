@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 def fixed_phrases(settings: Settings, agent: Agent) -> list[str]:
     """Phrases spoken without a model in the way, synthesized once at start-up."""
-    return [settings.greeting_text, settings.apology, agent.phrase_for(Tool.END_CALL),
-            agent.phrase_for(Tool.TRANSFER), agent.unknown_answer]
+    return [settings.greeting_text, settings.apology, settings.hold_phrase,
+            agent.phrase_for(Tool.END_CALL), agent.phrase_for(Tool.TRANSFER), agent.unknown_answer]
 
 
 async def synthesize_phrases(tts: Tts, texts: list[str]) -> Mapping[str, bytes]:

@@ -341,3 +341,26 @@ def test_concurrent_calls_are_each_answered(tmp_path: Path) -> None:
         answers = [t for t in rec["turns"] if t["role"] == "assistant" and t["metrics"]]
         assert answers and answers[0]["text"] == "We open at nine. See you then."
     assert len({rec["call"]["call_sid"] for rec in records}) == 3
+
+
+def test_a_slow_answer_gets_a_hold_phrase_instead_of_silence(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, hold_after_ms=300)
+    fakes = FakeSet()
+    fakes.llm = type(fakes.llm)(["We open at nine."], first_token_delay_s=1.0)
+
+    async def call(base: str) -> dict:
+        call_sid, _ = await place_call(base, settings)
+        stream = await MediaStream.open(base, settings, call_sid)
+        await stream.wait_for(lambda: stream.events("mark"))
+        await stream.ack_marks()
+        await stream.send_audio(tone(0.8) + SILENCE * 30)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 3)
+        await stream.ack_marks()
+        await stream.stop()
+        return await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    with serve(settings, fakes) as base:
+        rec = asyncio.run(call(base))
+    assert settings.hold_phrase in fakes.tts.texts  # pre-synthesized at start-up
+    answer = next(t for t in rec["turns"] if t["metrics"])
+    assert answer["text"] == "We open at nine."  # the hold phrase is not part of the answer
