@@ -65,7 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     apology: str = "Sorry, I had trouble with that. Could you say it again?"
     goodbye: str = "Thanks for calling. Goodbye!"
     hold_phrase: str = "One moment, please."
-    hold_after_ms: int = 2000
+    hold_after_ms: int = 2500
     busy_message: str = "All our lines are busy right now. Please call again in a few minutes."
 
     # Models: a preset name from models/manifest.toml, or explicit paths per slot.
