@@ -132,6 +132,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "endpoint_silence_ms": 100 <= self.endpoint_silence_ms <= 5000,
             "public_base_url": self.public_base_url.startswith(("http://", "https://")),
             "log_level": self.log_level.upper() in logging.getLevelNamesMapping(),
+            "relay_interruptible": self.relay_interruptible in {"none", "dtmf", "speech", "any"},
+            "speculative_stt_ms": 0 <= self.speculative_stt_ms < self.endpoint_silence_ms,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -89,15 +89,18 @@ class RelayReport:
         return self.rejected is None and all(t.reply for t in self.turns)
 
     def to_json(self) -> dict[str, Any]:
-        rounded = lambda v: None if v is None else round(v, 3)  # noqa: E731
         return {
             "call_sid": self.call_sid, "session_id": self.session_id, "ok": self.ok,
             "rejected": self.rejected, "greeting": self.greeting,
-            "turns": [{"said": t.said, "reply": t.reply, "first_token_s": rounded(t.first_token_s),
-                       "reply_s": rounded(t.reply_s), "timed_out": t.timed_out}
+            "turns": [{"said": t.said, "reply": t.reply, "first_token_s": _round(t.first_token_s),
+                       "reply_s": _round(t.reply_s), "timed_out": t.timed_out}
                       for t in self.turns],
             "handoff": self.handoff, "after": self.after, "server": self.server,
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 @dataclass(frozen=True, slots=True)

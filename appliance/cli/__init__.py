@@ -6,10 +6,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from appliance.cli import ask_cmd, call_cmd, config_cmd, kb_cmd, models_cmd, serve_cmd
+from appliance.cli import (
+    ask_cmd,
+    call_cmd,
+    config_cmd,
+    kb_cmd,
+    models_cmd,
+    relay_cmd,
+    serve_cmd,
+)
 from appliance.config import ConfigError, Settings, load_settings, setup_logging
 
-VERBS = (serve_cmd, call_cmd, ask_cmd, kb_cmd, models_cmd, config_cmd)
+VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, kb_cmd, models_cmd, config_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,8 +15,8 @@ Prompts that arrive while a reply is being produced (one reply runs at a time):
   are joined into one and answered as one turn when the reply is done. Waiting text is capped at
   ``MAX_PENDING_CHARS``; beyond that prompts are dropped with a warning.
 
-An ``interrupt`` cancels the running reply; what it answered (if nothing was sent) waits to be
-joined with the caller's next prompt. An assistant turn is recorded when the next exchange
+An ``interrupt`` cancels the running reply (never a hand-off phrase: once a tool is chosen the
+call ends); what it answered, if nothing was sent, waits to be joined with the next prompt. An assistant turn is recorded when the next exchange
 starts, when it is interrupted (heard = ``utteranceUntilInterrupt``), or when the call ends.
 """
 

@@ -1,4 +1,4 @@
-"""Twilio ConversationRelay over a WebSocket: a receive loop and one sender around a RelaySession."""
+"""Twilio ConversationRelay over a WebSocket: a receive loop and one sender around a session."""
 
 from __future__ import annotations
 

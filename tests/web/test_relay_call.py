@@ -267,6 +267,53 @@ def test_goodbye_ends_the_session_and_the_action_hangs_up(settings: Settings) ->
     assert user_turns(record) == ["Thanks, goodbye!"]
 
 
+def test_a_failed_turn_apologises_and_the_call_goes_on(settings: Settings) -> None:
+    fakes = FakeSet()
+    fakes.llm.error = RuntimeError("model exploded")
+
+    async def call(base: str) -> tuple[list[tr.Text], list[tr.Text], dict]:
+        call_sid, socket = await open_call(base, settings)
+        await socket.send(tr.Prompt(voice_prompt=QUESTION))
+        apology = await read_reply(socket)
+        fakes.llm.error = None
+        await socket.send(tr.Prompt(voice_prompt="Do you take insurance?"))
+        answer = await read_reply(socket)
+        await socket.close()
+        return apology, answer, await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    with serve(settings, fakes) as base:
+        apology, answer, record = asyncio.run(call(base))
+    assert said(apology) == settings.apology and apology[-1].last
+    assert said(answer) == "We open at nine. See you then."
+    assert user_turns(record) == [QUESTION, "Do you take insurance?"]
+    errors = [e["detail"] for e in record["events"] if e["type"] == "error"]
+    assert errors and "model exploded" in errors[0]["reason"]
+
+
+def test_relay_call_verb_prints_the_streamed_reply(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from appliance.cli import relay_cmd
+
+    settings = make_settings(tmp_path, mode="conversation-relay", greeting="Hello.")
+    parser = argparse.ArgumentParser()
+    relay_cmd.register(parser.add_subparsers())
+    fakes = FakeSet(llm=FakeLlm(["Nine", " tomorrow."]))
+    with serve(settings, fakes) as base:
+        args = parser.parse_args(["relay-call", "--url", base, "--say", QUESTION])
+        assert args.func(args, settings) == 0
+        text = capsys.readouterr().out
+        args = parser.parse_args(["relay-call", "--url", base, "--say", QUESTION, "--json"])
+        assert args.func(args, settings) == 0
+        report = json.loads(capsys.readouterr().out)
+    assert f"caller: {QUESTION!r}\nagent:  Nine tomorrow.\n        first token " in text
+    assert "1/1 prompts answered" in text
+    assert report["ok"] and report["turns"][0]["reply"] == "Nine tomorrow."
+    assert report["turns"][0]["first_token_s"] >= 0 and report["greeting"] == "Hello."
+    assert report["server"]["call"]["mode"] == "conversation-relay"
+
+
 def test_bad_input_is_refused_and_the_call_goes_on(settings: Settings,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     async def abuse(base: str) -> tuple[list[tr.Text], dict]:
