@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from appliance.config import Settings
 from appliance.core.agent import DTMF_TOOLS, Agent, Conversation, Reply, Tool
+from appliance.core.workers import Background
 from appliance.store.calls import CallStore
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class RelaySession:
         self._ending = False
         self._end_reason = ""
         self._closed = False
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -127,8 +128,7 @@ class RelaySession:
         unanswered = ([exchange.text] if exchange and exchange.turn is None else []) + self._pending
         if unanswered:
             self._record_user(" ".join(unanswered), self._pending_at[1] or time.time())
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.drain()
         await self.store.call_ended(self.call_sid, status=status,
                                     reason=self._end_reason or reason)
         log.info("call %s closed: %s", self.call_sid, self._end_reason or reason)
@@ -292,16 +292,12 @@ class RelaySession:
         turn.recorded = True
         heard_text = turn.text if heard is None else heard.strip()
         self.conversation.add("assistant", heard_text)
-        self._spawn(self._record_turn(turn, heard_text, interrupted))
+        self._record_turn(turn, heard_text, interrupted)
 
-    async def _record_turn(self, turn: RelayTurn, heard: str, interrupted: bool) -> None:
-        turn_id = await self.store.add_turn(
-            self.call_sid, idx=turn.idx, role="assistant", text=turn.text, heard_text=heard,
-            started=turn.started, interrupted=interrupted, kb_chunks=turn.kb_chunks)
-        if turn_id is not None and turn.metrics:
-            await self.store.add_metrics(turn_id, self.call_sid, turn.metrics)
+    def _record_turn(self, turn: RelayTurn, heard: str, interrupted: bool) -> None:
+        self._spawn(self.store.add_assistant_turn(
+            self.call_sid, idx=turn.idx, text=turn.text, heard_text=heard, started=turn.started,
+            interrupted=interrupted, kb_chunks=turn.kb_chunks, metrics=turn.metrics))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(coro)

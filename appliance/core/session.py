@@ -23,7 +23,7 @@ from appliance.core.agent import DTMF_TOOLS, Agent, Conversation, Reply, Tool
 from appliance.core.audio import FRAME_BYTES, MODEL_RATE, TELEPHONE_RATE, Ulaw8kTo16k, frames
 from appliance.core.sentences import SentenceChunker
 from appliance.core.turns import EndpointConfig, Endpointer, TurnEvent
-from appliance.core.workers import Workers, run_in
+from appliance.core.workers import Background, Workers, run_in
 from appliance.engines.base import EngineInfo, Stt, Transcript, Tts, Vad
 from appliance.store.calls import CallStore
 
@@ -131,7 +131,7 @@ class CallSession:
         self._current: AgentTurn | None = None
         self._mark_waiters: dict[str, asyncio.Future[None]] = {}
         self._outstanding: list[str] = []
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         self._audio_task: asyncio.Task[None] | None = None
         self._ending = False
         self._answered = False  # the current turn's reply has started to play
@@ -159,8 +159,7 @@ class CallSession:
                              return_exceptions=True)
         for waiter in self._mark_waiters.values():
             waiter.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.drain()
         await self.store.call_ended(self.call_sid, status=status, reason=reason)
         log.info("call %s closed: %s", self.call_sid, reason)
 
@@ -295,6 +294,8 @@ class CallSession:
                 self.state = State.LISTENING
                 return
             self._pending_audio = []
+            if self._current is not None:  # the previous answer, before this question
+                self._finish_turn(self._current, interrupted=False)
             self._turn_idx += 1
             self._spawn(self.store.add_turn(self.call_sid, idx=self._turn_idx, role="user",
                                             text=text, started=started))
@@ -358,7 +359,6 @@ class CallSession:
         finally:
             producer.cancel()
         turn.text = turn.text.strip()
-        self.conversation.add("assistant", turn.text)
         if not turn.pieces:
             raise RuntimeError("the model produced nothing to say")
         if reply.tool is not None:
@@ -420,7 +420,6 @@ class CallSession:
                 await self._send_mark(turn, text, len(audio) / TELEPHONE_RATE)
         turn.text = text
         if record:
-            self.conversation.add("assistant", text)
             self._finish_turn(turn, interrupted=False, pending=True)
 
     async def _use_tool(self, tool: Tool, *, record: bool) -> None:
@@ -482,21 +481,17 @@ class CallSession:
             self._current = None
         if not turn.text and not turn.pieces:
             return
-        now = time.monotonic()
-        heard = turn.heard_text(now) if interrupted else turn.text
-        self._spawn(self._record_turn(turn, heard, interrupted))
+        heard = turn.heard_text(time.monotonic()) if interrupted else turn.text
+        self.conversation.add("assistant", heard)  # the model remembers what the caller heard
+        self._record_turn(turn, heard, interrupted)
 
-    async def _record_turn(self, turn: AgentTurn, heard: str, interrupted: bool) -> None:
-        turn_id = await self.store.add_turn(
-            self.call_sid, idx=turn.idx, role="assistant", text=turn.text, heard_text=heard,
-            started=turn.started, interrupted=interrupted, kb_chunks=turn.kb_chunks)
-        if turn_id is not None and turn.metrics:
-            await self.store.add_metrics(turn_id, self.call_sid, turn.metrics)
+    def _record_turn(self, turn: AgentTurn, heard: str, interrupted: bool) -> None:
+        self._spawn(self.store.add_assistant_turn(
+            self.call_sid, idx=turn.idx, text=turn.text, heard_text=heard, started=turn.started,
+            interrupted=interrupted, kb_chunks=turn.kb_chunks, metrics=turn.metrics))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(coro)
 
 
 SessionFactory = Callable[[str, CallTransport], CallSession]

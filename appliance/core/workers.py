@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
@@ -39,6 +39,22 @@ class Workers:
     def shutdown(self) -> None:
         for pool in (self.stt, self.llm, self.tts, self.kb, self.vad):
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Background:
+    """Fire-and-forget work a session must still finish before it closes (log writes, clears)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _pool(name: str, size: int) -> ThreadPoolExecutor:

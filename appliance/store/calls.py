@@ -122,6 +122,16 @@ class CallStore:
                "kb_chunks": json.dumps(kb_chunks) if kb_chunks is not None else None}
         return await self._write("turn", lambda: self.db["turns"].insert(row).last_pk)
 
+    async def add_assistant_turn(self, call_sid: str, *, idx: int, text: str, heard_text: str,
+                                 started: float, interrupted: bool, kb_chunks: list[str],
+                                 metrics: dict[str, Any]) -> None:
+        """The agent's side of a turn (what it said, what the caller heard) and its latencies."""
+        turn_id = await self.add_turn(call_sid, idx=idx, role="assistant", text=text,
+                                      heard_text=heard_text, started=started,
+                                      interrupted=interrupted, kb_chunks=kb_chunks)
+        if turn_id is not None and metrics:
+            await self.add_metrics(turn_id, call_sid, metrics)
+
     async def add_metrics(self, turn_id: int, call_sid: str, metrics: dict[str, Any]) -> None:
         row = {"turn_id": turn_id, "call_sid": call_sid}
         row.update({k: v for k, v in metrics.items() if k in METRIC_FIELDS})

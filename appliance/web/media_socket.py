@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
@@ -12,6 +11,7 @@ from litestar.exceptions import WebSocketDisconnect
 from appliance.core.session import CallSession
 from appliance.telephony import twilio_media as tm
 from appliance.telephony.twilio_calls import TwilioCalls
+from appliance.web.flood import FloodGuard
 from appliance.web.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -75,17 +75,10 @@ async def handle_media_socket(socket: WebSocket, runtime: Runtime) -> None:
     session: CallSession | None = None
     transport: MediaTransport | None = None
     reason, status = "socket closed", "completed"
-    window_start, window_count, bad = time.monotonic(), 0, 0
+    flood, bad = FloodGuard(MAX_FRAMES_PER_S, "media"), 0
     try:
         async for frame in socket.iter_data("text"):
-            now = time.monotonic()
-            if now - window_start >= 1.0:
-                window_start, window_count = now, 0
-            window_count += 1
-            if window_count > MAX_FRAMES_PER_S:
-                if window_count == MAX_FRAMES_PER_S + 1:
-                    log.warning("media flood: over %d frames in 1 s; dropping the excess",
-                                MAX_FRAMES_PER_S)
+            if not flood.allow():
                 continue
             try:
                 message = tm.decode(frame)

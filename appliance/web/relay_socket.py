@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
 from appliance.core.relay_session import RelaySession
 from appliance.telephony import twilio_relay as tr
+from appliance.web.flood import FloodGuard
 from appliance.web.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,17 +49,10 @@ async def handle_relay_socket(socket: WebSocket, runtime: Runtime) -> None:
     transport = SocketRelayTransport(socket)
     session: RelaySession | None = None
     reason, status = "socket closed", "completed"
-    window_start, window_count, bad = time.monotonic(), 0, 0
+    flood, bad = FloodGuard(MAX_MESSAGES_PER_S, "relay"), 0
     try:
         async for frame in socket.iter_data("text"):
-            now = time.monotonic()
-            if now - window_start >= 1.0:
-                window_start, window_count = now, 0
-            window_count += 1
-            if window_count > MAX_MESSAGES_PER_S:
-                if window_count == MAX_MESSAGES_PER_S + 1:
-                    log.warning("relay flood: over %d messages in 1 s; dropping the excess",
-                                MAX_MESSAGES_PER_S)
+            if not flood.allow():
                 continue
             try:
                 message = tr.decode(frame)

@@ -125,6 +125,9 @@ def test_barge_in_clears_and_keeps_only_what_was_heard(settings: Settings) -> No
     assert turn["heard_text"].startswith("We open at nine.")
     assert turn["heard_text"] != turn["text"] or turn["text"] == "We open at nine."
     assert "barge-in" in [e["type"] for e in rec["events"]]
+    # The next question reaches the model with what the caller heard, not what was planned.
+    remembered = [m.content for m in fakes.llm.requests[-1] if m.role == "assistant"]
+    assert remembered[-1] == turn["heard_text"]
 
 
 def test_stt_failure_plays_the_apology_and_the_call_goes_on(settings: Settings) -> None:
