@@ -64,8 +64,9 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
     if not call_sid:
         return Response("missing CallSid", status_code=400, media_type="text/plain")
     settings = runtime.settings
-    if runtime.engines is None:
-        log.warning("call %s refused: models not ready", call_sid)
+    if runtime.engines is None or runtime.draining:
+        log.warning("call %s refused: %s", call_sid,
+                    "shutting down" if runtime.draining else "models not ready")
         return Response(str(twiml.busy(settings)), media_type=XML)
     if not runtime.calls.reserve(call_sid):
         log.warning("call %s refused: %d calls is the limit", call_sid, settings.max_calls)

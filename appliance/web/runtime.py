@@ -60,6 +60,7 @@ class Runtime:
     engines: Engines | None = None  # None until every model is loaded
     models: list[EngineInfo] = field(default_factory=list)
     load_error: str = ""
+    draining: bool = False  # shutting down: live calls finish, new ones are refused
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
