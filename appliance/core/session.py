@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,7 +60,7 @@ class Engines:
     tts: Tts
     agent: Agent
     workers: Workers
-    phrases: dict[str, bytes]  # pre-synthesized μ-law for fixed phrases
+    phrases: Mapping[str, bytes]  # pre-synthesized μ-law for fixed phrases
 
     @property
     def infos(self) -> list[EngineInfo]:
@@ -144,6 +145,8 @@ class CallSession:
         self._audio_task = asyncio.create_task(self._audio_loop(), name=f"audio-{self.call_sid}")
         greeting = self.settings.greeting_text
         self._reply_task = asyncio.create_task(self._speak_fixed(greeting, record=True))
+        if warm := getattr(self.engines.tts, "warm", None):
+            self._spawn(warm())  # a cloud voice opens its connection while the greeting plays
 
     async def close(self, reason: str, status: str = "completed") -> None:
         """End the call: stop work, record what was heard, close the call record."""
@@ -345,16 +348,20 @@ class CallSession:
                 await sentences.put(None)
 
         producer = asyncio.create_task(produce())
+        spoken_by: list[dict[str, Any]] = []  # per sentence: which voice, how soon
         try:
             while (sentence := await sentences.get()) is not None:
                 self._answered = True
                 ready = time.monotonic()
                 first = await self._speak_text(turn, sentence)
+                provider = getattr(self.engines.tts, "last_provider", self.engines.tts.info.name)
+                spoken_by.append({"provider": provider, "first_audio_s":
+                                  None if first is None else round(first - ready, 3)})
+                metrics["tts_sentences"] = json.dumps(spoken_by)
                 if first is not None and "tts_first_audio_s" not in metrics:
                     metrics["tts_first_audio_s"] = first - ready
                     metrics["v2v_s"] = first - voice_end
-                    metrics["tts_provider"] = getattr(self.engines.tts, "last_provider",
-                                                      self.engines.tts.info.name)
+                    metrics["tts_provider"] = provider
             await producer
         finally:
             producer.cancel()

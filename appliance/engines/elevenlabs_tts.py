@@ -21,6 +21,7 @@ from appliance.engines.base import EngineInfo
 
 READ_TIMEOUT_S = 10.0  # a backstop only: the failover applies the tight first-byte deadline
 KEEPALIVE_S = 60.0
+WARM_TIMEOUT_S = 2.0  # a call's end waits for its warm-up: keep it short
 
 
 class ElevenLabsError(Exception):
@@ -32,7 +33,7 @@ class AuthError(ElevenLabsError):
 
 
 class RateLimited(ElevenLabsError):
-    """429: too many requests or concurrent streams; ``retry_after`` is the server's wish, if any."""
+    """429: too many requests or concurrent streams; ``retry_after``: the server's wish, if any."""
 
     def __init__(self, message: str, retry_after: float | None) -> None:
         super().__init__(message)
@@ -94,6 +95,7 @@ class ElevenLabsTts:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self._api_key = api_key
+        self._models_url = f"{base_url.rstrip('/')}/v1/models"
         self._url = f"{base_url.rstrip('/')}/v1/text-to-speech/{voice_id}/stream"
         self._params = {"output_format": "ulaw_8000", "optimize_streaming_latency": str(latency)}
         self._model_id = model_id
@@ -118,6 +120,16 @@ class ElevenLabsTts:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def warm(self) -> None:
+        """Open (or refresh) the pooled connection with a free request, so the next sentence
+        skips TCP and TLS set-up: a cold connection alone can eat the first-byte deadline."""
+        try:
+            response = await self._client.get(self._models_url, timeout=WARM_TIMEOUT_S,
+                                              headers={"xi-api-key": self._api_key})
+            await response.aclose()
+        except httpx.HTTPError:
+            pass  # best effort: the sentence itself will report what is wrong
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         """Raw μ-law 8 kHz chunks as ElevenLabs streams them; raises an ``ElevenLabsError``."""

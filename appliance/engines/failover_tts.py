@@ -141,7 +141,9 @@ def unspoken(text: str, spoken_s: float, chars_per_s: float) -> str:
 
 
 def describe(err: BaseException) -> str:
-    return str(err) if isinstance(err, ElevenLabsError) else f"{type(err).__name__}: {err}"
+    if isinstance(err, ElevenLabsError):
+        return str(err)
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
 class FailoverTts:
@@ -152,7 +154,7 @@ class FailoverTts:
         self._primary = primary
         self._fallback = fallback
         self._first_byte_s = first_byte_s
-        self._stall_s = first_byte_s  # mid-stream silence this long is a drop
+        self._stall_s = first_byte_s  # mid-stream: the least wait, and Piper's head start
         self._breaker = breaker
         self._voice = PRIMARY  # who spoke last, across calls: a change of it is logged
         self._chars_per_s = DEFAULT_CHARS_PER_S
@@ -224,7 +226,8 @@ class FailoverTts:
     # --- speech ---------------------------------------------------------------------------
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
-        """μ-law 8 kHz for ``text``: a cached phrase, else ElevenLabs, finished by Piper if needed."""
+        """μ-law 8 kHz for ``text``: a cached phrase, else ElevenLabs, finished by Piper if it
+        fails."""
         started = time.monotonic()
         cached = self._cache.get((self.provider_in_use, text))
         if cached is not None:
@@ -265,10 +268,21 @@ class FailoverTts:
             yield chunk
 
     async def _primary_audio(self, text: str) -> AsyncIterator[bytes]:
-        """The primary's chunks; no audio within the deadline (first byte, or a stall) fails."""
+        """The primary's chunks; no audio within the deadline (first byte, or a stall) fails.
+
+        Mid-stream, the deadline grows with the audio already sent ahead of the caller's ear
+        (ElevenLabs streams faster than real time): a pause is only a failure once waiting longer
+        would leave too little of that audio for Piper to take over without a gap.
+        """
         async with aclosing(self._primary.synthesize(text)) as stream:  # type: ignore[type-var]
-            deadline, what = self._first_byte_s, "no audio within"
+            first_at, received_s = 0.0, 0.0
             while True:
+                if not received_s:
+                    deadline, what = self._first_byte_s, "no audio within"
+                else:
+                    ahead_s = received_s - (time.monotonic() - first_at)
+                    deadline = max(self._stall_s, ahead_s - self._stall_s)
+                    what = "stream stalled for"
                 try:
                     async with asyncio.timeout(deadline):
                         chunk = await anext(stream)
@@ -276,8 +290,9 @@ class FailoverTts:
                     return
                 except TimeoutError:
                     raise ElevenLabsTimeout(f"{what} {deadline * 1000:.0f} ms") from None
-                deadline, what = self._stall_s, "stream stalled for"
                 if chunk:
+                    first_at = first_at or time.monotonic()
+                    received_s += len(chunk) / TELEPHONE_RATE
                     yield chunk
 
     def _spoke(self, provider: str, started: float) -> None:
@@ -321,6 +336,11 @@ class FailoverTts:
         else:
             log.debug("ElevenLabs failed again (%s)", reason)
         self._voice = FALLBACK
+
+    async def warm(self) -> None:
+        """At call start, while the greeting plays: have ElevenLabs' connection ready."""
+        if self._breaker.closed and (warm := getattr(self._primary, "warm", None)) is not None:
+            await warm()
 
     async def aclose(self) -> None:
         if self._warming is not None:

@@ -33,6 +33,7 @@ METRIC_FIELDS = (
     "v2v_s",
     "first_token_sent_s",
     "tts_provider",
+    "tts_sentences",
 )
 
 

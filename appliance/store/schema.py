@@ -68,7 +68,13 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["calls"].create_index(["status"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    """Which voice spoke each sentence of a turn, and how soon: a JSON list of
+    ``{"provider", "first_audio_s"}``."""
+    db["turn_metrics"].add_column("tts_sentences", str)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -188,6 +188,8 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
             await asyncio.gather(task, return_exceptions=True)
             if runtime.engines is not None:
                 runtime.engines.workers.shutdown()
+                if close := getattr(runtime.engines.tts, "aclose", None):
+                    await close()  # the cloud voice's kept-alive connection
             await runtime.store.close()
 
     app = Litestar(

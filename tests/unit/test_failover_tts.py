@@ -1,4 +1,4 @@
-"""The circuit breaker and the ElevenLabs → Piper failover, with in-process fakes and a fake clock."""
+"""The circuit breaker and the ElevenLabs → Piper failover, with in-process fakes, fake clock."""
 
 from __future__ import annotations
 
@@ -46,13 +46,14 @@ class Clock:
 
 @dataclass
 class Step:
-    """One primary request: wait ``delay_s``, stream ``audio_s`` (or ``drop_s`` of it), maybe fail."""
+    """One primary request: wait ``delay_s``, then stream ``audio_s`` of audio in 100 ms chunks."""
 
     audio_s: float = 1.0
     delay_s: float = 0.0
-    error: Exception | None = None
-    drop_s: float | None = None  # raise ``error`` (or StreamDropped) after this much audio
-    stall_s: float = 0.0  # sleep before the chunk after ``drop_s`` instead of failing
+    error: Exception | None = None  # raised before any audio, or at ``drop_s``
+    drop_s: float | None = None  # the stream breaks after this much audio
+    stall_at_s: float | None = None  # the stream pauses once, here, for ``stall_s``
+    stall_s: float = 0.0
 
 
 class ScriptedPrimary:
@@ -63,6 +64,7 @@ class ScriptedPrimary:
         self.steps = list(steps) or [Step()]
         self.texts: list[str] = []
         self.closed = 0
+        self.warmed = 0
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         self.texts.append(text)
@@ -72,15 +74,17 @@ class ScriptedPrimary:
             if step.error is not None and step.drop_s is None:
                 raise step.error
             chunk = PRIMARY_BYTE * (TELEPHONE_RATE // 10)
-            for i in range(int(step.audio_s * 10)):
-                if step.drop_s is not None and i >= step.drop_s * 10:
-                    if step.stall_s:
-                        await asyncio.sleep(step.stall_s)
-                    else:
-                        raise step.error or StreamDropped("stream dropped", i * len(chunk))
+            for i in range(round(step.audio_s * 10)):
+                if step.drop_s is not None and i == round(step.drop_s * 10):
+                    raise step.error or StreamDropped("stream dropped", i * len(chunk))
+                if step.stall_at_s is not None and i == round(step.stall_at_s * 10):
+                    await asyncio.sleep(step.stall_s)
                 yield chunk
         finally:
             self.closed += 1
+
+    async def warm(self) -> None:
+        self.warmed += 1
 
     async def aclose(self) -> None:
         pass
@@ -92,7 +96,8 @@ def failover(*steps: Step, failures: int = 3, cooldown: float = 30.0, first_byte
     fallback = FakeTts(ms=200, chunk_ms=100)
     fallback._chunk = FALLBACK_BYTE * len(fallback._chunk)  # tell the voices apart
     breaker = CircuitBreaker(failures, cooldown, clock=clock or Clock())
-    return FailoverTts(primary, fallback, first_byte_s=first_byte_s, breaker=breaker), primary, fallback
+    tts = FailoverTts(primary, fallback, first_byte_s=first_byte_s, breaker=breaker)
+    return tts, primary, fallback
 
 
 async def say(tts: FailoverTts, text: str) -> bytes:
@@ -227,12 +232,24 @@ async def test_a_drop_mid_sentence_is_finished_by_the_fallback_from_the_word_pla
     assert "stream dropped" in records(caplog, logging.WARNING)[0]
 
 
-async def test_a_stall_mid_sentence_counts_as_a_drop() -> None:
-    tts, primary, fallback = failover(Step(audio_s=3.0, drop_s=1.2, stall_s=5.0), first_byte_s=0.05)
+async def test_a_long_stall_hands_over_before_the_audio_sent_ahead_runs_out() -> None:
+    text = "We open at nine in the morning on weekdays."
+    tts, primary, fallback = failover(Step(audio_s=3.0, stall_at_s=1.2, stall_s=5.0),
+                                      first_byte_s=0.1)
     started = asyncio.get_running_loop().time()
-    await say(tts, "We open at nine in the morning on weekdays.")
-    assert asyncio.get_running_loop().time() - started < 0.5
+    audio = await say(tts, text)
+    took = asyncio.get_running_loop().time() - started
+    assert 1.0 < took < 1.3  # 1.2 s of audio was ahead: waited while Piper still had 0.1 s
+    assert audio.endswith(FALLBACK_BYTE * 1600)
     assert fallback.texts == ["in the morning on weekdays."]
+
+
+async def test_a_short_stall_with_audio_ahead_is_no_failure(
+        caplog: pytest.LogCaptureFixture) -> None:
+    tts, primary, fallback = failover(Step(audio_s=2.0, stall_at_s=1.0, stall_s=0.4),
+                                      first_byte_s=0.1)
+    assert await say(tts, "A sentence long enough to stream.") == PRIMARY_BYTE * 16000
+    assert not fallback.texts and not records(caplog, logging.WARNING)
 
 
 async def test_a_rejected_key_switches_the_primary_off_with_one_line(
@@ -274,7 +291,7 @@ async def test_a_barge_in_is_no_verdict_on_the_primary() -> None:
 
 
 async def test_cancellation_propagates_and_closes_the_primary() -> None:
-    tts, primary, _ = failover(Step(audio_s=5.0, drop_s=0.1, stall_s=10.0), first_byte_s=5.0)
+    tts, primary, _ = failover(Step(audio_s=5.0, stall_at_s=0.1, stall_s=10.0), first_byte_s=5.0)
 
     async def speak() -> None:
         async for _ in tts.synthesize("long."):
@@ -341,6 +358,14 @@ async def test_each_task_reads_its_own_last_provider() -> None:
 
     await asyncio.gather(call("first.", 0.0), call("second.", 0.01))
     assert seen == {"first.": "elevenlabs", "second.": "piper"}
+
+
+async def test_warming_only_while_the_primary_is_in_use() -> None:
+    tts, primary, _ = failover(Step(error=ServerError("HTTP 500")), failures=1)
+    await tts.warm()
+    await say(tts, "a.")  # fails: breaker opens
+    await tts.warm()
+    assert primary.warmed == 1
 
 
 def test_no_key_means_local_alone_said_once(tmp_path, caplog: pytest.LogCaptureFixture) -> None:

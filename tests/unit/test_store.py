@@ -3,6 +3,7 @@ import sqlite3
 from pathlib import Path
 
 from appliance.store.calls import CallStore
+from appliance.store.schema import MIGRATIONS
 
 
 async def _exercise(path: Path) -> dict:
@@ -59,7 +60,7 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
             await store.close()
     asyncio.run(run())
     conn = sqlite3.connect(tmp_path / "calls.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_a_failing_disk_is_logged_not_raised(tmp_path: Path) -> None:
@@ -70,3 +71,28 @@ def test_a_failing_disk_is_logged_not_raised(tmp_path: Path) -> None:
         assert await store.add_turn("CA3", idx=1, role="user", text="x", started=0) is None
         await store.add_event("CA3", "dtmf", digit="1")
     asyncio.run(run())
+
+
+def test_a_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    from appliance.store.schema import MIGRATIONS as STEPS
+
+    db = sqlite_utils.Database(tmp_path / "calls.db")
+    STEPS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    db["calls"].insert({"call_sid": "CAold", "started": 1.0, "status": "completed", "ended": 2.0})
+    db.conn.commit()
+    db.conn.close()
+
+    async def run() -> dict:
+        store = CallStore(tmp_path / "calls.db")
+        await store.open()
+        record = await store.call_record("CAold")
+        await store.close()
+        return record
+
+    assert asyncio.run(run())["call"]["status"] == "completed"  # data kept, schema upgraded
+    columns = {c[1] for c in sqlite3.connect(tmp_path / "calls.db").execute(
+        "PRAGMA table_info(turn_metrics)")}
+    assert "tts_sentences" in columns

@@ -59,12 +59,14 @@ class FakeElevenLabs:
 
     def __init__(self, script: list[Reply] | None = None) -> None:
         self.script = script or [Reply()]
-        self.requests: list[Request] = []
+        self.requests: list[Request] = []  # speech requests
+        self.warmups = 0
         self.connections = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
@@ -103,6 +105,9 @@ class FakeElevenLabs:
             self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _next_reply(self) -> Reply:
         return self.script.pop(0) if len(self.script) > 1 else self.script[0]
@@ -110,8 +115,15 @@ class FakeElevenLabs:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         try:
             while request := await self._read_request(reader):
+                if request.path == "/v1/models":  # the client warming its connection
+                    self.warmups += 1
+                    writer.write(self._head(200, {"Content-Length": "2"}) + b"[]")
+                    continue
                 self.requests.append(request)
                 if not await self._answer(writer, request, self._next_reply()):
                     return
@@ -119,6 +131,7 @@ class FakeElevenLabs:
             pass
         finally:
             self._writers.discard(writer)
+            self._tasks.discard(task)
             writer.close()
 
     async def _read_request(self, reader: asyncio.StreamReader) -> Request | None:
@@ -150,8 +163,9 @@ class FakeElevenLabs:
         await asyncio.sleep(reply.first_byte_delay_s)
         audio = voice_audio(request.body.get("text", ""))
         step = TELEPHONE_RATE * reply.chunk_ms // 1000
+        drop_ms = reply.drop_after_ms
         for sent in range(0, len(audio), step):
-            if reply.drop_after_ms is not None and sent >= TELEPHONE_RATE * reply.drop_after_ms // 1000:
+            if drop_ms is not None and sent >= drop_ms * TELEPHONE_RATE // 1000:
                 writer.transport.abort()
                 return False
             if sent:

@@ -23,6 +23,7 @@ import pytest
 
 from appliance.config import Settings
 from appliance.core.audio import TELEPHONE_RATE, is_voiced
+from appliance.core.session import Engines
 from appliance.engines.base import Tts
 from appliance.engines.elevenlabs_tts import (
     AuthError,
@@ -97,9 +98,18 @@ class Rig:
 
     def call(self, case_starts: Callable[[], None] = lambda: None) -> Heard:
         """Serve, let start-up finish, start the case, then place one call and hear the reply."""
-        with running_server(create_app(self.settings, self.fakes.load), self.settings) as base:
+        server_loop: list[asyncio.AbstractEventLoop] = []
+
+        async def load(settings: Settings) -> Engines:
+            server_loop.append(asyncio.get_running_loop())
+            return await self.fakes.load(settings)
+
+        with running_server(create_app(self.settings, load), self.settings) as base:
             case_starts()
-            return asyncio.run(converse(base, self.settings))
+            heard = asyncio.run(converse(base, self.settings))
+            if close := getattr(self.fakes.tts, "aclose", None):  # its kept-alive connection
+                asyncio.run_coroutine_threadsafe(close(), server_loop[0]).result(5)
+        return heard
 
 
 async def converse(base: str, settings: Settings) -> Heard:
@@ -181,7 +191,8 @@ def run_case(case: Case, tmp_path: Path, fake: FakeElevenLabs, fallback: Tts,
     marks: dict[str, int] = {}
 
     def case_starts() -> None:  # start-up phrases were fetched from a healthy ElevenLabs
-        assert len(fake.requests) == 5 and fake.connections == 1
+        assert fake.requests and len(set(fake.texts())) == len(fake.requests)  # each phrase once
+        assert fake.connections == 1
         marks.update(requests=len(fake.requests), fallback=len(getattr(fallback, "texts", [])),
                      logs=len(caplog.records))
         if case.script is None:
@@ -218,7 +229,7 @@ def test_the_caller_hears_continuous_speech(name: str, tmp_path: Path, fake: Fak
         assert request.headers["xi-api-key"] == KEY
         assert request.body == {"text": SECOND, "model_id": "eleven_flash_v2_5"}
         assert fake.connections == 1  # one kept-alive connection for the whole run
-        assert heard.seconds >= (len(FIRST) + len(SECOND)) / 15.0  # every word, in ElevenLabs' voice
+        assert heard.seconds >= (len(FIRST) + len(SECOND)) / 15.0  # all of it, ElevenLabs' voice
     if name == "drop mid-stream":
         assert heard.seconds >= 1.2 + 0.4 + len(SECOND) / 15.0
 
@@ -254,7 +265,8 @@ def test_without_elevenlabs_at_start_up_piper_speaks_from_the_first_word(
                                                      if name == "no key" else {}))
     fallback = FakeTts(ms=400, chunk_ms=100)
     heard = Rig(settings, fake, fallback).call()
-    assert heard.max_gap_s < MAX_GAP_S and heard.metrics.get("tts_provider") in ("piper", "fake-tts")
+    assert heard.max_gap_s < MAX_GAP_S
+    assert heard.metrics["tts_provider"] in ("piper", "fake-tts")  # no key: the local engine alone
     assert fallback.texts[-2:] == [FIRST, SECOND]
     assert len(fake.requests) == requests  # no retry storm, no request per sentence
     lines = failover_lines(caplog, logging.INFO)
@@ -311,3 +323,16 @@ async def test_audio_streams_in_chunks_over_one_kept_alive_connection(
     await tts.aclose()
     assert fake.connections == 1 and fake.requests[0].query["optimize_streaming_latency"] == "4"
     assert fake.requests[0].body["voice_settings"] == {"stability": 0.5}
+
+
+@pytest.mark.anyio
+async def test_warming_opens_the_connection_the_next_sentence_uses(fake: FakeElevenLabs) -> None:
+    tts = ElevenLabsTts(KEY, voice_id=VOICE, base_url=fake.base_url)
+    await tts.warm()
+    assert fake.warmups == 1 and fake.connections == 1 and not fake.requests
+    await speak(tts)
+    await tts.aclose()
+    assert fake.connections == 1 and len(fake.requests) == 1
+    offline = ElevenLabsTts(KEY, voice_id=VOICE, base_url=f"http://127.0.0.1:{free_port()}")
+    await offline.warm()  # best effort: says nothing, raises nothing
+    await offline.aclose()
