@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import json
 import logging
 import time
@@ -132,6 +133,7 @@ class CallSession:
         self._current: AgentTurn | None = None
         self._mark_waiters: dict[str, asyncio.Future[None]] = {}
         self._outstanding: list[str] = []
+        self._mark_numbers = itertools.count(1)
         self._background = Background()
         self._audio_task: asyncio.Task[None] | None = None
         self._ending = False
@@ -404,7 +406,7 @@ class CallSession:
         await self.transport.send_audio(frame)
 
     async def _send_mark(self, turn: AgentTurn, text: str, seconds: float) -> None:
-        name = f"t{turn.idx}-{len(turn.pieces)}"
+        name = f"t{turn.idx}-{next(self._mark_numbers)}"  # unique: fixed phrases share turn idx
         if turn.play_started is None:
             turn.play_started = time.monotonic()
         turn.pieces.append(SpokenPiece(text=text, mark=name, seconds=seconds))
