@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -166,6 +167,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if out[name]:
                 out[name] = REDACTED
         return out
+
+
+LOCAL_TOKEN_FILE = "local-twilio-auth-token"
+
+
+def signing_token(settings: Settings) -> str:
+    """The token Twilio signatures are checked (or, by the simulated callers, made) with.
+
+    Without ``TWILIO_AUTH_TOKEN`` a random local token is kept in the data dir: the demo caller
+    on the same box signs with it, so signatures are still checked end to end, while real Twilio
+    requests (signed with the real token) are refused until the real token is configured.
+    """
+    if settings.twilio_auth_token:
+        return settings.twilio_auth_token
+    path = settings.data_path / LOCAL_TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(16)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token)
+        return token
 
 
 def env_name(field: str) -> str:

@@ -24,7 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from appliance.caller.twilio_sim import CallFailed, fetch_record, media_url, new_sid
-from appliance.config import Settings
+from appliance.config import Settings, signing_token
 from appliance.telephony import twilio_relay as tr
 
 VOICE_PATH = "/twilio/voice"
@@ -57,7 +57,7 @@ class RelayOptions:
         values: dict[str, Any] = {
             "base_url": f"http://{host}:{settings.port}",
             "public_base_url": settings.public_base_url,
-            "auth_token": settings.twilio_auth_token,
+            "auth_token": signing_token(settings),
             "account_sid": settings.twilio_account_sid,
             "language": settings.relay_language,
         }

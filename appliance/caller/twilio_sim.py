@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from appliance.caller.audio_source import Utterance
 from appliance.caller.playback import FRAME_S, Playback
-from appliance.config import Settings
+from appliance.config import Settings, signing_token
 from appliance.core.audio import FRAME_BYTES, ULAW_SILENCE, frames, is_voiced
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class CallOptions:
         values: dict[str, Any] = {
             "base_url": f"http://{host}:{settings.port}",
             "public_base_url": settings.public_base_url,
-            "auth_token": settings.twilio_auth_token,
+            "auth_token": signing_token(settings),
             "account_sid": settings.twilio_account_sid,
         }
         return cls(**(values | overrides))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from twilio.request_validator import RequestValidator
 
-from appliance.config import Settings
+from appliance.config import Settings, signing_token
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,11 @@ def socket_url(settings: Settings, path: str) -> str:
 class SignatureChecker:
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.validate_signatures
-        self._validator = RequestValidator(settings.twilio_auth_token)
+        self._validator = RequestValidator(signing_token(settings))
         if self.enabled and not settings.twilio_auth_token:
-            log.warning("TWILIO_AUTH_TOKEN is not set: every Twilio request will be refused")
+            log.warning("TWILIO_AUTH_TOKEN is not set: only the local simulated callers (signing "
+                        "with the token in the data dir) get through; real Twilio calls are "
+                        "refused until it is set")
         if not self.enabled:
             log.warning("signature validation is OFF (APPLIANCE_VALIDATE_SIGNATURES=false): "
                         "development only")

@@ -52,3 +52,17 @@ def test_secret_filter_scrubs_log_records() -> None:
     record = logging.LogRecord("x", logging.INFO, "f", 1, "token is %s", ("sekrit-token",), None)
     SecretFilter(["sekrit-token"]).filter(record)
     assert record.getMessage() == f"token is {REDACTED}"
+
+
+def test_without_a_twilio_token_a_private_local_token_is_kept(tmp_path: Path) -> None:
+    import stat
+
+    from appliance.config import signing_token
+
+    settings = load_settings(environ={"APPLIANCE_DATA_DIR": str(tmp_path)})
+    token = signing_token(settings)
+    assert len(token) == 32 and signing_token(settings) == token  # stable across restarts
+    path = tmp_path / "local-twilio-auth-token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    real = load_settings(environ={"APPLIANCE_DATA_DIR": str(tmp_path), "TWILIO_AUTH_TOKEN": "t0k"})
+    assert signing_token(real) == "t0k"

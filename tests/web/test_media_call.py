@@ -367,3 +367,18 @@ def test_a_slow_answer_gets_a_hold_phrase_instead_of_silence(tmp_path: Path) -> 
     assert settings.hold_phrase in fakes.tts.texts  # pre-synthesized at start-up
     answer = next(t for t in rec["turns"] if t["metrics"])
     assert answer["text"] == "We open at nine."  # the hold phrase is not part of the answer
+
+
+def test_without_twilio_token_only_the_local_caller_gets_through(tmp_path: Path) -> None:
+    from twilio.request_validator import RequestValidator
+
+    settings = make_settings(tmp_path, twilio_auth_token="")
+    with serve(settings) as base:
+        call_sid, twiml = asyncio.run(place_call(base, settings))  # signs with the local token
+        assert "<Stream" in twiml
+        form = {"CallSid": "CA2", "From": "+1"}
+        url = settings.public_base_url + "/twilio/voice"
+        forged = RequestValidator("someone-elses-token").compute_signature(url, form)
+        refused = httpx.post(f"{base}/twilio/voice", data=form,
+                             headers={"X-Twilio-Signature": forged})
+        assert refused.status_code == 403

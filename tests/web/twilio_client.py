@@ -13,7 +13,7 @@ import numpy as np
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 
-from appliance.config import Settings
+from appliance.config import Settings, signing_token
 from appliance.core.audio import FRAME_BYTES, pcm16_to_ulaw8k
 
 SILENCE = b"\xff" * FRAME_BYTES
@@ -25,7 +25,7 @@ def tone(seconds: float) -> bytes:
 
 
 def sign(settings: Settings, url: str, params: dict[str, str]) -> str:
-    return RequestValidator(settings.twilio_auth_token).compute_signature(url, params)
+    return RequestValidator(signing_token(settings)).compute_signature(url, params)
 
 
 async def place_call(base: str, settings: Settings, call_sid: str | None = None) -> tuple[str, str]:
