@@ -81,7 +81,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stt_threads: int = 1
     stt_beam_size: int = 1
     llm_threads: int = 1
-    llm_batch_threads: int = 2
+    llm_batch_threads: int = 1
     llm_instances: int = 2
     llm_context: int = 2048
     llm_max_tokens: int = 60

@@ -31,7 +31,8 @@ def machine_info() -> dict[str, Any]:
     """CPU model, cores, RAM, GPU, OS and Python: enough to tell two runs' machines apart."""
     cpu = platform.processor() or platform.machine()
     if text := _read(PROC / "cpuinfo"):
-        names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]
+        names = [ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                 if ln.startswith("model name")]
         cpu = names[0] if names else cpu
     ram_gb = None
     if text := _read(PROC / "meminfo"):

@@ -106,7 +106,7 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
 
     levels = result.get("levels", [])
     xs = list(range(len(levels)))
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
     bottom = [0.0] * len(levels)
     for key in STACK:
         heights = [(lv["stages"].get(key) or {}).get("p50") or 0.0 for lv in levels]
@@ -120,14 +120,16 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
                     label=f"voice-to-voice heard {stat}")
     for y, label in TARGETS:
         ax.axhline(y, color="grey", linewidth=0.8, linestyle=":")
-        ax.text(len(levels) - 0.5, y, label, va="bottom", ha="right", fontsize=7, color="grey")
+        ax.text(0.99, y, label, va="bottom", ha="right", fontsize=7, color="grey",
+                transform=ax.get_yaxis_transform())
     ax.set_xticks(xs, [str(lv["calls"]) for lv in levels])
+    ax.set_xlim(-0.7, len(levels) - 0.3)
     ax.set_xlabel("concurrent calls")
     ax.set_ylabel("seconds")
     m = result["machine"]
     ax.set_title(f"Voice-to-voice latency by stage — {m['cores']} cores, "
                  f"{'GPU' if m.get('gpu') else 'CPU only'}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,9 +1,11 @@
 """Run the benchmark: a server (spawned, or at ``--url``), then levels of concurrent callers.
 
 The server runs as its own ``appliance serve`` process on a free loopback port, so its CPU and
-memory are measured apart from the callers'. It gets a fresh data dir (with a copy of the
-knowledge base, so answers are the deployment's) and a generated Twilio auth token shared with
-the callers: every webhook and media socket is signed and checked, as in production.
+memory are measured apart from the callers'. It loads this process's settings exactly (written
+to a TOML file), except: a fresh data dir (with a copy of the knowledge base, so answers are the
+deployment's), Media Streams mode, enough call slots for the largest level, and a generated
+Twilio auth token shared with the callers: every webhook and media socket is signed and checked,
+as in production.
 
 All callers of a level run in this process's one event loop at real-time pacing, starting a
 few hundred ms apart. Per level the runner also samples: the server's CPU and RSS (/proc), GPU
@@ -14,6 +16,7 @@ outside), and the server's own loop lag where it exposes ``/api/metrics``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -37,7 +40,7 @@ from appliance.bench import probes, utterances
 from appliance.bench.stats import LoopLag, ms, summarize, turn_stages
 from appliance.caller.audio_source import Utterance
 from appliance.caller.twilio_sim import CallOptions, CallReport, new_sid, run_call
-from appliance.config import Settings
+from appliance.config import ENV_PREFIX, SECRET_FIELDS, VENDOR_ENV, Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,9 @@ KEY_SETTINGS = (
     "mode", "models", "stt_model", "llm_model", "tts_voice", "device", "max_calls",
     "stt_threads", "stt_beam_size", "llm_threads", "llm_batch_threads", "llm_instances",
     "llm_context", "llm_max_tokens", "llm_gpu_layers", "tts_threads", "vad_threshold",
-    "endpoint_silence_ms", "min_speech_ms", "kb_top_k", "kb_context_chars",
+    "endpoint_silence_ms", "min_speech_ms", "kb_top_k", "kb_context_chars", "hold_after_ms",
 )
-METRICS_PATH = "/api/metrics"  # the server's own loop lag / CPU / RSS, when it has the hook
+METRICS_PATH = "/api/metrics"  # the server's own loop lag (and pid, if it tells)
 
 
 class BenchError(RuntimeError):
@@ -65,6 +68,7 @@ class BenchOptions:
     turn_timeout_s: float = 20.0
     ready_timeout_s: float = 300.0
     level_pause_s: float = 2.0
+    hold: bool = False  # keep the server's "one moment" hold phrase (see server_settings)
 
 
 @dataclass
@@ -85,39 +89,54 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_settings(settings: Settings, data_dir: Path, port: int, max_calls: int) -> Settings:
-    """The user's settings, pointed at a private data dir and port, signed with a fresh token."""
+def server_settings(settings: Settings, data_dir: Path, port: int,
+                    opts: BenchOptions) -> Settings:
+    """The user's settings, pointed at a private data dir and port, signed with a fresh token.
+
+    Unless ``opts.hold``, the hold phrase is off: the caller times the first voiced audio, and
+    on a slow turn that would be "one moment, please", not the answer; worse, the simulated
+    caller takes the quiet after it for the end of the reply and asks its next question over
+    the answer. The answer's latency is what the benchmark is for.
+    """
     base = f"http://127.0.0.1:{port}"
+    extra = {} if opts.hold or not hasattr(settings, "hold_after_ms") else {"hold_after_ms": 0}
     return msgspec.structs.replace(
         settings, data_dir=str(data_dir), host="127.0.0.1", port=port, public_base_url=base,
         mode="media-streams", validate_signatures=True,
         twilio_auth_token=secrets.token_hex(16),
         twilio_account_sid=settings.twilio_account_sid or new_sid("AC"),
-        max_calls=max(settings.max_calls, max_calls))
+        max_calls=max(settings.max_calls, *opts.calls), **extra)
+
+
+def settings_toml(settings: Settings) -> str:
+    """Every non-secret setting as TOML, so the server loads exactly these (secrets go by env)."""
+    lines = []
+    for name, value in msgspec.structs.asdict(settings).items():
+        if name in SECRET_FIELDS:
+            continue
+        if isinstance(value, bool):
+            lines.append(f"{name} = {'true' if value else 'false'}")
+        elif isinstance(value, int | float):
+            lines.append(f"{name} = {value!r}")
+        elif isinstance(value, list | tuple):  # arrays of strings / numbers: JSON is TOML here
+            lines.append(f"{name} = {json.dumps(list(value), ensure_ascii=False)}")
+        else:
+            lines.append(f"{name} = {json.dumps(str(value), ensure_ascii=False)}")
+    return "\n".join(lines) + "\n"
 
 
 def server_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes ``appliance serve`` load exactly ``settings``' overrides."""
-    env = dict(os.environ)
-    env.update({
-        "APPLIANCE_DATA_DIR": settings.data_dir,
-        "APPLIANCE_HOST": settings.host,
-        "APPLIANCE_PORT": str(settings.port),
-        "APPLIANCE_PUBLIC_BASE_URL": settings.public_base_url,
-        "APPLIANCE_MODE": settings.mode,
-        "APPLIANCE_VALIDATE_SIGNATURES": "true",
-        "APPLIANCE_MAX_CALLS": str(settings.max_calls),
-        "TWILIO_AUTH_TOKEN": settings.twilio_auth_token,
-        "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
-        "PYTHONUNBUFFERED": "1",
-    })
+    """This environment without settings variables (the TOML file has them all), plus secrets."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(ENV_PREFIX) and k not in VENDOR_ENV}
+    env.update({var: getattr(settings, name) for var, name in VENDOR_ENV.items()
+                if getattr(settings, name)})
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
 @asynccontextmanager
-async def spawned_server(
-    settings: Settings, opts: BenchOptions, config_file: str | None
-) -> AsyncIterator[Server]:
+async def spawned_server(settings: Settings, opts: BenchOptions) -> AsyncIterator[Server]:
     """``appliance serve`` in a subprocess with a private data dir; stopped and removed after."""
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
         data = Path(tmp) / "data"
@@ -125,12 +144,11 @@ async def spawned_server(
         kb = settings.data_path / "kb"
         if kb.is_dir():  # the deployment's ingested documents; else the server ingests kb_dir
             shutil.copytree(kb, data / "kb")
-        child = server_settings(settings, data, free_port(), max(opts.calls))
+        child = server_settings(settings, data, free_port(), opts)
         log_path = Path(tmp) / "server.log"
-        cmd = [sys.executable, "-m", "appliance"]
-        if config_file:
-            cmd += ["--config", config_file]
-        cmd += ["serve", "--host", child.host, "--port", str(child.port)]
+        config = Path(tmp) / "settings.toml"
+        config.write_text(settings_toml(child))
+        cmd = [sys.executable, "-m", "appliance", "--config", str(config), "serve"]
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(cmd, env=server_env(child), stdout=log_file,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -188,7 +206,9 @@ async def wait_ready(
 
 
 @asynccontextmanager
-async def external_server(settings: Settings, url: str, opts: BenchOptions) -> AsyncIterator[Server]:
+async def external_server(
+    settings: Settings, url: str, opts: BenchOptions
+) -> AsyncIterator[Server]:
     server = Server(url.rstrip("/"), settings, spawned=False)
     server.healthz = await wait_ready(server, min(opts.ready_timeout_s, 30))
     yield server
@@ -226,17 +246,22 @@ class Probe:
 
 async def server_metrics(http: httpx.AsyncClient, base_url: str,
                          reset: bool = False) -> dict[str, Any] | None:
-    """The server's ``/api/metrics`` (see the bench's README section), or None if absent."""
+    """The server's ``GET /api/metrics`` (loop lag since the last reset), or None if absent."""
     try:
-        if reset:
-            resp = await http.post(base_url + METRICS_PATH + "/reset")
-        else:
-            resp = await http.get(base_url + METRICS_PATH)
-        if resp.status_code >= 300:
-            return None
-        return resp.json() if resp.content else {}
+        resp = await http.get(base_url + METRICS_PATH, params={"reset": "true"} if reset else None)
+        body = resp.json() if resp.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
+    return body if isinstance(body, dict) else None
+
+
+def server_lag(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``/api/metrics``' loop lag in the shape of the other lag figures (ms)."""
+    lag = (body or {}).get("loop_lag")
+    if not isinstance(lag, dict) or not lag.get("samples"):
+        return None
+    return {"n": lag.get("samples"), "p50": lag.get("p50_ms"), "p95": None,
+            "p99": lag.get("p99_ms"), "max": lag.get("max_ms")}
 
 
 def reply_metrics(report: CallReport) -> list[dict[str, Any] | None]:
@@ -349,9 +374,8 @@ class Bench:
             if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                 raise outcome  # KeyboardInterrupt, cancellation: not a failed call
         result = level_result(calls, outcomes, wall)
-        server_lag = (hook_after or {}).get("loop_lag_ms")
         result["loop_lag_ms"] = {
-            "server": server_lag if isinstance(server_lag, dict) else None,
+            "server": server_lag(hook_after),
             "healthz_rtt": ms(summarize(rtts)),
             "bench": ms(summarize(lag_samples)),
         }
@@ -361,8 +385,7 @@ class Bench:
         return result
 
 
-async def run_bench(settings: Settings, opts: BenchOptions,
-                    config_file: str | None = None) -> dict[str, Any]:
+async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     """The whole benchmark: utterances, server, warm-up, each level; the JSON-able result."""
     needed = [t for i in range(max(opts.calls)) for t in utterances.script(i, opts.turns)]
     needed.append(utterances.WARMUP_LINE)
@@ -372,17 +395,17 @@ async def run_bench(settings: Settings, opts: BenchOptions,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": probes.machine_info(),
         "options": {"calls": list(opts.calls), "turns": opts.turns, "stagger_s": opts.stagger_s,
-                    "warmup": opts.warmup, "url": opts.url},
+                    "warmup": opts.warmup, "url": opts.url, "hold": opts.hold},
     }
     server_cm = (external_server(settings, opts.url, opts) if opts.url
-                 else spawned_server(settings, opts, config_file))
+                 else spawned_server(settings, opts))
     async with server_cm as server, httpx.AsyncClient(timeout=10, trust_env=False) as http:
         result["server"] = {"url": server.base_url, "spawned": server.spawned, "pid": server.pid,
                             "models": server.healthz.get("models", []),
                             "max_calls": server.healthz.get("max_calls"),
                             "metrics_hook": await server_metrics(http, server.base_url) is not None}
         used = server.settings.redacted()
-        result["settings"] = {k: used[k] for k in KEY_SETTINGS}
+        result["settings"] = {k: used[k] for k in KEY_SETTINGS if k in used}
         result["settings_note"] = ("the spawned server's settings" if server.spawned else
                                    "this machine's settings; the server at --url may differ")
         bench = Bench(server, opts, lines, http)

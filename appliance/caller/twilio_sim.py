@@ -33,6 +33,7 @@ from appliance.caller.audio_source import Utterance
 from appliance.caller.playback import FRAME_S, Playback
 from appliance.config import Settings, signing_token
 from appliance.core.audio import FRAME_BYTES, ULAW_SILENCE, frames, is_voiced
+from appliance.telephony.twilio_media import HOLD_MARK_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -280,6 +281,7 @@ class _Stream:
         self.quiet_ticks = 0  # unvoiced frames played since the last voiced one
         self.greeting_played = False
         self.started_at = 0.0
+        self.last_mark = ""  # the last mark echoed: what the caller has just finished hearing
 
     async def _send(self, event: str, body: dict[str, Any]) -> None:
         self.sequence += 1
@@ -352,6 +354,7 @@ class _Stream:
             self.awaiting = None
 
     async def _echo_mark(self, name: str) -> None:
+        self.last_mark = name
         await self._send("mark", {"mark": {"name": name}})
 
     # -- the 20 ms clock ------------------------------------------------------------------
@@ -446,6 +449,8 @@ class _Stream:
         if barge and self.opts.interrupt_after_s is not None:
             if (self.tick_count - turn.played_tick) * FRAME_S >= self.opts.interrupt_after_s:
                 return True
+        if self.last_mark.startswith(HOLD_MARK_PREFIX):
+            return False  # "one moment, please": a person would keep waiting for the answer
         return self.quiet_for(self.opts.reply_quiet_s)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from appliance.cli import (
     ask_cmd,
+    bench_cmd,
     call_cmd,
     config_cmd,
     kb_cmd,
@@ -17,7 +18,7 @@ from appliance.cli import (
 )
 from appliance.config import ConfigError, Settings, load_settings, setup_logging
 
-VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, kb_cmd, models_cmd, config_cmd)
+VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, kb_cmd, bench_cmd, models_cmd, config_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

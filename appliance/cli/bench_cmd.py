@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 from appliance.bench import BenchError, BenchOptions, report, run_bench
@@ -33,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="start the callers of a level this far apart (default 300)")
     add("--no-warmup", dest="warmup", action="store_false",
         help="skip the uncounted warm-up call before the first level")
+    add("--hold", action="store_true",
+        help="keep the spawned server's hold phrase (off by default: on a slow turn the caller "
+        "would time \"one moment, please\" instead of the answer)")
     add("--turn-timeout", type=float, default=20.0, metavar="S",
         help="give up on a reply after S seconds (default 20)")
     parser.set_defaults(func=bench)
@@ -64,15 +68,18 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--stagger-ms", str(args.stagger_ms)]
     if not args.warmup:
         parts.append("--no-warmup")
+    if args.hold:
+        parts.append("--hold")
     return " ".join(parts)
 
 
 def bench(args: argparse.Namespace, settings: Settings) -> int:
     opts = BenchOptions(calls=args.calls, turns=args.turns, url=args.url,
                         stagger_s=args.stagger_ms / 1000, warmup=args.warmup,
-                        turn_timeout_s=args.turn_timeout)
+                        turn_timeout_s=args.turn_timeout, hold=args.hold)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the table
     try:
-        result = asyncio.run(run_bench(settings, opts, config_file=args.config))
+        result = asyncio.run(run_bench(settings, opts))
     except (BenchError, AudioSourceError) as err:
         print(f"appliance bench: {err}", file=sys.stderr)
         return 2

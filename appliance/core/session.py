@@ -28,6 +28,7 @@ from appliance.core.turns import EndpointConfig, Endpointer, TurnEvent
 from appliance.core.workers import Background, Workers, run_in
 from appliance.engines.base import EngineInfo, Stt, Transcript, Tts, Vad
 from appliance.store.calls import CallStore
+from appliance.telephony.twilio_media import HOLD_MARK_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +326,7 @@ class CallSession:
         await asyncio.sleep(max(0.0, voice_end + self.settings.hold_after_ms / 1000
                                 - time.monotonic()))
         if not self._answered and self.state is State.THINKING:
-            await self._speak_fixed(self.settings.hold_phrase, record=False, unless_answered=True)
+            await self._speak_fixed(self.settings.hold_phrase, record=False, hold=True)
 
     async def _speak_reply(self, reply: Reply, metrics: dict[str, Any], voice_end: float) -> None:
         turn = self._begin_turn()
@@ -405,16 +406,21 @@ class CallSession:
             self.state = State.SPEAKING
         await self.transport.send_audio(frame)
 
-    async def _send_mark(self, turn: AgentTurn, text: str, seconds: float) -> None:
-        name = f"t{turn.idx}-{next(self._mark_numbers)}"  # unique: fixed phrases share turn idx
+    async def _send_mark(self, turn: AgentTurn, text: str, seconds: float,
+                         hold: bool = False) -> None:
+        number = next(self._mark_numbers)  # unique: fixed phrases share the turn's idx
+        name = f"{HOLD_MARK_PREFIX}{number}" if hold else f"t{turn.idx}-{number}"
         if turn.play_started is None:
             turn.play_started = time.monotonic()
         turn.pieces.append(SpokenPiece(text=text, mark=name, seconds=seconds))
         self._outstanding.append(name)
         await self.transport.send_mark(name)
 
-    async def _speak_fixed(self, text: str, *, record: bool, unless_answered: bool = False) -> None:
-        """Play a pre-synthesized phrase (greeting, apology, goodbye): no model in the way."""
+    async def _speak_fixed(self, text: str, *, record: bool, hold: bool = False) -> None:
+        """Play a pre-synthesized phrase (greeting, apology, goodbye): no model in the way.
+
+        A ``hold`` phrase is skipped if the answer started meanwhile, and its mark is named so
+        that a listener can tell "please wait" from the end of an answer."""
         audio = self.engines.phrases.get(text)
         turn = self._begin_turn() if record else AgentTurn(idx=self._turn_idx)
         if audio is None:
@@ -422,11 +428,11 @@ class CallSession:
             await self._speak_text(turn, text)
         else:
             async with self._speaking:
-                if unless_answered and self._answered:
+                if hold and self._answered:
                     return
                 for frame in frames(audio):
                     await self._send_frame(frame)
-                await self._send_mark(turn, text, len(audio) / TELEPHONE_RATE)
+                await self._send_mark(turn, text, len(audio) / TELEPHONE_RATE, hold=hold)
         turn.text = text
         if record:
             self._finish_turn(turn, interrupted=False, pending=True)

@@ -382,3 +382,18 @@ def test_without_twilio_token_only_the_local_caller_gets_through(tmp_path: Path)
         refused = httpx.post(f"{base}/twilio/voice", data=form,
                              headers={"X-Twilio-Signature": forged})
         assert refused.status_code == 403
+
+
+def test_the_simulated_caller_waits_through_a_hold_phrase(tmp_path: Path) -> None:
+    from appliance.caller import CallOptions, Utterance, run_call
+
+    settings = make_settings(tmp_path, hold_after_ms=300)
+    fakes = FakeSet()
+    fakes.llm = type(fakes.llm)(["We open at nine."], first_token_delay_s=1.5)
+    speech = Utterance.from_ulaw("a question", tone(0.8))
+    opts = CallOptions.from_settings(settings, utterances=(speech,), reply_quiet_s=0.5,
+                                     greeting_quiet_s=0.3, turn_timeout_s=10)
+    with serve(settings, fakes):
+        report = asyncio.run(run_call(opts))
+    assert report.ok and not report.turns[0].timed_out
+    assert report.turns[0].agent == "We open at nine."  # the answer, not "One moment, please."
