@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -158,7 +159,8 @@ async def metrics(request: Request[Any, Any, Any], reset: bool = False) -> Respo
     if not _is_local(request):
         return Response({"error": "local access only"}, status_code=403)
     runtime = runtime_of(request)
-    body = {"loop_lag": runtime.loop_lag.stats(), "active_calls": len(runtime.calls.active)}
+    body = {"loop_lag": runtime.loop_lag.stats(), "active_calls": len(runtime.calls.active),
+            "pid": os.getpid()}
     if reset:
         runtime.loop_lag.reset()
     return Response(body)

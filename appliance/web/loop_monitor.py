@@ -14,7 +14,7 @@ import numpy as np
 
 
 class LoopLagMonitor:
-    def __init__(self, interval: float = 0.05, keep: int = 12000) -> None:
+    def __init__(self, interval: float = 0.02, keep: int = 30000) -> None:
         self.interval = interval
         self._samples: deque[float] = deque(maxlen=keep)
         self._task: asyncio.Task[None] | None = None

@@ -237,7 +237,7 @@ def test_metrics_report_event_loop_lag(settings: Settings) -> None:
         body = httpx.get(f"{base}/api/metrics").json()
         assert body["loop_lag"]["samples"] > 0 and body["loop_lag"]["p99_ms"] >= 0
         assert httpx.get(f"{base}/api/metrics?reset=true").status_code == 200
-        assert body["active_calls"] == 0
+        assert body["active_calls"] == 0 and body["pid"] > 0
 
 
 def test_goodbye_is_said_then_the_server_hangs_up(settings: Settings) -> None:
