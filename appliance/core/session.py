@@ -13,18 +13,19 @@ import itertools
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from appliance.config import Settings
 from appliance.core.agent import DTMF_TOOLS, Agent, Conversation, Reply, Tool
-from appliance.core.audio import FRAME_BYTES, MODEL_RATE, TELEPHONE_RATE, Ulaw8kTo16k, frames
+from appliance.core.audio import FRAME_BYTES, TELEPHONE_RATE, frames
+from appliance.core.listener import MIN_UTTERANCE_SAMPLES, Listener
 from appliance.core.sentences import SentenceChunker
-from appliance.core.turns import EndpointConfig, Endpointer, TurnEvent
+from appliance.core.spoken import AgentTurn, SpokenPiece
+from appliance.core.turns import TurnEvent
 from appliance.core.workers import Background, Workers, run_in
 from appliance.engines.base import EngineInfo, Stt, Transcript, Tts, Vad
 from appliance.store.calls import CallStore
@@ -70,38 +71,6 @@ class Engines:
         return [engine.info for engine in engines if engine is not None]
 
 
-@dataclass
-class SpokenPiece:
-    text: str
-    mark: str
-    seconds: float
-    played: bool = False
-
-
-@dataclass
-class AgentTurn:
-    """The assistant's side of one turn, as built and as heard."""
-
-    idx: int
-    started: float = field(default_factory=time.time)
-    pieces: list[SpokenPiece] = field(default_factory=list)
-    text: str = ""
-    kb_chunks: list[str] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    play_started: float | None = None  # monotonic time the current piece began playing
-
-    def heard_text(self, now: float) -> str:
-        """Played pieces in full, plus the share of the playing piece its elapsed time covers."""
-        heard = [p.text for p in self.pieces if p.played]
-        playing = next((p for p in self.pieces if not p.played), None)
-        if playing is not None and self.play_started is not None and playing.seconds > 0:
-            share = min(1.0, max(0.0, (now - self.play_started) / playing.seconds))
-            words = playing.text.split()
-            if cut := int(len(words) * share):
-                heard.append(" ".join(words[:cut]))
-        return " ".join(heard)
-
-
 class CallSession:
     def __init__(self, call_sid: str, settings: Settings, engines: Engines, store: CallStore,
                  transport: CallTransport) -> None:
@@ -112,19 +81,7 @@ class CallSession:
         self.transport = transport
         self.state = State.LISTENING
         self.conversation = Conversation(session_id=call_sid)
-        self._vad = engines.vad.stream()
-        self._upsampler = Ulaw8kTo16k()
-        self._endpointer = Endpointer(EndpointConfig(
-            threshold=settings.vad_threshold,
-            endpoint_silence_s=settings.endpoint_silence_ms / 1000,
-            min_speech_s=max(settings.min_speech_ms, settings.barge_in_ms) / 1000,
-            max_utterance_s=settings.max_utterance_s,
-            speculate_s=settings.speculative_stt_ms / 1000,
-        ))
-        keep_s = settings.preroll_ms / 1000 + self._endpointer.config.min_speech_s + 0.5
-        self._recent: deque[np.ndarray] = deque(maxlen=int(keep_s / 0.02) + 1)
-        self._utterance: list[np.ndarray] = []
-        self._carry: list[np.ndarray] = []
+        self._listener = Listener(settings, engines.vad, engines.workers.vad)
         self._pending_audio: list[np.ndarray] = []  # the utterance a running turn answers
         self._early_stt: asyncio.Task[Transcript] | None = None  # started at a pause
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOX_FRAMES)
@@ -208,29 +165,19 @@ class CallSession:
     # --- listening ------------------------------------------------------------------------
 
     async def _audio_loop(self) -> None:
-        window_s = self._vad.window_samples / MODEL_RATE
         while True:
-            ulaw = await self._inbox.get()
-            audio = self._upsampler.process(ulaw)
-            self._recent.append(audio)
-            if self._endpointer.in_speech:
-                self._utterance.append(audio)
-            probabilities = await run_in(self.engines.workers.vad, self._vad.probabilities, audio)
-            for probability in probabilities:
-                event = self._endpointer.feed(window_s, probability)
-                if event is TurnEvent.SPEECH_START:
+            for heard in await self._listener.hear(await self._inbox.get()):
+                if heard.event is TurnEvent.SPEECH_START:
                     self._on_speech_start()
-                elif event is TurnEvent.PAUSE:
-                    self._on_pause()
-                elif event is TurnEvent.SPEECH_END:
-                    self._on_speech_end()
+                elif heard.event is TurnEvent.PAUSE:
+                    self._on_pause(heard.audio)
+                elif heard.event is TurnEvent.SPEECH_END:
+                    self._on_speech_end(heard.audio, heard.silence_s)
 
     def _on_speech_start(self) -> None:
         if self._early_stt is not None:
             self._early_stt.cancel()
             self._early_stt = None
-        keep_s = self._endpointer.config.min_speech_s + self.settings.preroll_ms / 1000
-        self._utterance = list(self._recent)[-max(1, int(keep_s / 0.02)):]
         if self._ending:
             return
         if self._outstanding or self.state is State.SPEAKING:
@@ -239,36 +186,27 @@ class CallSession:
             log.info("call %s: caller kept talking; merging with the previous utterance",
                      self.call_sid)
             self._reply_task.cancel()
-            self._carry = self._pending_audio
+            self._listener.carry_over(self._pending_audio)
             self.state = State.LISTENING
 
-    def _heard_so_far(self) -> np.ndarray:
-        if not (self._carry or self._utterance):
-            return np.zeros(0, np.float32)
-        return np.concatenate([*self._carry, *self._utterance])
-
-    def _on_pause(self) -> None:
+    def _on_pause(self, audio: np.ndarray | None) -> None:
         """The caller paused: transcribe now, so if the pause turns out to be the end of the
         turn the words are (nearly) ready. If they speak on, the result is simply dropped."""
         if self._early_stt is not None:
             self._early_stt.cancel()
-        audio = self._heard_so_far()
-        if self._ending or audio.size < MODEL_RATE * 0.1:
-            self._early_stt = None
+        self._early_stt = None
+        if self._ending or audio is None or audio.size < MIN_UTTERANCE_SAMPLES:
             return
         self._early_stt = asyncio.ensure_future(
             run_in(self.engines.workers.stt, self.engines.stt.transcribe, audio))
 
-    def _on_speech_end(self) -> None:
-        audio = self._heard_so_far()
-        self._utterance, self._carry = [], []
+    def _on_speech_end(self, audio: np.ndarray | None, silence_s: float) -> None:
         early, self._early_stt = self._early_stt, None
-        silence_s = self._endpointer.ended_after_silence_s
         voice_end = time.monotonic() - silence_s
-        if early is not None and silence_s < self._endpointer.config.speculate_s:
+        if early is not None and silence_s < self._listener.endpointer.config.speculate_s:
             early.cancel()  # a forced end (too long), not this pause: the early words are stale
             early = None
-        if self._ending or audio.size < MODEL_RATE * 0.1:
+        if self._ending or audio is None or audio.size < MIN_UTTERANCE_SAMPLES:
             if early is not None:
                 early.cancel()
             return

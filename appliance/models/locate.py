@@ -10,7 +10,6 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.config import Settings
 
 SLOTS = ("stt", "llm", "tts", "embed", "embed_tokenizer", "vad")
 

@@ -1,0 +1,80 @@
+"""The caller's side of the line: μ-law frames in, utterances out.
+
+Owns one call's audio state — the streaming upsampler, the VAD's recurrent state, the end-of-turn
+logic and the audio buffers (pre-roll, the utterance in progress) — and turns frames into three
+moments the session acts on: speech started, the caller paused, the utterance ended.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.config import Settings
+from appliance.core.audio import MODEL_RATE, Ulaw8kTo16k
+from appliance.core.turns import EndpointConfig, Endpointer, TurnEvent
+from appliance.core.workers import run_in
+from appliance.engines.base import Vad
+
+FRAME_S = 0.02
+MIN_UTTERANCE_SAMPLES = int(MODEL_RATE * 0.1)  # shorter than this is a click, not words
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    event: TurnEvent
+    audio: np.ndarray | None = None  # PAUSE, SPEECH_END: everything said so far (16 kHz)
+    silence_s: float = 0.0  # SPEECH_END: trailing silence it waited for
+
+
+class Listener:
+    def __init__(self, settings: Settings, vad: Vad, vad_pool: ThreadPoolExecutor) -> None:
+        self._vad = vad.stream()
+        self._vad_pool = vad_pool
+        self._upsampler = Ulaw8kTo16k()
+        self.endpointer = Endpointer(EndpointConfig(
+            threshold=settings.vad_threshold,
+            endpoint_silence_s=settings.endpoint_silence_ms / 1000,
+            min_speech_s=max(settings.min_speech_ms, settings.barge_in_ms) / 1000,
+            max_utterance_s=settings.max_utterance_s,
+            speculate_s=settings.speculative_stt_ms / 1000,
+        ))
+        self._preroll_s = settings.preroll_ms / 1000
+        keep_s = self._preroll_s + self.endpointer.config.min_speech_s + 0.5
+        self._recent: deque[np.ndarray] = deque(maxlen=int(keep_s / FRAME_S) + 1)
+        self._utterance: list[np.ndarray] = []
+        self._carry: list[np.ndarray] = []
+
+    def carry_over(self, audio: list[np.ndarray]) -> None:
+        """Prepend ``audio`` to the next utterance: the caller kept talking before we answered."""
+        self._carry = audio
+
+    async def hear(self, ulaw: bytes) -> list[Heard]:
+        """One 20 ms frame in; the turn-taking moments it completes out. VAD runs in a worker."""
+        audio = self._upsampler.process(ulaw)
+        self._recent.append(audio)
+        if self.endpointer.in_speech:
+            self._utterance.append(audio)
+        window_s = self._vad.window_samples / MODEL_RATE
+        out: list[Heard] = []
+        for probability in await run_in(self._vad_pool, self._vad.probabilities, audio):
+            event = self.endpointer.feed(window_s, probability)
+            if event is TurnEvent.SPEECH_START:
+                keep_s = self.endpointer.config.min_speech_s + self._preroll_s
+                self._utterance = list(self._recent)[-max(1, int(keep_s / FRAME_S)):]
+                out.append(Heard(event))
+            elif event is TurnEvent.PAUSE:
+                out.append(Heard(event, self._so_far()))
+            elif event is TurnEvent.SPEECH_END:
+                audio_so_far = self._so_far()
+                self._utterance, self._carry = [], []
+                out.append(Heard(event, audio_so_far, self.endpointer.ended_after_silence_s))
+        return out
+
+    def _so_far(self) -> np.ndarray:
+        if not (self._carry or self._utterance):
+            return np.zeros(0, np.float32)
+        return np.concatenate([*self._carry, *self._utterance])
