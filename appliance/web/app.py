@@ -36,6 +36,29 @@ def runtime_of(request: Request[Any, Any, Any] | WebSocket[Any, Any, Any]) -> Ru
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
+async def signed_form(request: Request[Any, Any, Any], path: str) -> dict[str, str]:
+    """The webhook's form, once its X-Twilio-Signature checks out; else 403."""
+    runtime = runtime_of(request)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    url = public_url(runtime.settings, path, request.url.query)
+    if not runtime.signatures.valid(url, form, request.headers.get("x-twilio-signature")):
+        log.warning("%s: bad or missing X-Twilio-Signature; refused", path)
+        raise PermissionDeniedException("invalid signature")
+    return form
+
+
+async def signed_socket(socket: WebSocket[Any, Any, Any], path: str) -> bool:
+    """Check a WebSocket upgrade's signature (same algorithm, exact ws(s) URL, no params);
+    refuse the socket with a policy-violation close when it fails."""
+    runtime = runtime_of(socket)
+    if runtime.signatures.valid(socket_url(runtime.settings, path), {},
+                                socket.headers.get("x-twilio-signature")):
+        return True
+    log.warning("%s: bad or missing X-Twilio-Signature; refused", path)
+    await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
+    return False
+
+
 @get("/healthz")
 async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     runtime = runtime_of(request)
@@ -56,11 +79,7 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 async def voice(request: Request[Any, Any, Any]) -> Response[str]:
     """Twilio's voice webhook: admit the call and connect its audio to us, or refuse politely."""
     runtime = runtime_of(request)
-    form = {k: str(v) for k, v in (await request.form()).items()}
-    url = public_url(runtime.settings, "/twilio/voice", request.url.query)
-    if not runtime.signatures.valid(url, form, request.headers.get("x-twilio-signature")):
-        log.warning("voice webhook: bad or missing X-Twilio-Signature; refused")
-        return Response("invalid signature", status_code=403, media_type="text/plain")
+    form = await signed_form(request, "/twilio/voice")
     call_sid = form.get("CallSid", "")
     if not call_sid:
         return Response("missing CallSid", status_code=400, media_type="text/plain")
@@ -90,10 +109,7 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
 async def status_callback(request: Request[Any, Any, Any]) -> None:
     """Twilio call status callbacks update the call record."""
     runtime = runtime_of(request)
-    form = {k: str(v) for k, v in (await request.form()).items()}
-    url = public_url(runtime.settings, "/twilio/status", request.url.query)
-    if not runtime.signatures.valid(url, form, request.headers.get("x-twilio-signature")):
-        raise PermissionDeniedException("invalid signature")
+    form = await signed_form(request, "/twilio/status")
     call_sid, status = form.get("CallSid", ""), form.get("CallStatus", "")
     if call_sid and status:
         await runtime.store.update_call(call_sid, status=status)
@@ -104,10 +120,7 @@ async def status_callback(request: Request[Any, Any, Any]) -> None:
 @websocket("/twilio/media")
 async def media_socket(socket: WebSocket[Any, Any, Any]) -> None:
     runtime = runtime_of(socket)
-    url = socket_url(runtime.settings, "/twilio/media")
-    if not runtime.signatures.valid(url, {}, socket.headers.get("x-twilio-signature")):
-        log.warning("media socket: bad or missing X-Twilio-Signature; refused")
-        await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
+    if not await signed_socket(socket, "/twilio/media"):
         return
     await socket.accept()
     await handle_media_socket(socket, runtime)
@@ -116,10 +129,7 @@ async def media_socket(socket: WebSocket[Any, Any, Any]) -> None:
 @websocket("/twilio/relay")
 async def relay_socket(socket: WebSocket[Any, Any, Any]) -> None:
     runtime = runtime_of(socket)
-    url = socket_url(runtime.settings, "/twilio/relay")
-    if not runtime.signatures.valid(url, {}, socket.headers.get("x-twilio-signature")):
-        log.warning("relay socket: bad or missing X-Twilio-Signature; refused")
-        await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
+    if not await signed_socket(socket, "/twilio/relay"):
         return
     await socket.accept()
     await handle_relay_socket(socket, runtime)
@@ -129,11 +139,7 @@ async def relay_socket(socket: WebSocket[Any, Any, Any]) -> None:
 async def relay_action(request: Request[Any, Any, Any]) -> Response[str]:
     """Twilio ends a relay session here (<Connect action>): dial the human or hang up."""
     runtime = runtime_of(request)
-    form = {k: str(v) for k, v in (await request.form()).items()}
-    url = public_url(runtime.settings, "/twilio/relay/action", request.url.query)
-    if not runtime.signatures.valid(url, form, request.headers.get("x-twilio-signature")):
-        log.warning("relay action: bad or missing X-Twilio-Signature; refused")
-        return Response("invalid signature", status_code=403, media_type="text/plain")
+    form = await signed_form(request, "/twilio/relay/action")
     handoff = form.get("HandoffData", "")
     if call_sid := form.get("CallSid", ""):
         await runtime.store.add_event(call_sid, "relay_ended", handoff=handoff,
