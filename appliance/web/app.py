@@ -13,7 +13,7 @@ from typing import Any
 from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import WebSocket
 from litestar.exceptions import PermissionDeniedException
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.status_codes import WS_1008_POLICY_VIOLATION
 
 from appliance.config import Settings
@@ -160,7 +160,7 @@ async def call_record(request: Request[Any, Any, Any], call_sid: FromPath[str]) 
 
 
 @get("/api/metrics")
-async def metrics(request: Request[Any, Any, Any], reset: bool = False) -> Response[Any]:
+async def metrics(request: Request[Any, Any, Any], reset: FromQuery[bool] = False) -> Response[Any]:
     """Event-loop lag and live call count, for the benchmark (loopback only)."""
     if not _is_local(request):
         return Response({"error": "local access only"}, status_code=403)
