@@ -25,10 +25,12 @@ VENDOR_ENV = {
 SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key"})
 REDACTED = "********"
 
+# Short on purpose: the default 135M model echoes long instructions ("I'm a friendly
+# receptionist...") instead of answering. Each turn's facts and question follow in the user
+# message. Measured wording: tests/e2e/test_grounded_answers.py.
 DEFAULT_PERSONA = (
-    "You are the friendly phone receptionist of {business}. Answer in one or two short, "
-    "spoken sentences. Use only the facts you are given; if you do not know, say so and offer "
-    "to take a message."
+    "You work at the front desk of {business}. Reply to the caller in one short sentence "
+    "using only the facts."
 )
 
 
@@ -81,11 +83,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stt_threads: int = 1
     stt_beam_size: int = 1
     llm_threads: int = 1
-    llm_batch_threads: int = 1
+    llm_batch_threads: int = 2  # prompt reading, when no other LLM stream is running
     llm_instances: int = 2
     llm_context: int = 2048
-    llm_max_tokens: int = 60
-    llm_temperature: float = 0.2
+    llm_max_tokens: int = 48  # replies stop after two sentences anyway
+    llm_temperature: float = 0.0  # greedy: a small model drifts off the facts when sampled
     llm_gpu_layers: int = -1
     tts_threads: int = 1
 
@@ -102,7 +104,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kb_collection: str = "business"
     kb_top_k: int = 3
     kb_max_distance: float = 0.75
-    kb_context_chars: int = 700
+    kb_context_chars: int = 400  # budget for the fact lines put in each prompt
 
     # ElevenLabs (optional cloud voice).
     elevenlabs_api_key: str = ""

@@ -192,3 +192,23 @@ def test_llm_second_turn_reuses_the_cached_prefix(llm: LlamaCppLlm) -> None:
     history += [ChatMessage("assistant", "Hello!"), ChatMessage("user", QUESTION)]
     warm = first_token_seconds(llm, history, "carol")
     assert warm < cold
+
+
+def test_llm_reads_prompts_with_more_threads_only_when_alone() -> None:
+    import llama_cpp
+
+    llm = LlamaCppLlm(default_path("llm"), instances=2, threads=1, batch_threads=2, n_ctx=512)
+    instances = list(llm.pool._free)
+    messages = [ChatMessage("user", "Say hello.")]
+    first = llm.stream_chat(messages, max_tokens=2, temperature=0.0, session_id="a")
+    next(first)
+    (alone,) = [i for i in instances if i not in llm.pool._free]
+    second = llm.stream_chat(messages, max_tokens=2, temperature=0.0, session_id="b")
+    next(second)
+    (crowded,) = [i for i in instances if i is not alone]
+    try:
+        assert llama_cpp.llama_n_threads_batch(alone.llama.ctx) == 2
+        assert llama_cpp.llama_n_threads_batch(crowded.llama.ctx) == 1
+    finally:
+        first.close()
+        second.close()
