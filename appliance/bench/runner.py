@@ -39,7 +39,8 @@ import msgspec
 from appliance.bench import probes, utterances
 from appliance.bench.stats import LoopLag, ms, summarize, turn_stages
 from appliance.caller.audio_source import Utterance
-from appliance.caller.twilio_sim import CallOptions, CallReport, new_sid, run_call
+from appliance.caller.report import CallOptions, CallReport, new_sid
+from appliance.caller.twilio_sim import run_call
 from appliance.config import ENV_PREFIX, SECRET_FIELDS, VENDOR_ENV, Settings
 
 log = logging.getLogger(__name__)

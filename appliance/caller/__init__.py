@@ -1,7 +1,8 @@
 """A simulated Twilio caller: drives a running appliance over the real wire protocols."""
 
 from appliance.caller.audio_source import AudioSourceError, Utterance, from_texts, from_wav
-from appliance.caller.twilio_sim import CallFailed, CallOptions, CallReport, TurnReport, run_call
+from appliance.caller.report import CallFailed, CallOptions, CallReport, TurnReport
+from appliance.caller.twilio_sim import run_call
 
 __all__ = [
     "AudioSourceError",

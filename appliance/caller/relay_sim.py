@@ -23,7 +23,8 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from appliance.caller.twilio_sim import CallFailed, fetch_record, media_url, new_sid
+from appliance.caller.report import CallFailed, fetch_record, new_sid
+from appliance.caller.twilio_sim import media_url
 from appliance.config import Settings, signing_token
 from appliance.telephony import twilio_relay as tr
 

@@ -16,11 +16,10 @@ import base64
 import binascii
 import json
 import logging
-import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +30,15 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from appliance.caller.audio_source import Utterance
 from appliance.caller.playback import FRAME_S, Playback
-from appliance.config import Settings, signing_token
+from appliance.caller.report import (
+    CallFailed,
+    CallOptions,
+    CallReport,
+    TurnReport,
+    apply_record,
+    fetch_record,
+    new_sid,
+)
 from appliance.core.audio import FRAME_BYTES, ULAW_SILENCE, frames, is_voiced
 from appliance.telephony.twilio_media import HOLD_MARK_PREFIX
 
@@ -43,125 +50,12 @@ POLICY_VIOLATION = 1008  # how the server refuses a badly signed media socket
 DTMF_GAP_TICKS = 5  # 100 ms between key presses
 
 
-class CallFailed(RuntimeError):
-    """The call could not be placed or the server broke the protocol; the message says which."""
-
-
 class _Rejected(Exception):
     """The webhook answered without ``<Connect><Stream>`` (busy, not ready): a result."""
 
 
 class _ServerHungUp(Exception):
     """The server closed the media socket mid-script."""
-
-
-@dataclass(frozen=True, slots=True)
-class CallOptions:
-    """Everything one simulated call needs; independent of argparse so many can run at once."""
-
-    base_url: str = "http://127.0.0.1:8080"  # where the server really listens
-    public_base_url: str = "http://127.0.0.1:8080"  # what Twilio would call: the signed URL
-    auth_token: str = ""
-    account_sid: str = ""  # random "AC…" when empty
-    utterances: tuple[Utterance, ...] = ()
-    caller: str = "+15555550100"
-    callee: str = "+15555550199"
-    interrupt_after_s: float | None = None  # barge into replies 1.. this long after they start
-    dtmf: str = ""  # keys pressed once the greeting has played
-    out: str | None = None  # WAV of what the caller heard
-    turn_timeout_s: float = 20.0
-    greeting_quiet_s: float = 0.7
-    reply_quiet_s: float = 1.0
-    connect_timeout_s: float = 10.0
-    fetch_record: bool = True
-    record_settle_s: float = 0.3  # let the server finish the call's record after hang-up
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> CallOptions:
-        """Options that call the server ``settings`` describe, signed with its auth token."""
-        host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
-        values: dict[str, Any] = {
-            "base_url": f"http://{host}:{settings.port}",
-            "public_base_url": settings.public_base_url,
-            "auth_token": signing_token(settings),
-            "account_sid": settings.twilio_account_sid,
-        }
-        return cls(**(values | overrides))
-
-
-@dataclass(slots=True)
-class TurnReport:
-    said: str
-    # Voice to voice: the caller's last voiced frame sent → the reply's first voiced frame
-    # received (``v2v_s``) or played to the caller (``v2v_played_s``, later if audio was queued).
-    v2v_s: float | None = None
-    v2v_played_s: float | None = None
-    clear_received: bool = False
-    timed_out: bool = False
-    transcript: str | None = None  # from the server's record: what it heard the caller say
-    agent: str | None = None
-    heard: str | None = None
-    interrupted: bool | None = None
-
-    @property
-    def answered(self) -> bool:
-        return self.v2v_s is not None
-
-
-@dataclass(slots=True)
-class CallReport:
-    call_sid: str
-    stream_sid: str = ""
-    rejected: str | None = None  # the TwiML verbs, when the server did not connect the stream
-    greeting_s: float | None = None  # ``start`` sent → first voiced greeting frame received
-    greeting: str | None = None
-    turns: list[TurnReport] = field(default_factory=list)
-    ended_by_server: bool = False
-    server: dict[str, Any] | None = None
-    out: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Connected, greeted, and every turn got a voiced reply."""
-        return self.rejected is None and self.greeting_s is not None and all(
-            turn.answered for turn in self.turns
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "call_sid": self.call_sid,
-            "stream_sid": self.stream_sid,
-            "ok": self.ok,
-            "rejected": self.rejected,
-            "greeting_s": _round(self.greeting_s),
-            "greeting": self.greeting,
-            "ended_by_server": self.ended_by_server,
-            "turns": [
-                {
-                    "said": t.said,
-                    "transcript": t.transcript,
-                    "agent": t.agent,
-                    "heard": t.heard,
-                    "interrupted": t.interrupted,
-                    "v2v_s": _round(t.v2v_s),
-                    "v2v_played_s": _round(t.v2v_played_s),
-                    "clear_received": t.clear_received,
-                    "timed_out": t.timed_out,
-                }
-                for t in self.turns
-            ],
-            "server": self.server,
-            "out": self.out,
-        }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def new_sid(prefix: str) -> str:
-    """A Twilio-shaped SID: two letters and 32 hex digits."""
-    return prefix + secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,42 +108,6 @@ async def _answer(http: httpx.AsyncClient, opts: CallOptions, form: dict[str, st
     if resp.status_code != 200:
         raise CallFailed(f"{url} answered HTTP {resp.status_code}: {resp.text[:200]!r}")
     return parse_twiml(resp.text)
-
-
-async def fetch_record(
-    http: httpx.AsyncClient, base_url: str, call_sid: str
-) -> dict[str, Any] | None:
-    """The server's record of the call, or None when it cannot be had."""
-    try:
-        resp = await http.get(f"{base_url.rstrip('/')}/api/calls/{call_sid}")
-        data = resp.json() if resp.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def apply_record(report: CallReport, record: dict[str, Any]) -> None:
-    """Pair the server's turns with the caller's: the n-th user turn is utterance n."""
-    rows = [r for r in record.get("turns") or [] if isinstance(r, dict)]
-    greeting: list[str] = []
-    current: TurnReport | None = None
-    users = 0
-    for row in rows:
-        if row.get("role") == "user":
-            current = report.turns[users] if users < len(report.turns) else None
-            users += 1
-            if current is not None:
-                current.transcript = row.get("text")
-        elif row.get("role") == "assistant":
-            text, heard = row.get("text") or "", row.get("heard_text")
-            if users == 0:
-                greeting.append(text)
-            elif current is not None:
-                current.agent = " ".join(filter(None, (current.agent, text)))
-                if heard is not None:
-                    current.heard = " ".join(filter(None, (current.heard, heard)))
-                current.interrupted = bool(current.interrupted) or bool(row.get("interrupted"))
-    report.greeting = " ".join(greeting) or None
 
 
 @dataclass(slots=True)

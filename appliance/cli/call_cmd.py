@@ -13,7 +13,8 @@ import sys
 from collections.abc import Callable
 
 from appliance.caller.audio_source import AudioSourceError, Utterance, from_texts, from_wav
-from appliance.caller.twilio_sim import CallFailed, CallOptions, CallReport, run_call
+from appliance.caller.report import CallFailed, CallOptions, CallReport
+from appliance.caller.twilio_sim import run_call
 from appliance.config import Settings
 
 DTMF_KEYS = set("0123456789*#")

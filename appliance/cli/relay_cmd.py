@@ -13,7 +13,7 @@ import sys
 
 from appliance.caller.relay_sim import (RelayOptions, RelayReport, RelayTurnReport, TokenSink,
                                         run_relay_call)
-from appliance.caller.twilio_sim import CallFailed
+from appliance.caller.report import CallFailed
 from appliance.config import Settings
 
 DTMF_KEYS = set("0123456789*#")

@@ -23,7 +23,7 @@ from appliance.bench.runner import (
     settings_toml,
 )
 from appliance.bench.stats import LoopLag, percentile, summarize, turn_stages
-from appliance.caller.twilio_sim import CallFailed, CallReport, TurnReport
+from appliance.caller.report import CallFailed, CallReport, TurnReport
 from appliance.config import load_settings
 
 METRICS = {"endpoint_s": 0.4, "stt_s": 0.3, "llm_ttft_s": 0.1, "first_sentence_s": 0.2,

@@ -23,7 +23,8 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.server import ServerConnection, serve
 
 from appliance.caller.audio_source import Utterance, from_wav
-from appliance.caller.twilio_sim import CallFailed, CallOptions, CallReport, run_call
+from appliance.caller.report import CallFailed, CallOptions, CallReport
+from appliance.caller.twilio_sim import run_call
 from appliance.core.audio import FRAME_BYTES, frames, is_voiced, pcm16_to_ulaw8k
 
 TOKEN = "test-auth-token"

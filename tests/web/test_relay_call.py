@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 
 from appliance.caller.relay_sim import (RelayOptions, RelaySocket, parse_relay_twiml,
                                         run_relay_call)
-from appliance.caller.twilio_sim import CallFailed
+from appliance.caller.report import CallFailed
 from appliance.config import Settings
 from appliance.core import relay_session
 from appliance.engines.fakes import FakeLlm
