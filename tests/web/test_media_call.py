@@ -14,7 +14,7 @@ from appliance.config import Settings
 from appliance.web.app import create_app
 from tests.conftest import make_settings, running_server
 from tests.web.fake_engines import FakeSet
-from tests.web.twilio_client import SILENCE, MediaStream, place_call, tone
+from tests.web.twilio_client import SILENCE, MediaStream, greeted_call, place_call, tone
 
 
 def record(base: str, call_sid: str) -> dict:
@@ -101,10 +101,7 @@ def test_barge_in_clears_and_keeps_only_what_was_heard(settings: Settings) -> No
         ms=2000, chunk_ms=100))
 
     async def call(base: str) -> tuple[MediaStream, dict]:
-        call_sid, _ = await place_call(base, settings)
-        stream = await MediaStream.open(base, settings, call_sid)
-        await stream.wait_for(lambda: stream.events("mark"))
-        await stream.ack_marks()
+        call_sid, stream = await greeted_call(base, settings)
         await stream.send_audio(tone(1.0) + SILENCE * 30)
         await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
         await stream.ack_marks(upto=2)  # the caller heard the first sentence, not the second
@@ -135,10 +132,7 @@ def test_stt_failure_plays_the_apology_and_the_call_goes_on(settings: Settings) 
     fakes.stt.error = RuntimeError("decoder exploded")
 
     async def call(base: str) -> dict:
-        call_sid, _ = await place_call(base, settings)
-        stream = await MediaStream.open(base, settings, call_sid)
-        await stream.wait_for(lambda: stream.events("mark"))
-        await stream.ack_marks()
+        call_sid, stream = await greeted_call(base, settings)
         await stream.send_audio(tone(0.8) + SILENCE * 30)
         await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
         await stream.ack_marks()
@@ -214,10 +208,7 @@ def test_transcription_starts_at_the_pause_and_is_reused(settings: Settings) -> 
     fakes.stt = type(fakes.stt)(["What time do you open tomorrow?"], delay_s=0.3)
 
     async def call(base: str) -> dict:
-        call_sid, _ = await place_call(base, settings)
-        stream = await MediaStream.open(base, settings, call_sid)
-        await stream.wait_for(lambda: stream.events("mark"))
-        await stream.ack_marks()
+        call_sid, stream = await greeted_call(base, settings)
         await stream.send_audio(tone(1.0) + SILENCE * 40, pace=0.02)
         await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
         await stream.stop()
@@ -245,10 +236,7 @@ def test_goodbye_is_said_then_the_server_hangs_up(settings: Settings) -> None:
     fakes.stt = type(fakes.stt)(["Okay, goodbye."])
 
     async def call(base: str) -> tuple[MediaStream, dict]:
-        call_sid, _ = await place_call(base, settings)
-        stream = await MediaStream.open(base, settings, call_sid)
-        await stream.wait_for(lambda: stream.events("mark"))
-        await stream.ack_marks()
+        call_sid, stream = await greeted_call(base, settings)
         await stream.send_audio(tone(0.8) + SILENCE * 30)
         await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
         await stream.ack_marks()  # goodbye played: the server closes the stream
@@ -270,10 +258,7 @@ def test_transfer_without_twilio_credentials_apologises_and_goes_on(tmp_path: Pa
     fakes.stt = type(fakes.stt)(["Can I talk to a real person please?"])
 
     async def call(base: str) -> tuple[MediaStream, dict]:
-        call_sid, _ = await place_call(base, settings)
-        stream = await MediaStream.open(base, settings, call_sid)
-        await stream.wait_for(lambda: stream.events("mark"))
-        await stream.ack_marks()
+        call_sid, stream = await greeted_call(base, settings)
         await stream.send_audio(tone(0.8) + SILENCE * 30)
         await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
         await stream.ack_marks()
@@ -325,10 +310,7 @@ def test_concurrent_calls_are_each_answered(tmp_path: Path) -> None:
     fakes.stt = type(fakes.stt)(["What time do you open tomorrow?"], delay_s=0.2)
 
     async def one(base: str) -> dict:
-        call_sid, _ = await place_call(base, settings)
-        stream = await MediaStream.open(base, settings, call_sid)
-        await stream.wait_for(lambda: stream.events("mark"))
-        await stream.ack_marks()
+        call_sid, stream = await greeted_call(base, settings)
         await stream.send_audio(tone(0.8) + SILENCE * 30, pace=0.02)
         await stream.wait_for(lambda: len(stream.events("mark")) >= 3, timeout=20)
         await stream.ack_marks()
@@ -352,10 +334,7 @@ def test_a_slow_answer_gets_a_hold_phrase_instead_of_silence(tmp_path: Path) -> 
     fakes.llm = type(fakes.llm)(["We open at nine."], first_token_delay_s=1.0)
 
     async def call(base: str) -> dict:
-        call_sid, _ = await place_call(base, settings)
-        stream = await MediaStream.open(base, settings, call_sid)
-        await stream.wait_for(lambda: stream.events("mark"))
-        await stream.ack_marks()
+        call_sid, stream = await greeted_call(base, settings)
         await stream.send_audio(tone(0.8) + SILENCE * 30)
         await stream.wait_for(lambda: len(stream.events("mark")) >= 3)
         await stream.ack_marks()

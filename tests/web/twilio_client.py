@@ -104,3 +104,12 @@ class MediaStream:
         await self.send({"event": "stop", "stop": {"callSid": self.call_sid}})
         await self.ws.close()
         self._reader.cancel()
+
+
+async def greeted_call(base: str, settings: Settings) -> tuple[str, MediaStream]:
+    """Ring, open the media stream, and listen to the whole greeting (its mark acknowledged)."""
+    call_sid, _ = await place_call(base, settings)
+    stream = await MediaStream.open(base, settings, call_sid)
+    await stream.wait_for(lambda: stream.events("mark"))
+    await stream.ack_marks()
+    return call_sid, stream
