@@ -23,9 +23,9 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from appliance.caller.report import CallFailed, fetch_record, new_sid
+from appliance.caller.report import CallFailed, fetch_record, new_sid, server_target
 from appliance.caller.twilio_sim import media_url
-from appliance.config import Settings, signing_token
+from appliance.config import Settings
 from appliance.telephony import twilio_relay as tr
 
 VOICE_PATH = "/twilio/voice"
@@ -54,14 +54,7 @@ class RelayOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RelayOptions:
-        host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
-        values: dict[str, Any] = {
-            "base_url": f"http://{host}:{settings.port}",
-            "public_base_url": settings.public_base_url,
-            "auth_token": signing_token(settings),
-            "account_sid": settings.twilio_account_sid,
-            "language": settings.relay_language,
-        }
+        values = server_target(settings) | {"language": settings.relay_language}
         return cls(**(values | overrides))
 
 

@@ -13,6 +13,18 @@ from appliance.caller.audio_source import Utterance
 from appliance.config import Settings, signing_token
 
 
+def server_target(settings: Settings) -> dict[str, Any]:
+    """Where and how a simulated caller reaches the server ``settings`` describe: its real
+    address, the public URL Twilio would sign, and the token to sign with."""
+    host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
+    return {
+        "base_url": f"http://{host}:{settings.port}",
+        "public_base_url": settings.public_base_url,
+        "auth_token": signing_token(settings),
+        "account_sid": settings.twilio_account_sid,
+    }
+
+
 class CallFailed(RuntimeError):
     """The call could not be placed or the server broke the protocol; the message says which."""
 
@@ -41,14 +53,7 @@ class CallOptions:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> CallOptions:
         """Options that call the server ``settings`` describe, signed with its auth token."""
-        host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
-        values: dict[str, Any] = {
-            "base_url": f"http://{host}:{settings.port}",
-            "public_base_url": settings.public_base_url,
-            "auth_token": signing_token(settings),
-            "account_sid": settings.twilio_account_sid,
-        }
-        return cls(**(values | overrides))
+        return cls(**(server_target(settings) | overrides))
 
 
 @dataclass(slots=True)
