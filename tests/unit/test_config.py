@@ -18,11 +18,39 @@ def test_environment_and_toml_layer_over_defaults(tmp_path: Path) -> None:
     ({"APPLIANCE_PORT": "0"}, "APPLIANCE_PORT"),
     ({"APPLIANCE_DEVICE": "tpu"}, "APPLIANCE_DEVICE"),
     ({"APPLIANCE_VAD_THRESHOLD": "2"}, "APPLIANCE_VAD_THRESHOLD"),
-    ({"APPLIANCE_NO_SUCH": "1"}, "APPLIANCE_NO_SUCH"),
+    ({"APPLIANCE_MAX_CALL": "1"}, "did you mean APPLIANCE_MAX_CALLS"),
+    ({"APPLIANCE_LLM_THREAD": "2"}, "did you mean APPLIANCE_LLM_THREADS"),
+    ({"APPLIANCE_PORT": "80x"}, "APPLIANCE_PORT must be a port number"),
 ])
 def test_invalid_values_name_the_setting(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load_settings(environ=env)
+
+
+def test_kubernetes_service_links_are_ignored_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Service named "appliance" injects these into every pod; start-up must survive them."""
+    env = {
+        "APPLIANCE_PORT": "tcp://10.96.0.12:8080",
+        "APPLIANCE_PORT_8080_TCP": "tcp://10.96.0.12:8080",
+        "APPLIANCE_PORT_8080_TCP_PROTO": "tcp",
+        "APPLIANCE_PORT_8080_TCP_PORT": "8080",
+        "APPLIANCE_PORT_8080_TCP_ADDR": "10.96.0.12",
+        "APPLIANCE_SERVICE_HOST": "10.96.0.12",
+        "APPLIANCE_SERVICE_PORT": "8080",
+        "APPLIANCE_SERVICE_PORT_HTTP": "8080",
+        "APPLIANCE_MAX_CALLS": "3",
+    }
+    settings = load_settings(environ=env)
+    assert (settings.port, settings.max_calls) == (8080, 3)
+    links = [r for r in caplog.records if "service link" in r.getMessage()]
+    assert len(links) == 8
+
+
+def test_variables_plainly_not_settings_only_warn(caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(environ={"APPLIANCE_HOME": "/opt/appliance", "APPLIANCE_MAX_CALLS": "2"})
+    assert settings.max_calls == 2
+    assert any("ignoring APPLIANCE_HOME" in r.getMessage() for r in caplog.records)
 
 
 def test_vendor_variables_and_redaction() -> None:
