@@ -48,11 +48,11 @@ async def signed_form(request: Request[Any, Any, Any], path: str) -> dict[str, s
 
 
 async def signed_socket(socket: WebSocket[Any, Any, Any], path: str) -> bool:
-    """Check a WebSocket upgrade's signature (same algorithm, exact ws(s) URL, no params);
-    refuse the socket with a policy-violation close when it fails."""
+    """Check a WebSocket upgrade's signature (same algorithm, the ws(s) URL as requested, query
+    included, no params); refuse the socket with a policy-violation close when it fails."""
     runtime = runtime_of(socket)
-    if runtime.signatures.valid(socket_url(runtime.settings, path), {},
-                                socket.headers.get("x-twilio-signature")):
+    url = socket_url(runtime.settings, path, socket.url.query)
+    if runtime.signatures.valid(url, {}, socket.headers.get("x-twilio-signature")):
         return True
     log.warning("%s: bad or missing X-Twilio-Signature; refused", path)
     await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
