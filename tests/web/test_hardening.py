@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import stat
 import uuid
 from pathlib import Path
 
@@ -189,3 +190,25 @@ def test_a_signed_webhook_with_a_malformed_call_sid_is_refused(
             assert resp.status_code == 400, path
     assert not any("\n" in r.getMessage() for r in caplog.records)
     assert all(len(r.getMessage()) < 400 for r in caplog.records)
+
+
+# --- item 9: private by default on disk ------------------------------------------------------
+
+def test_call_data_and_tokens_are_private_on_disk(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    (data / "calls.db").touch(mode=0o644)  # left readable by an older version: tightened
+    settings = make_settings(tmp_path, twilio_auth_token="")  # local signing token, too
+
+    async def call(base: str) -> None:
+        call_sid, stream = await greeted_call(base, settings)
+        await stream.stop()
+        await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    with serve(settings) as base:
+        asyncio.run(call(base))
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.iterdir()}
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert {"calls.db", "calls.db-wal", "calls.db-shm", "local-api-token",
+            "local-twilio-auth-token"} <= set(modes)
+    assert all(mode == 0o600 for mode in modes.values()), modes
