@@ -212,3 +212,33 @@ def test_call_data_and_tokens_are_private_on_disk(tmp_path: Path) -> None:
     assert {"calls.db", "calls.db-wal", "calls.db-shm", "local-api-token",
             "local-twilio-auth-token"} <= set(modes)
     assert all(mode == 0o600 for mode in modes.values()), modes
+
+
+# --- item 10: the caller's words stay out of the journal in relay mode -----------------------
+
+def test_relay_caller_words_are_not_logged_at_info(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(tmp_path, mode="conversation-relay")
+    words = "My account number is 4417 and my name is Zebulon Quartermaine"
+
+    async def call(base: str) -> None:
+        call_sid, body = await place_call(base, settings)
+        target = parse_relay_twiml(body)
+        socket = await RelaySocket.open(base, target.url, settings.twilio_auth_token)
+        await socket.send(tr.Setup(session_id="VX" + uuid.uuid4().hex, call_sid=call_sid,
+                                   custom_parameters=target.parameters))
+        await socket.send(tr.Prompt(voice_prompt=words))
+        while not (message := await socket.next(10)).last:  # type: ignore[union-attr]
+            pass
+        await socket.send(tr.Prompt(voice_prompt="Goodbye."))
+        await socket.send(tr.Prompt(voice_prompt=words + " again"))
+        while not isinstance(await socket.next(10), tr.End):
+            pass
+        await socket.close()
+        await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    with caplog.at_level(logging.INFO), serve(settings) as base:
+        asyncio.run(call(base))
+    assert caplog.records
+    assert not [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.INFO and "Zebulon" in r.getMessage()]
