@@ -184,16 +184,15 @@ async def relay_action(request: Request[Any, Any, Any]) -> Response[str]:
     return Response(str(twiml.after_relay(runtime.settings, transfer)), media_type=XML)
 
 
-def api_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+def api_guard(connection: ASGIConnection[Any, Any, Any, Any], _route: BaseRouteHandler) -> None:
     """``/api/*`` needs ``Authorization: Bearer <token>`` (see ``config.api_token``): call data
     goes by credential, never by address, which a same-host proxy or X-Forwarded-For fakes."""
     runtime = runtime_of(connection)
     scheme, _, given = connection.headers.get("authorization", "").partition(" ")
-    del handler  # one guard for every /api route
     if (scheme.lower() == "bearer" and runtime.api_token
             and hmac.compare_digest(given.strip().encode(), runtime.api_token.encode())):
         return
-    runtime.refusals.warning("api", "%s: missing or wrong API token; refused",
+    runtime.refusals.warning("api", "%r: missing or wrong API token; refused",
                              connection.url.path[:80])
     raise NotAuthorizedException(
         "send Authorization: Bearer <token>, the token being APPLIANCE_API_TOKEN or, when that "
