@@ -19,6 +19,7 @@ from appliance.caller.relay_sim import RelaySocket, parse_relay_twiml
 from appliance.config import Settings
 from appliance.telephony import twilio_relay as tr
 from appliance.web.app import create_app
+from appliance.web.refusals import BURST
 from tests.conftest import api_auth, make_settings, running_server
 from tests.web.fake_engines import FakeSet
 from tests.web.test_media_call import wait_record
@@ -104,7 +105,9 @@ def raw_request(port: int, head: str, body: bytes = b"", timeout: float = 5.0) -
 def test_call_data_needs_the_api_token_whatever_address_is_claimed(
         settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     forged = {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1"}
-    with caplog.at_level(logging.WARNING), serve(settings) as base:
+    app = create_app(settings, FakeSet().load)
+    app.state.runtime.refusals.clock = lambda: 0.0  # time stands still: no budget refills
+    with caplog.at_level(logging.WARNING), running_server(app, settings) as base:
         call_sid, _ = asyncio.run(place_call(base, settings))
         for path in (f"/api/calls/{call_sid}", "/api/metrics"):
             anonymous = httpx.get(base + path, headers=forged)
@@ -119,7 +122,7 @@ def test_call_data_needs_the_api_token_whatever_address_is_claimed(
         assert httpx.get(base + "/schema").status_code == 404  # no OpenAPI document
         assert httpx.get(base + "/schema/openapi.json").status_code == 404
     refusals = [r for r in caplog.records if "API token" in r.getMessage()]
-    assert 0 < len(refusals) <= 12  # 64 refusals, logged at a bounded rate
+    assert len(refusals) == BURST  # 64 refusals: the burst is logged, the rest counted
 
 
 def test_a_configured_api_token_replaces_the_local_one(tmp_path: Path) -> None:
