@@ -8,6 +8,7 @@ Sources, later wins: defaults < TOML file (``APPLIANCE_CONFIG`` or ``--config``)
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -18,13 +19,15 @@ from typing import Any, Literal
 
 import msgspec
 
+from appliance.private_files import private_dir
+
 ENV_PREFIX = "APPLIANCE_"
 VENDOR_ENV = {
     "TWILIO_ACCOUNT_SID": "twilio_account_sid",
     "TWILIO_AUTH_TOKEN": "twilio_auth_token",
     "ELEVENLABS_API_KEY": "elevenlabs_api_key",
 }
-SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key"})
+SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key", "api_token"})
 REDACTED = "********"
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_calls: int = 4
     validate_signatures: bool = True
     log_level: str = "INFO"
+    # Bearer token for /api/* (call records, metrics); empty: a random one in the data dir.
+    api_token: str = ""
+    # Addresses/networks of reverse proxies whose X-Forwarded-For/-Proto are believed
+    # (comma-separated, e.g. "127.0.0.1" for a proxy on this host); empty: none.
+    trusted_proxies: str = ""
 
     # Twilio.
     twilio_account_sid: str = ""
@@ -118,6 +126,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kb_top_k: int = 3
     kb_max_distance: float = 0.75
     kb_context_chars: int = 400  # budget for the fact lines put in each prompt
+    kb_max_file_mb: float = 20.0  # larger documents are skipped at ingest, with a reason
 
     # ElevenLabs (optional cloud voice).
     elevenlabs_api_key: str = ""
@@ -150,10 +159,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "log_level": self.log_level.upper() in logging.getLevelNamesMapping(),
             "relay_interruptible": self.relay_interruptible in {"none", "dtmf", "speech", "any"},
             "speculative_stt_ms": 0 <= self.speculative_stt_ms < self.endpoint_silence_ms,
+            "api_token": not self.api_token or len(self.api_token) >= MIN_API_TOKEN_CHARS,
+            "trusted_proxies": all(_is_network(p) for p in self.proxy_list),
+            "kb_max_file_mb": self.kb_max_file_mb > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ConfigError(f"invalid value for {env_name(bad[0])}: {getattr(self, bad[0])!r}")
+            value = REDACTED if bad[0] in SECRET_FIELDS else repr(getattr(self, bad[0]))
+            raise ConfigError(f"invalid value for {env_name(bad[0])}: {value}")
+
+    @property
+    def proxy_list(self) -> list[str]:
+        """``trusted_proxies`` as a list (uvicorn's ``forwarded_allow_ips``)."""
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def data_path(self) -> Path:
@@ -185,6 +203,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 LOCAL_TOKEN_FILE = "local-twilio-auth-token"
+LOCAL_API_TOKEN_FILE = "local-api-token"
+MIN_API_TOKEN_CHARS = 16
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def signing_token(settings: Settings) -> str:
@@ -194,18 +222,42 @@ def signing_token(settings: Settings) -> str:
     on the same box signs with it, so signatures are still checked end to end, while real Twilio
     requests (signed with the real token) are refused until the real token is configured.
     """
-    if settings.twilio_auth_token:
-        return settings.twilio_auth_token
-    path = settings.data_path / LOCAL_TOKEN_FILE
+    return settings.twilio_auth_token or _local_token(settings.data_path / LOCAL_TOKEN_FILE)
+
+
+def api_token(settings: Settings) -> str:
+    """The bearer token ``/api/*`` (call records, metrics) needs: ``APPLIANCE_API_TOKEN``, or
+    without it a random token in the data dir that only the service user can read, so the
+    simulated callers and the bench on this box get in and nothing gets in by address."""
+    return settings.api_token or _local_token(settings.data_path / LOCAL_API_TOKEN_FILE)
+
+
+def api_headers(settings: Settings) -> dict[str, str]:
+    """The ``Authorization`` header a local tool sends to ``/api/*``."""
+    return {"Authorization": f"Bearer {api_token(settings)}"}
+
+
+def _local_token(path: Path) -> str:
+    """The token kept at ``path`` (0600), made on first use. Two processes starting together
+    (the bench and the server it spawned) agree: the first file linked into place wins."""
     try:
-        return path.read_text().strip()
+        if token := path.read_text().strip():
+            return token
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_hex(16)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token)
-        return token
+        pass
+    private_dir(path.parent)
+    token = secrets.token_hex(16)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        token = path.read_text().strip()
+    finally:
+        draft.unlink()
+    return token
 
 
 def env_name(field: str) -> str:
@@ -297,11 +349,36 @@ class SecretFilter(logging.Filter):
         return True
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class OneLineFilter(logging.Filter):
+    """Escapes control characters in every log message, so nothing a caller sends (a callSid,
+    a prompt) can end a log line early and forge the next one. Tracebacks are left alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and _CONTROL.search(record.msg):
+            # A deliberately multi-line message (a server log's tail): escape what went in.
+            if isinstance(record.args, tuple):
+                record.args = tuple(_escape(a) if isinstance(a, str) else a for a in record.args)
+            return True
+        message = record.getMessage()
+        if _CONTROL.search(message):
+            record.msg, record.args = _escape(message), None
+        return True
+
+
+def _escape(text: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
+
+
 def setup_logging(settings: Settings) -> None:
-    """Configure root logging once, with secrets scrubbed on every handler."""
+    """Configure root logging once, with secrets scrubbed and control characters escaped on
+    every handler."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(SecretFilter(settings.secrets()))
+    handler.addFilter(OneLineFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

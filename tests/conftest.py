@@ -14,7 +14,8 @@ import httpx
 import pytest
 import uvicorn
 
-from appliance.config import Settings, load_settings
+from appliance.cli.serve_cmd import uvicorn_options
+from appliance.config import Settings, api_headers, load_settings
 
 AUTH_TOKEN = "test-auth-token-0123456789"
 
@@ -42,15 +43,24 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
+_API_HEADERS: dict[str, dict[str, str]] = {}
+
+
+def api_auth(base: str) -> dict[str, str]:
+    """The Authorization header ``/api/*`` of the server running at ``base`` wants."""
+    return _API_HEADERS[base]
+
+
 @contextmanager
 def running_server(app: Any, settings: Settings, ready_timeout: float = 120.0) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread; yield its base URL once /healthz says ready."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None,
-                            lifespan="on", ws_max_size=1 << 20)
+    """Serve ``app`` with uvicorn in a thread, configured as ``appliance serve`` configures it;
+    yield its base URL once /healthz says ready."""
+    config = uvicorn.Config(app, **(uvicorn_options(settings) | {"host": "127.0.0.1"}))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{settings.port}"
+    _API_HEADERS[base] = api_headers(settings)
     deadline = time.monotonic() + ready_timeout
     try:
         while True:

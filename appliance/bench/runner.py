@@ -41,7 +41,14 @@ from appliance.bench.stats import LoopLag, ms, summarize, turn_stages
 from appliance.caller.audio_source import Utterance
 from appliance.caller.report import CallOptions, CallReport, new_sid
 from appliance.caller.twilio_sim import run_call
-from appliance.config import ENV_PREFIX, SECRET_FIELDS, VENDOR_ENV, Settings
+from appliance.config import (
+    ENV_PREFIX,
+    SECRET_FIELDS,
+    VENDOR_ENV,
+    Settings,
+    api_headers,
+    env_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +137,7 @@ def server_env(settings: Settings) -> dict[str, str]:
     """This environment without settings variables (the TOML file has them all), plus secrets."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(ENV_PREFIX) and k not in VENDOR_ENV}
-    env.update({var: getattr(settings, name) for var, name in VENDOR_ENV.items()
+    env.update({env_name(name): getattr(settings, name) for name in SECRET_FIELDS
                 if getattr(settings, name)})
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -400,7 +407,9 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     }
     server_cm = (external_server(settings, opts.url, opts) if opts.url
                  else spawned_server(settings, opts))
-    async with server_cm as server, httpx.AsyncClient(timeout=10, trust_env=False) as http:
+    async with (server_cm as server,
+                httpx.AsyncClient(timeout=10, trust_env=False,
+                                  headers=api_headers(server.settings)) as http):
         result["server"] = {"url": server.base_url, "spawned": server.spawned, "pid": server.pid,
                             "models": server.healthz.get("models", []),
                             "max_calls": server.healthz.get("max_calls"),

@@ -41,6 +41,7 @@ class RelayOptions:
     public_base_url: str = "http://127.0.0.1:8080"  # what Twilio would call: the signed URL
     auth_token: str = ""
     account_sid: str = ""  # random "AC…" when empty
+    api_token: str = ""  # bearer token for the call's record at /api/calls
     prompts: tuple[str, ...] = ()
     dtmf: str = ""  # keys pressed before the first prompt
     caller: str = "+15555550100"
@@ -262,7 +263,7 @@ async def run_relay_call(opts: RelayOptions, on_token: TokenSink | None = None,
             report.after = describe(ET.fromstring(after))
     if opts.fetch_record:
         await asyncio.sleep(opts.record_settle_s)
-        report.server = await fetch_record(http, opts.base_url, report.call_sid)
+        report.server = await fetch_record(http, opts.base_url, report.call_sid, opts.api_token)
     return report
 
 

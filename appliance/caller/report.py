@@ -10,18 +10,20 @@ from typing import Any
 import httpx
 
 from appliance.caller.audio_source import Utterance
-from appliance.config import Settings, signing_token
+from appliance.config import Settings, api_token, signing_token
 
 
 def server_target(settings: Settings) -> dict[str, Any]:
     """Where and how a simulated caller reaches the server ``settings`` describe: its real
-    address, the public URL Twilio would sign, and the token to sign with."""
+    address, the public URL Twilio would sign, the token to sign with, and the one that reads
+    the call's record back."""
     host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
     return {
         "base_url": f"http://{host}:{settings.port}",
         "public_base_url": settings.public_base_url,
         "auth_token": signing_token(settings),
         "account_sid": settings.twilio_account_sid,
+        "api_token": api_token(settings),
     }
 
 
@@ -37,6 +39,7 @@ class CallOptions:
     public_base_url: str = "http://127.0.0.1:8080"  # what Twilio would call: the signed URL
     auth_token: str = ""
     account_sid: str = ""  # random "AC…" when empty
+    api_token: str = ""  # bearer token for the call's record at /api/calls
     utterances: tuple[Utterance, ...] = ()
     caller: str = "+15555550100"
     callee: str = "+15555550199"
@@ -132,11 +135,12 @@ def new_sid(prefix: str) -> str:
 
 
 async def fetch_record(
-    http: httpx.AsyncClient, base_url: str, call_sid: str
+    http: httpx.AsyncClient, base_url: str, call_sid: str, api_token: str
 ) -> dict[str, Any] | None:
     """The server's record of the call, or None when it cannot be had."""
     try:
-        resp = await http.get(f"{base_url.rstrip('/')}/api/calls/{call_sid}")
+        resp = await http.get(f"{base_url.rstrip('/')}/api/calls/{call_sid}",
+                              headers={"Authorization": f"Bearer {api_token}"})
         data = resp.json() if resp.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None

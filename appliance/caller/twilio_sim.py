@@ -398,7 +398,7 @@ async def run_call(opts: CallOptions, http: httpx.AsyncClient | None = None) -> 
         report.out = opts.out
     if opts.fetch_record:
         await asyncio.sleep(opts.record_settle_s)
-        report.server = await fetch_record(http, opts.base_url, report.call_sid)
+        report.server = await fetch_record(http, opts.base_url, report.call_sid, opts.api_token)
         if report.server is not None:
             apply_record(report, report.server)
     return report

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from appliance.config import Settings
 from appliance.doctor.runner import run_check
 from appliance.engines.registry import load_engines
+from appliance.private_files import UMASK, private_dir
 from appliance.web.app import create_app
 from appliance.web.runtime import Runtime
 
@@ -54,7 +57,19 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Forwarded headers (X-Forwarded-For/-Proto) are believed only from the configured proxies:
+    by default from nobody, so no client can claim another address."""
+    proxies = settings.proxy_list
+    return {"host": settings.host, "port": settings.port, "log_config": None,
+            "ws_max_size": WS_MAX_BYTES, "timeout_graceful_shutdown": 30, "lifespan": "on",
+            "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies,
+            "server_header": False}
+
+
 def serve(args: argparse.Namespace, settings: Settings) -> int:
+    os.umask(UMASK)  # call records, tokens, the knowledge base: private to the service user
+    private_dir(settings.data_path)
     # A llama.cpp build the CPU cannot run dies with SIGILL on the first token: find out in a
     # child now, so a bad build is a clear start-up error, never a server that dies on a caller.
     preflight = run_check("llm", settings)
@@ -65,8 +80,6 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     log.info("LLM preflight ok in %.1f s (%s)", preflight.seconds, preflight.detail)
     app = create_app(settings, load_engines)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            ws_max_size=WS_MAX_BYTES, timeout_graceful_shutdown=30,
-                            proxy_headers=True, lifespan="on")
+    config = uvicorn.Config(app, **uvicorn_options(settings))
     DrainingServer(config, app.state.runtime).run()
     return 0

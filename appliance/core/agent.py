@@ -42,9 +42,31 @@ class Tool(enum.Enum):
 
 _END_CALL = re.compile(
     r"\b(good ?bye|bye|hang up|that'?s all|that is all|nothing else|no,? thanks?)\b", re.I)
-_TRANSFER = re.compile(
-    r"\b(human|real person|a person|someone|somebody|representative|operator|agent|"
-    r"receptionist|transfer me|speak to|talk to)\b", re.I)
+# A transfer needs a request to reach a person, not any sentence with "someone" or "speak to":
+# "Can I speak to Dr. Chen about billing?" and "can someone tell me your hours" are questions
+# for the agent. The phrasings each way are in tests/unit/test_agent.py.
+_STAFF = (r"(?:(?:a|an|the|some|your|one\s+of\s+your)\s+)?(?:(?:real|live|actual)\s+)?"
+          r"(?:human(?:\s+being)?|person|someone|somebody|anyone|anybody|representative|rep|"
+          r"operator|agent|receptionist|staff(?:\s+member)?|member\s+of\s+(?:your\s+)?staff|"
+          r"front\s+desk|reception|manager)\b(?!')")  # not "someone's number"
+_WANT = (r"(?:\b(?:can|could|may|might)\s+(?:i|we)\s+(?:please\s+)?(?:just\s+)?|\blet\s+me\s+|"
+         r"\b(?:i|we)(?:'d|\s+would)\s+(?:like|love|prefer|rather)\s+(?:to\s+)?|"
+         r"\b(?:i|we)\s+(?:really\s+)?(?:want|need|wanna|have)\s+(?:to\s+)?|^(?:please\s+)?|"
+         r"\bplease\s+)")
+_TALK = r"(?:speak|talk|chat)\s+(?:to|with)"
+_TRANSFER_RULES = tuple(re.compile(rule, re.I) for rule in (
+    _WANT + _TALK + r"\s+" + _STAFF,  # "can I talk to a real person", "let me speak to someone"
+    _STAFF + r"\s+(?:i|we)\s+(?:can|could)\s+" + _TALK + r"\b",  # "is there someone I can ..."
+    r"\btransfer\s+(?:me|my\s+call|this\s+call)\b|\b(?:put|patch)\s+me\s+through\b|"
+    r"\bconnect\s+me\s+(?:to|with)\b",  # asking for the transfer itself
+    r"\b(?:get|give|find)\s+me\s+" + _STAFF,
+    r"\b(?:i|we)\s+(?:want|need|wanna|(?:'d|\s+would)\s+like)\s+(?:a|an|the)\s+"
+    r"(?:(?:real|live|actual)\s+)?(?:human|person|representative|operator|agent|receptionist)\b",
+    # the whole utterance is the request: "Operator.", "a real person, please"
+    r"^(?:(?:um|uh|yes|yeah|ok|okay|hi|hello|just)[,\s]+)*(?:an?\s+|the\s+)?"
+    r"(?:(?:real|live|actual)\s+)?(?:human|person|operator|representative|rep|agent|"
+    r"receptionist)(?:[,\s]+(?:please|now))*[\s.!?]*$",
+))
 DTMF_TOOLS = {"0": Tool.TRANSFER}
 
 
@@ -54,11 +76,17 @@ def detect_tool(text: str, *, can_transfer: bool) -> Tool | None:
     The tiny default model cannot call functions reliably, so the caller's own words decide;
     a false 'end call' is worse than none, so it needs a short utterance.
     """
-    if can_transfer and _TRANSFER.search(text):
+    if can_transfer and wants_a_person(text):
         return Tool.TRANSFER
     if _END_CALL.search(text) and len(text.split()) <= 8:
         return Tool.END_CALL
     return None
+
+
+def wants_a_person(text: str) -> bool:
+    """Whether the caller asks to be put through to a person (see ``_TRANSFER_RULES``)."""
+    said = " ".join(text.replace("\u2019", "'").split()).strip()
+    return any(rule.search(said) for rule in _TRANSFER_RULES)
 
 
 @dataclass

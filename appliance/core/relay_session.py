@@ -140,8 +140,10 @@ class RelaySession:
         if not last or not any(ch.isalnum() for ch in text):
             return  # partial prompts and noise: the final prompt carries the words
         if self._ending:
-            log.info("call %s: prompt while ending the call; logged, not answered: %r",
-                     self.call_sid, text)
+            # The caller's words go to the call record, not the journal (DEBUG only).
+            log.info("call %s: prompt while ending the call; recorded, not answered",
+                     self.call_sid)
+            log.debug("call %s: unanswered prompt %r", self.call_sid, text)
             self._record_user(text, time.time())
             return
         waiting = sum(len(p) + 1 for p in self._pending)
@@ -174,7 +176,7 @@ class RelaySession:
             self._cancel_reply()
         if turn is not None:
             self._finish(turn, interrupted=True, heard=heard)
-        log.info("call %s: interrupted; caller heard %r", self.call_sid, heard)
+        log.info("call %s: interrupted; caller heard %.120r", self.call_sid, heard)
 
     def on_dtmf(self, digit: str) -> None:
         self._spawn(self.store.add_event(self.call_sid, "dtmf", digit=digit))
@@ -186,7 +188,7 @@ class RelaySession:
             self._start_reply(tool=tool)
 
     def on_error(self, description: str) -> None:
-        log.warning("call %s: Twilio reported an error: %s", self.call_sid, description)
+        log.warning("call %s: Twilio reported an error: %.200r", self.call_sid, description)
         self._spawn(self.store.add_event(self.call_sid, "error", stage="relay",
                                          reason=description))
 

@@ -42,7 +42,9 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase | None:
     kb = ChromaKnowledgeBase.open(settings, embedder)
     if kb.count() == 0 and Path(settings.kb_dir).is_dir():
         log.info("knowledge base is empty: ingesting %s", settings.kb_dir)
-        ingest_paths(settings, [settings.kb_dir], embedder=embedder, progress=False)
+        report = ingest_paths(settings, [settings.kb_dir], embedder=embedder, progress=False)
+        for source, reason in report.skipped:  # one bad document never stops start-up
+            log.warning("knowledge base: skipped %r: %.300s", source, reason)
     if kb.count() == 0:
         log.warning("knowledge base is empty: answers are not grounded (run `appliance kb ingest`)")
         return None

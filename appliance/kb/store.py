@@ -129,6 +129,7 @@ class KbStore:
         self, settings: Settings, embedder: OnnxEmbedder | None = None, *, rebuild: bool = False
     ) -> None:
         self._embedder = embedder or embedder_from_settings(settings)
+        self._max_bytes = int(settings.kb_max_file_mb * 1024 * 1024)
         self._client = _client(db_path(settings))
         self._collection = open_collection(
             self._client, settings.kb_collection, self._embedder, rebuild=rebuild
@@ -179,6 +180,10 @@ class KbStore:
             report.skipped.append((source, f"unsupported file type {file.suffix or '(none)'}"))
             return
         try:
+            if (size := file.stat().st_size) > self._max_bytes:
+                limit = f"{self._max_bytes / 2**20:g} MB limit (APPLIANCE_KB_MAX_FILE_MB)"
+                report.skipped.append((source, f"{size / 2**20:.1f} MB is over the {limit}"))
+                return
             data = file.read_bytes()
             sha = hashlib.sha256(data).hexdigest()
             if old and old.sha256 == sha:
@@ -231,18 +236,25 @@ class KbStore:
 def _scan(
     paths: Sequence[str | Path], report: IngestReport
 ) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """(file, folder it was found under) pairs, and the folders whose vanished files to remove."""
+    """(file, folder it was found under) pairs, and the folders whose vanished files to remove.
+
+    A symlink in a folder that leads out of it is skipped: whoever can write to the knowledge-base
+    folder must not be able to have ``/etc/…`` or another user's files read into answers.
+    """
     files: list[tuple[Path, Path]] = []
     folders: list[Path] = []
     for given in paths:
         path = Path(given).expanduser().resolve()
         if path.is_dir():
             folders.append(path)
-            files += [
-                (f, path)
-                for f in sorted(path.rglob("*"))
-                if f.is_file() and not any(p.startswith(".") for p in f.relative_to(path).parts)
-            ]
+            for f in sorted(path.rglob("*")):
+                if not f.is_file() or any(p.startswith(".") for p in f.relative_to(path).parts):
+                    continue
+                if not f.resolve().is_relative_to(path):
+                    report.skipped.append((f.relative_to(path).as_posix(),
+                                           "symlink out of the knowledge-base folder"))
+                    continue
+                files.append((f, path))
         elif path.is_file():
             files.append((path, path.parent))
         else:

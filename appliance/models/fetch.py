@@ -105,6 +105,9 @@ def fetch_preset(
         reason = "no sha256 in the manifest (use --allow-unverified to download anyway)"
         raise FetchError(", ".join(unverified), reason)
     root = preset_dir(models_dir, preset)
+    for _, _, file in wanted:  # load_manifest refuses these; a Manifest built in code may not
+        if not (root / file.path).resolve().is_relative_to(root.resolve()):
+            raise FetchError(file.path, f"resolves outside {root}")
     own_client = client is None
     client = client or httpx.Client(follow_redirects=True, timeout=TIMEOUT)
     try:
@@ -153,13 +156,22 @@ def download(client: httpx.Client, url: str, dest: Path, *, size: int, sha256: s
 def _stream(
     client: httpx.Client, url: str, out: BinaryIO, *, size: int, label: str
 ) -> tuple[int, str]:
-    """Copy the response body to ``out``, hashing as it goes; returns (bytes, sha256)."""
+    """Copy the response body to ``out``, hashing as it goes; returns (bytes, sha256).
+
+    Never more than ``size`` bytes (the manifest's): a server that announces or sends more is
+    cut off, so a wrong or hostile URL cannot fill the disk.
+    """
     digest, got = hashlib.sha256(), 0
     with client.stream("GET", url) as response:
         response.raise_for_status()
+        announced = response.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > size:
+            raise FetchError(url, f"the server announces {announced} bytes, the manifest {size}")
         with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
                   disable=None, leave=False) as bar:
             for chunk in response.iter_bytes(CHUNK):
+                if got + len(chunk) > size:
+                    raise FetchError(url, f"more than the manifest's {size} bytes; stopped")
                 out.write(chunk)
                 digest.update(chunk)
                 got += len(chunk)

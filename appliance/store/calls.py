@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
+from appliance.private_files import private_file
 from appliance.store.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ class CallStore:
         return await self._run(self._open)
 
     def _open(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # SQLite gives the -wal and -shm files the database's mode
+        for companion in ("-wal", "-shm"):
+            if (path := self.path.with_name(self.path.name + companion)).exists():
+                private_file(path)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db = sqlite_utils.Database(conn)
         self._db.execute("PRAGMA journal_mode=WAL")

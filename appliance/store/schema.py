@@ -78,10 +78,21 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 
 
 def migrate(db: sqlite_utils.Database) -> int:
-    """Bring ``db`` to the latest schema; returns the resulting version."""
+    """Bring ``db`` to the latest schema; returns the resulting version.
+
+    Each migration is one transaction, version bump included: a crash or error half-way leaves
+    the previous version intact, never half a schema. The connection is in autocommit mode
+    (``isolation_level=None``), where ``with conn:`` opens no transaction, hence the explicit
+    BEGIN; SQLite's DDL is transactional.
+    """
     version = db.execute("PRAGMA user_version").fetchone()[0]
     for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-        with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        try:
             step(db)
             db.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
     return len(MIGRATIONS)

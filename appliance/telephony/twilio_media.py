@@ -102,6 +102,8 @@ def decode(frame: str | bytes) -> InboundMessage:
         raise ProtocolError(f"invalid message: {err}") from err
     except msgspec.DecodeError as err:
         raise ProtocolError(f"not JSON: {err}") from err
+    except RecursionError as err:  # msgspec's answer to ~1,000 nested arrays, not DecodeError
+        raise ProtocolError("JSON nested too deeply") from err
 
 
 def media_audio(message: Media) -> bytes:

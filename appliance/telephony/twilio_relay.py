@@ -98,6 +98,8 @@ def _decode(decoder: msgspec.json.Decoder[Any], frame: str | bytes) -> Any:
         raise ProtocolError(f"invalid message: {err}") from err
     except msgspec.DecodeError as err:
         raise ProtocolError(f"not JSON: {err}") from err
+    except RecursionError as err:  # msgspec's answer to ~1,000 nested arrays, not DecodeError
+        raise ProtocolError("JSON nested too deeply") from err
 
 
 def encode(message: InboundMessage | OutboundMessage) -> bytes:

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import os
+import hmac
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, websocket
-from litestar.connection import WebSocket
-from litestar.exceptions import PermissionDeniedException
+from litestar.connection import ASGIConnection, WebSocket
+from litestar.exceptions import (
+    ClientException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+)
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
-from litestar.status_codes import WS_1008_POLICY_VIOLATION
+from litestar.status_codes import (
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    WS_1008_POLICY_VIOLATION,
+)
 
 from appliance.config import Settings
 from appliance.core.agent import Tool
 from appliance.core.relay_session import handoff_tool
 from appliance.core.session import Engines
+from appliance.telephony.sids import is_call_sid
 from appliance.web import twiml
+from appliance.web.hosts import allowed_hosts, host_allow_list
 from appliance.web.media_socket import handle_media_socket
 from appliance.web.relay_socket import handle_relay_socket
 from appliance.web.runtime import Runtime
@@ -30,31 +41,56 @@ log = logging.getLogger(__name__)
 
 EngineLoader = Callable[[Settings], Awaitable[Engines]]
 XML = "application/xml"
+FORM = "application/x-www-form-urlencoded"
+# Twilio's largest webhook form (the voice webhook with every optional field) is a few KB.
+WEBHOOK_MAX_BYTES = 64 * 1024
 
 
-def runtime_of(request: Request[Any, Any, Any] | WebSocket[Any, Any, Any]) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+def runtime_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Runtime:
+    return connection.app.state.runtime  # type: ignore[no-any-return]
 
 
 async def signed_form(request: Request[Any, Any, Any], path: str) -> dict[str, str]:
-    """The webhook's form, once its X-Twilio-Signature checks out; else 403."""
+    """The webhook's form, once its X-Twilio-Signature checks out; else 403.
+
+    Without the header nothing is read (403 at once); a body over WEBHOOK_MAX_BYTES or not a
+    form is refused (413, 415) before it is parsed; a form whose ``CallSid`` is not a Twilio
+    call SID is refused (400) once signed, so it never reaches the log or the call record.
+    """
     runtime = runtime_of(request)
-    form = {k: str(v) for k, v in (await request.form()).items()}
-    url = public_url(runtime.settings, path, request.url.query)
-    if not runtime.signatures.valid(url, form, request.headers.get("x-twilio-signature")):
-        log.warning("%s: bad or missing X-Twilio-Signature; refused", path)
+    signature = request.headers.get("x-twilio-signature")
+    if not signature and runtime.signatures.enabled:
+        runtime.refusals.warning("signature", "%s: no X-Twilio-Signature; refused unread", path)
         raise PermissionDeniedException("invalid signature")
+    if request.content_type[0] != FORM:
+        runtime.refusals.warning("body", "%s: content type %r is not a form; refused", path,
+                                 request.content_type[0][:60])
+        raise ClientException("expected a form", status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE)
+    try:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+    except RequestEntityTooLarge:
+        runtime.refusals.warning("body", "%s: body over %d bytes; refused", path,
+                                 WEBHOOK_MAX_BYTES)
+        raise
+    url = public_url(runtime.settings, path, request.url.query)
+    if not runtime.signatures.valid(url, form, signature):
+        runtime.refusals.warning("signature", "%s: bad X-Twilio-Signature; refused", path)
+        raise PermissionDeniedException("invalid signature")
+    if "CallSid" in form and not is_call_sid(form["CallSid"]):
+        runtime.refusals.warning("sid", "%s: CallSid %r is not a call SID; refused", path,
+                                 form["CallSid"][:40])
+        raise ClientException("CallSid is not a Twilio call SID")
     return form
 
 
 async def signed_socket(socket: WebSocket[Any, Any, Any], path: str) -> bool:
-    """Check a WebSocket upgrade's signature (same algorithm, exact ws(s) URL, no params);
-    refuse the socket with a policy-violation close when it fails."""
+    """Check a WebSocket upgrade's signature (same algorithm, the ws(s) URL as requested, query
+    included, no params); refuse the socket with a policy-violation close when it fails."""
     runtime = runtime_of(socket)
-    if runtime.signatures.valid(socket_url(runtime.settings, path), {},
-                                socket.headers.get("x-twilio-signature")):
+    url = socket_url(runtime.settings, path, socket.url.query)
+    if runtime.signatures.valid(url, {}, socket.headers.get("x-twilio-signature")):
         return True
-    log.warning("%s: bad or missing X-Twilio-Signature; refused", path)
+    runtime.refusals.warning("signature", "%s: bad or missing X-Twilio-Signature; refused", path)
     await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
     return False
 
@@ -148,35 +184,40 @@ async def relay_action(request: Request[Any, Any, Any]) -> Response[str]:
     return Response(str(twiml.after_relay(runtime.settings, transfer)), media_type=XML)
 
 
-@get("/api/calls/{call_sid:str}")
+def api_guard(connection: ASGIConnection[Any, Any, Any, Any], _route: BaseRouteHandler) -> None:
+    """``/api/*`` needs ``Authorization: Bearer <token>`` (see ``config.api_token``): call data
+    goes by credential, never by address, which a same-host proxy or X-Forwarded-For fakes."""
+    runtime = runtime_of(connection)
+    scheme, _, given = connection.headers.get("authorization", "").partition(" ")
+    if (scheme.lower() == "bearer" and runtime.api_token
+            and hmac.compare_digest(given.strip().encode(), runtime.api_token.encode())):
+        return
+    runtime.refusals.warning("api", "%r: missing or wrong API token; refused",
+                             connection.url.path[:80])
+    raise NotAuthorizedException(
+        "send Authorization: Bearer <token>, the token being APPLIANCE_API_TOKEN or, when that "
+        "is unset, the contents of <data dir>/local-api-token",
+        headers={"WWW-Authenticate": "Bearer"})
+
+
+@get("/api/calls/{call_sid:str}", guards=[api_guard])
 async def call_record(request: Request[Any, Any, Any], call_sid: FromPath[str]) -> Response[Any]:
-    """One call's log (turns, metrics, events), for the simulated caller and local tools only."""
-    if not _is_local(request):
-        return Response({"error": "local access only"}, status_code=403)
+    """One call's log (turns, metrics, events), for the simulated caller and local tools."""
     record = await runtime_of(request).store.call_record(call_sid)
     if record is None:
         return Response({"error": "no such call"}, status_code=404)
     return Response(record)
 
 
-@get("/api/metrics")
+@get("/api/metrics", guards=[api_guard])
 async def metrics(request: Request[Any, Any, Any], reset: FromQuery[bool] = False) -> Response[Any]:
-    """Event-loop lag and live call count, for the benchmark (loopback only)."""
-    if not _is_local(request):
-        return Response({"error": "local access only"}, status_code=403)
+    """Event-loop lag and live call count, for the benchmark."""
     runtime = runtime_of(request)
     body = {"loop_lag": runtime.loop_lag.stats(), "active_calls": len(runtime.calls.active),
             "pid": os.getpid()}
     if reset:
         runtime.loop_lag.reset()
     return Response(body)
-
-
-def _is_local(request: Request[Any, Any, Any]) -> bool:
-    try:
-        return ipaddress.ip_address(request.client.host if request.client else "").is_loopback
-    except ValueError:
-        return False
 
 
 def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
@@ -206,6 +247,9 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
         lifespan=[lifespan],
         logging_config=None,  # logging is set up once by the CLI, with secret scrubbing
         debug=False,
+        openapi_config=None,  # no /schema: the routes are Twilio's and ours, not a public API
+        request_max_body_size=WEBHOOK_MAX_BYTES,
+        middleware=[host_allow_list(allowed_hosts(settings), runtime.refusals)],
     )
     app.state.runtime = runtime
     return app

@@ -7,12 +7,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from appliance.config import Settings
+from appliance.config import Settings, api_token
 from appliance.core.session import Engines
 from appliance.engines.base import EngineInfo
 from appliance.store.calls import CallStore
 from appliance.telephony.twilio_calls import TwilioCalls
 from appliance.web.loop_monitor import LoopLagMonitor
+from appliance.web.refusals import RefusalLog
 from appliance.web.twilio_auth import SignatureChecker
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,15 @@ class Runtime:
     twilio: TwilioCalls
     signatures: SignatureChecker
     calls: CallSlots
+    api_token: str  # what /api/* needs as its bearer token
     engines: Engines | None = None  # None until every model is loaded
     models: list[EngineInfo] = field(default_factory=list)
     load_error: str = ""
     draining: bool = False  # shutting down: live calls finish, new ones are refused
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    refusals: RefusalLog = field(
+        default_factory=lambda: RefusalLog(logging.getLogger("appliance.web.refusals")))
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -72,4 +76,5 @@ class Runtime:
             twilio=TwilioCalls(settings.twilio_account_sid, settings.twilio_auth_token),
             signatures=SignatureChecker(settings),
             calls=CallSlots(limit=settings.max_calls),
+            api_token=api_token(settings),
         )

@@ -17,15 +17,17 @@ log = logging.getLogger(__name__)
 
 
 def public_url(settings: Settings, path: str, query: str = "") -> str:
+    """The URL Twilio requested (and signed): public base URL, path and the query as sent."""
     url = settings.public_base_url.rstrip("/") + path
     return f"{url}?{query}" if query else url
 
 
-def socket_url(settings: Settings, path: str) -> str:
-    """The ws(s):// URL Twilio is told to open (and signs on upgrade)."""
-    base = settings.public_base_url.rstrip("/")
-    scheme, rest = base.split("://", 1)
-    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
+def socket_url(settings: Settings, path: str, query: str = "") -> str:
+    """The ws(s):// URL Twilio is told to open, and signs on upgrade with its query as sent:
+    a query appended to a signed socket URL (``?tenant=other``) no longer matches its
+    signature."""
+    scheme, rest = public_url(settings, path, query).split("://", 1)
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}"
 
 
 class SignatureChecker:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shutil
 import statistics
@@ -222,6 +223,41 @@ def test_bad_files_are_reported_and_skipped(
     assert "binary" in reasons["logo.md"]
     assert reasons["empty.txt"] == "no text found"
     assert len(report.added) == 10
+
+
+def test_ingest_caps_size_and_stays_inside_the_folder(
+    tmp_path: Path, kb_copy: Path, embedder: OnnxEmbedder
+) -> None:
+    outside = tmp_path / "private"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "passwords.md").write_text("# Passwords\nThe safe code is 4417.\n")
+    (outside / "sub" / "more.md").write_text("# More\nThe alarm code is 9921.\n")
+    (kb_copy / "leak.md").symlink_to(outside / "passwords.md")
+    (kb_copy / "leakdir").symlink_to(outside / "sub", target_is_directory=True)
+    (kb_copy / "alias.md").symlink_to(kb_copy / "faq.md")  # inside the folder: fine
+    (kb_copy / "huge.txt").write_text("Parking is free. " * 70_000)  # ~1.2 MB
+    report = ingest_paths(settings_for(tmp_path, kb_max_file_mb=1.0), [kb_copy],
+                          embedder=embedder, progress=False)
+    reasons = dict(report.skipped)
+    assert reasons["leak.md"] == "symlink out of the knowledge-base folder"
+    assert "over the 1 MB limit (APPLIANCE_KB_MAX_FILE_MB)" in reasons["huge.txt"]
+    assert "alias.md" in report.added and len(report.added) == 11
+    stored = " ".join(d.path for d in KbStore(settings_for(tmp_path), embedder).documents())
+    assert "passwords" not in stored and "more.md" not in stored
+
+
+def test_a_bad_pdf_is_logged_and_skipped_at_start_up(
+    tmp_path: Path, kb_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from appliance.engines.registry import open_knowledge_base
+
+    (kb_copy / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R")
+    (kb_copy / "bomb.pdf").write_bytes(b"%PDF-1.4\n" + b"[" * 50_000)
+    with caplog.at_level(logging.WARNING):
+        kb = open_knowledge_base(settings_for(tmp_path))
+    assert kb is not None and kb.count() > 0  # the other documents answer
+    logged = caplog.text
+    assert "skipped 'broken.pdf'" in logged and "skipped 'bomb.pdf'" in logged
 
 
 def test_a_different_embedding_model_is_refused(

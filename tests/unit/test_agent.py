@@ -287,3 +287,95 @@ def test_a_tool_turn_skips_retrieval_and_the_llm(tmp_path: Path) -> None:
     assert reply.tool is Tool.TRANSFER and text == agent.phrase_for(Tool.TRANSFER)
     assert kb.queries == [] and llm.requests == []
     assert DTMF_TOOLS["0"] is Tool.TRANSFER
+
+
+# A request to reach a person transfers; a sentence that merely has "someone" or "speak to" in
+# it is a question for the agent.
+ASKS_FOR_A_PERSON = [
+    "Can I talk to a real person?",
+    "can i talk to a real person please",
+    "Operator.",
+    "operator, please",
+    "Representative!",
+    "Human please.",
+    "Agent.",
+    "A real person, please.",
+    "Um, operator",
+    "Let me speak to a human.",
+    "let me speak to a representative",
+    "Let me speak to someone.",
+    "Let me talk to somebody real.",
+    "I'd like to speak to someone.",
+    "I would like to talk to a person about my bill.",
+    "I want to talk to a person.",
+    "I need to speak with a live agent.",
+    "Could I speak with somebody?",
+    "May I speak to a staff member?",
+    "Can we chat with a human?",
+    "I'd rather talk to a person.",
+    "I have to talk to the manager.",
+    "Can I talk to someone about my bill?",
+    "Speak to a human.",
+    "Please connect me with someone.",
+    "Is there a human I can talk to?",
+    "Is there someone I can speak with?",
+    "I want a real person.",
+    "I need an operator.",
+    "Get me a human.",
+    "Just give me an operator.",
+    "Transfer me, please.",
+    "Can you transfer me to someone?",
+    "Please transfer my call.",
+    "Could you put me through to the front desk?",
+    "Connect me to reception.",
+    "I\u2019d like to talk to the receptionist.",
+]
+
+QUESTIONS_FOR_THE_AGENT = [
+    "Can I speak to Dr. Chen about billing?",
+    "can someone tell me your hours",
+    "Can I talk to Dr. Patel about my X-rays?",
+    "I'd like to speak to the dentist about my crown.",
+    "Can I speak to the hygienist about sensitivity?",
+    "Are you a real person?",
+    "Does someone speak Spanish there?",
+    "Who should I talk to about insurance?",
+    "who do i talk to about a billing question",
+    "Who can I speak with about a refund?",
+    "I spoke to someone yesterday about my bill.",
+    "I talked to a person at the desk last week.",
+    "Someone told me you're open on Sundays.",
+    "Somebody recommended you to me.",
+    "Can somebody check if my crown is ready?",
+    "Can someone help me book a cleaning?",
+    "Can you talk to me about whitening?",
+    "I want to talk to you about my appointment.",
+    "Do you transfer records to other dentists?",
+    "Can you transfer my appointment to Friday?",
+    "My travel agent booked the wrong date.",
+    "Is the receptionist there on Saturday?",
+    "Will a real person call me back?",
+    "Does a human read these messages?",
+    "How much does it cost to speak to a specialist?",
+    "Is there someone on call at night?",
+    "Does anybody there accept Delta Dental?",
+    "Can you speak to my insurance company for me?",
+    "I need someone to look at my tooth.",
+    "Please tell someone my appointment is cancelled.",
+    "I have to talk to my husband first.",
+    "Thanks, I will talk to someone at work about it.",
+    "Can you give me someone's email for billing?",
+    "Do you have a representative for Medicaid questions?",
+    "What's the operator's fee for parking?",
+    "Is it a person or a machine that answers?",
+]
+
+
+@pytest.mark.parametrize("text", ASKS_FOR_A_PERSON)
+def test_a_request_for_a_person_transfers(text: str) -> None:
+    assert detect_tool(text, can_transfer=True) is Tool.TRANSFER
+
+
+@pytest.mark.parametrize("text", QUESTIONS_FOR_THE_AGENT)
+def test_a_question_mentioning_people_does_not_transfer(text: str) -> None:
+    assert detect_tool(text, can_transfer=True) is not Tool.TRANSFER

@@ -94,3 +94,71 @@ def test_without_a_twilio_token_a_private_local_token_is_kept(tmp_path: Path) ->
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     real = load_settings(environ={"APPLIANCE_DATA_DIR": str(tmp_path), "TWILIO_AUTH_TOKEN": "t0k"})
     assert signing_token(real) == "t0k"
+
+
+def test_api_token_is_a_secret_and_must_be_long(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    token = "api-token-0123456789abcdef"
+    settings = load_settings(environ={"APPLIANCE_API_TOKEN": token})
+    assert settings.redacted()["api_token"] == REDACTED and token in settings.secrets()
+    with pytest.raises(ConfigError, match="APPLIANCE_API_TOKEN") as err:
+        load_settings(environ={"APPLIANCE_API_TOKEN": "short-one"})
+    assert "short-one" not in str(err.value)
+    monkeypatch.setenv("APPLIANCE_API_TOKEN", token)
+    assert main(["config", "show"]) == 0
+    assert token not in capsys.readouterr().out
+
+
+def test_without_an_api_token_processes_share_one_private_local_token(tmp_path: Path) -> None:
+    import stat
+    from concurrent.futures import ThreadPoolExecutor
+
+    from appliance.config import api_headers, api_token
+
+    data = tmp_path / "data"
+    settings = load_settings(environ={"APPLIANCE_DATA_DIR": str(data)})
+    with ThreadPoolExecutor(8) as pool:  # the bench and the server it spawned, at once
+        tokens = set(pool.map(lambda _: api_token(settings), range(32)))
+    assert len(tokens) == 1 and len(tokens.pop()) == 32
+    assert stat.S_IMODE((data / "local-api-token").stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert sorted(p.name for p in data.iterdir()) == ["local-api-token"]  # no drafts left
+    configured = load_settings(environ={"APPLIANCE_API_TOKEN": "x" * 16})
+    assert api_headers(configured) == {"Authorization": "Bearer " + "x" * 16}
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("", True), ("127.0.0.1", True), ("10.0.0.0/8, ::1", True), ("proxy.local", False),
+    ("*", False),
+])
+def test_trusted_proxies_are_addresses_or_networks(value: str, ok: bool) -> None:
+    if ok:
+        load_settings(environ={"APPLIANCE_TRUSTED_PROXIES": value})
+    else:
+        with pytest.raises(ConfigError, match="APPLIANCE_TRUSTED_PROXIES"):
+            load_settings(environ={"APPLIANCE_TRUSTED_PROXIES": value})
+
+
+def test_forwarded_headers_are_believed_only_from_configured_proxies() -> None:
+    from appliance.cli.serve_cmd import uvicorn_options
+
+    default = uvicorn_options(load_settings(environ={}))
+    assert default["proxy_headers"] is False and default["forwarded_allow_ips"] == []
+    proxied = uvicorn_options(load_settings(environ={"APPLIANCE_TRUSTED_PROXIES": "10.1.2.3"}))
+    assert proxied["proxy_headers"] is True and proxied["forwarded_allow_ips"] == ["10.1.2.3"]
+
+
+def test_log_lines_cannot_be_forged_with_control_characters() -> None:
+    import logging
+
+    from appliance.config import OneLineFilter
+
+    forged = "CA1\n2026-12-01 12:00:00 INFO appliance: call CA2 transferred\x1b[2K\u2028"
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "call %s: closed", (forged,), None)
+    OneLineFilter().filter(record)
+    line = record.getMessage()
+    assert "\n" not in line and "\x1b" not in line and "\u2028" not in line
+    assert line.startswith("call CA1\\n2026-12-01") and line.endswith(": closed")
+    tail = logging.LogRecord("x", logging.INFO, "f", 1, "its log:\n%s", ("a\nb",), None)
+    OneLineFilter().filter(tail)  # the message's own line break stays; what went in is escaped
+    assert tail.getMessage() == "its log:\na\\nb"

@@ -33,13 +33,15 @@ DEST = "llm/model.gguf"
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Serves ``server.routes[path] = (status, body, declared length)``, then closes."""
+    """Serves ``server.routes[path] = (status, body, declared length)``, then closes; a declared
+    length of -1 sends no Content-Length (the body ends when the connection closes)."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self.server.hits.append(self.path)
         status, body, declared = self.server.routes.get(self.path, (404, b"not found", None))
         self.send_response(status)
-        self.send_header("Content-Length", str(len(body) if declared is None else declared))
+        if declared != -1:
+            self.send_header("Content-Length", str(len(body) if declared is None else declared))
         self.end_headers()
         self.wfile.write(body)
         self.close_connection = True
@@ -113,6 +115,24 @@ def test_dropped_connection_raises_and_leaves_nothing(server, client, tmp_path):
     with pytest.raises(FetchError, match="model.gguf"):
         fetch_preset(manifest_for(url), "test", tmp_path, client=client)
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("declared", [None, -1])
+def test_a_download_larger_than_the_manifest_says_is_cut_off(server, client, tmp_path, declared):
+    url = serve(server, body=BODY * 20, declared=declared)  # 6 MB where 300 KB are expected
+    reason = "announces 6000000 bytes" if declared is None else "more than the manifest's"
+    with pytest.raises(FetchError, match=reason):
+        fetch_preset(manifest_for(url), "test", tmp_path, client=client)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_manifest_built_in_code_cannot_write_outside_the_preset(server, client, tmp_path):
+    file = ModelFile(path="../../escaped.gguf", size=len(BODY), sha256=SHA, url=serve(server))
+    slot = Slot(name="test model", path=file.path, files=(file,))
+    manifest = Manifest(presets={"test": Preset(description="t", slots={"llm": slot})})
+    with pytest.raises(FetchError, match="resolves outside"):
+        fetch_preset(manifest, "test", tmp_path / "models", client=client)
+    assert server.hits == [] and not (tmp_path / "escaped.gguf").exists()
 
 
 def test_http_error_names_the_status(server, client, tmp_path):

@@ -2,6 +2,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from appliance.store.calls import CallStore
 from appliance.store.schema import MIGRATIONS
 
@@ -96,3 +98,27 @@ def test_a_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
     columns = {c[1] for c in sqlite3.connect(tmp_path / "calls.db").execute(
         "PRAGMA table_info(turn_metrics)")}
     assert "tts_sentences" in columns
+
+
+def test_a_failing_migration_leaves_the_previous_version_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite_utils
+
+    from appliance.store import schema
+
+    def broken(db: sqlite_utils.Database) -> None:
+        db["turn_metrics"].add_column("half_done", str)
+        db["extra"].create({"id": int}, pk="id")
+        raise RuntimeError("disk full")
+
+    conn = sqlite3.connect(tmp_path / "calls.db", isolation_level=None)  # as CallStore opens it
+    db = sqlite_utils.Database(conn)
+    monkeypatch.setattr(schema, "MIGRATIONS", [MIGRATIONS[0], broken])
+    with pytest.raises(RuntimeError, match="disk full"):
+        schema.migrate(db)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert "extra" not in db.table_names()
+    assert "half_done" not in db["turn_metrics"].columns_dict
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS)
+    assert schema.migrate(db) == len(MIGRATIONS)
+    assert "tts_sentences" in db["turn_metrics"].columns_dict

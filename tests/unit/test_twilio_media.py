@@ -35,6 +35,8 @@ def test_decodes_the_real_message_sequence() -> None:
     ('{"event":"media","media":{}}', "invalid message"),
     ("[1,2]", "invalid message"),
     ("x" * (tm.MAX_MESSAGE_BYTES + 1), "oversize"),
+    ('{"event":"stop","x":' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+    ('{"event":"media","media":' + '{"a":' * 2500 + "1" + "}" * 2501, "nested too deeply"),
 ])
 def test_bad_frames_are_refused_with_a_reason(frame: str, reason: str) -> None:
     with pytest.raises(tm.ProtocolError, match=reason):

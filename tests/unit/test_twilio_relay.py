@@ -44,6 +44,8 @@ def test_decodes_twilios_messages() -> None:
     ('{"type":"prompt","voicePrompt":"hi","last":"maybe"}', "invalid message"),
     ("[1,2]", "invalid message"),
     ("x" * (tr.MAX_MESSAGE_BYTES + 1), "oversize message"),
+    ('{"type":"info","name":"x","value":' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+    ('{"type":"dtmf","digit":"1","x":' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
     (json.dumps({"type": "prompt", "voicePrompt": "a" * (tr.MAX_PROMPT_CHARS + 1)}),
      "oversize prompt"),
 ])

@@ -12,20 +12,21 @@ from websockets.exceptions import InvalidStatus
 
 from appliance.config import Settings
 from appliance.web.app import create_app
-from tests.conftest import make_settings, running_server
+from tests.conftest import api_auth, make_settings, running_server
 from tests.web.fake_engines import FakeSet
 from tests.web.twilio_client import SILENCE, MediaStream, greeted_call, place_call, tone
 
 
 def record(base: str, call_sid: str) -> dict:
-    return httpx.get(f"{base}/api/calls/{call_sid}", timeout=5).json()
+    return httpx.get(f"{base}/api/calls/{call_sid}", headers=api_auth(base), timeout=5).json()
 
 
 async def wait_record(base: str, call_sid: str, predicate, timeout: float = 10.0) -> dict:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         async with httpx.AsyncClient() as client:
-            rec = (await client.get(f"{base}/api/calls/{call_sid}")).json()
+            rec = (await client.get(f"{base}/api/calls/{call_sid}",
+                                    headers=api_auth(base))).json()
         if predicate(rec) or asyncio.get_running_loop().time() > deadline:
             return rec
         await asyncio.sleep(0.05)
@@ -225,9 +226,10 @@ def test_metrics_report_event_loop_lag(settings: Settings) -> None:
     with serve(settings) as base:
         import time
         time.sleep(0.3)
-        body = httpx.get(f"{base}/api/metrics").json()
+        body = httpx.get(f"{base}/api/metrics", headers=api_auth(base)).json()
         assert body["loop_lag"]["samples"] > 0 and body["loop_lag"]["p99_ms"] >= 0
-        assert httpx.get(f"{base}/api/metrics?reset=true").status_code == 200
+        assert httpx.get(f"{base}/api/metrics?reset=true",
+                         headers=api_auth(base)).status_code == 200
         assert body["active_calls"] == 0 and body["pid"] > 0
 
 

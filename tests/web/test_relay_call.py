@@ -23,7 +23,7 @@ from appliance.core import relay_session
 from appliance.engines.fakes import FakeLlm
 from appliance.telephony import twilio_relay as tr
 from appliance.web.app import create_app
-from tests.conftest import AUTH_TOKEN, make_settings, running_server
+from tests.conftest import AUTH_TOKEN, api_auth, make_settings, running_server
 from tests.web.fake_engines import FakeSet
 from tests.web.test_media_call import wait_record
 from tests.web.twilio_client import place_call, sign
@@ -91,7 +91,7 @@ def test_voice_webhook_answers_conversation_relay_twiml(tmp_path: Path) -> None:
                              relay_dtmf_detection=False)
     with serve(settings) as base:
         call_sid, body = asyncio.run(place_call(base, settings))
-        record = httpx.get(f"{base}/api/calls/{call_sid}").json()
+        record = httpx.get(f"{base}/api/calls/{call_sid}", headers=api_auth(base)).json()
     connect_el = ET.fromstring(body).find("Connect")
     assert connect_el is not None
     assert connect_el.get("action") == settings.public_base_url + "/twilio/relay/action"

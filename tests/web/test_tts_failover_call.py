@@ -37,7 +37,7 @@ from appliance.engines.elevenlabs_tts import (
 from appliance.engines.failover_tts import with_cloud_voice
 from appliance.engines.fakes import FakeLlm, FakeTts
 from appliance.web.app import create_app
-from tests.conftest import free_port, make_settings, running_server
+from tests.conftest import api_auth, free_port, make_settings, running_server
 from tests.web.fake_elevenlabs import FakeElevenLabs, Reply
 from tests.web.fake_engines import FakeSet
 from tests.web.twilio_client import SILENCE, MediaStream, place_call, tone
@@ -124,7 +124,7 @@ async def converse(base: str, settings: Settings) -> Heard:
     await asyncio.sleep(0.1)
     await stream.stop()
     deadline = time.monotonic() + 10
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=api_auth(base)) as client:
         while True:
             record = (await client.get(f"{base}/api/calls/{call_sid}")).json()
             if record["call"]["ended"] and any(t["metrics"] for t in record["turns"]):
