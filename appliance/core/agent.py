@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from appliance.config import Settings
+from appliance.core.answer_guard import GuardLog, guarded, spoken_fact
+from appliance.core.grounding import Support
 from appliance.core.workers import Workers, iterate_in, run_in
 from appliance.engines.base import ChatMessage, KbChunk, KnowledgeBase, Llm
+from appliance.kb import relevance
+from appliance.kb.query import expand
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,7 @@ class Reply:
     sources: list[KbChunk] = field(default_factory=list)
     retrieval_s: float = 0.0
     grounded: bool = True
+    guard: GuardLog = field(default_factory=GuardLog)  # filled as ``tokens`` streams
 
 
 class Agent:
@@ -127,25 +132,35 @@ class Agent:
             return Reply(tokens=_one(self.phrase_for(tool)), tool=tool)
         started = time.monotonic()
         chunks = await self.retrieve(conversation, text)
-        relevant = [c for c in chunks if c.distance <= self.settings.kb_max_distance]
         retrieval_s = time.monotonic() - started
-        if self.kb is not None and not relevant:
-            log.info("no document close enough (best %.2f): declining",
-                     min((c.distance for c in chunks), default=float("nan")))
+        if self.kb is None:
+            return self._generate(conversation, text, [], [], retrieval_s)
+        scope = relevance.decide(chunks, self.settings)
+        facts = self._facts(chunks, text, self.search_text(conversation, text))
+        if not scope.relevant or not facts:
+            # Nothing in the documents is about this: any answer would be made up.
+            log.info("declining: %s", scope.reason if not scope.relevant
+                     else "no fact line matches the question's words")
             return Reply(tokens=_one(self.unknown_answer), sources=chunks,
                          retrieval_s=retrieval_s, grounded=False)
-        if relevant and not self._facts(relevant, text, self.search_text(conversation, text)):
-            # Close in meaning yet no line shares a word with the question ("do you sell
-            # hearing aids" near the services list): the tiny model would make an answer up.
-            log.info("no fact line matches the question's words: declining")
-            return Reply(tokens=_one(self.unknown_answer), sources=relevant,
-                         retrieval_s=retrieval_s, grounded=False)
-        messages = self.build_messages(conversation, text, relevant)
+        if self.settings.answer_style == "extractive":
+            answer = " ".join(spoken_fact(f) for f in facts[:len(_day_words(text)[1]) + 1])
+            return Reply(tokens=_one(answer), sources=chunks, retrieval_s=retrieval_s)
+        return self._generate(conversation, text, chunks, facts, retrieval_s)
+
+    def _generate(self, conversation: Conversation, text: str, chunks: list[KbChunk],
+                  facts: list[str], retrieval_s: float) -> Reply:
+        """The model's reply, spoken only as far as every fact in it is in the sources."""
+        messages = self.build_messages(conversation, text, chunks)
         tokens = iterate_in(self.workers.llm, lambda: self.llm.stream_chat(
             messages, max_tokens=self.settings.llm_max_tokens,
             temperature=self.settings.llm_temperature, session_id=conversation.session_id))
-        return Reply(tokens=_brief(tokens, MAX_SENTENCES), sources=relevant,
-                     retrieval_s=retrieval_s)
+        support = Support.of([*facts, *(m.content for m in conversation.history), text,
+                              self.settings.business_name, self.settings.transfer_number])
+        fallback = spoken_fact(facts[0]) if facts else self.unknown_answer
+        guard = GuardLog()
+        return Reply(tokens=guarded(_brief(tokens, MAX_SENTENCES), support, fallback, guard),
+                     sources=chunks, retrieval_s=retrieval_s, guard=guard)
 
     def build_messages(self, conversation: Conversation, text: str,
                        chunks: list[KbChunk]) -> list[ChatMessage]:
@@ -182,7 +197,9 @@ class Agent:
             return []
         extra, dated = _day_words(question)
         business = set(_words(self.settings.business_name))
-        worded = [t for t in dict.fromkeys((question, follow_up)) if t and _words(t, business)]
+        # Paraphrases last: "what's your address" → "located location street".
+        tries = (question, follow_up, expand(question))
+        worded = [t for t in dict.fromkeys(tries) if t and _words(t, business)]
         if worded or extra:
             ranked = (_rank_lines(chunks, t, extra, business) for t in worded or [question])
             lines = next((found for found in ranked if found), [])

@@ -1,0 +1,61 @@
+"""Caller words → search words: what ASR hands over is not how documents are written.
+
+Whisper and ConversationRelay give "um where do i park" or "What's your address?": the
+fillers and punctuation go, and a few paraphrases that share no word with the text that answers
+them get the words the documents use ("address" → "located", "where are you" → "address").
+Stemming ("park" / "parking") is left to the lexical index; this map is only for pairs no
+stemmer joins, each added for a question that failed without it.
+"""
+
+from __future__ import annotations
+
+import re
+
+FILLERS = frozenset("um uh uhm erm er hmm mm ah oh like yeah okay ok so well hi hello hey".split())
+
+# phrase in the caller's words → words the documents use for it
+SYNONYMS: dict[str, str] = {
+    "address": "located location street",
+    "where are you": "address located location",
+    "where is your office": "address located location",
+    "located": "address location",
+    "park": "parking garage lot",
+    "cost": "price fee charge",
+    "how much": "price fee cost",
+    "charge": "price fee cost",
+    "price": "cost fee",
+    "open": "hours",
+    "close": "hours closed",
+    "hours": "open",
+    "phone number": "call phone",
+    "cheque": "check",
+    "check": "cheque",
+    "neuter": "castration spay neutering",
+    "spay": "neuter neutering",
+    "doctor": "dr vet dentist",
+    "vet": "veterinarian dr",
+    "lawyer": "attorney",
+    "attorney": "lawyer",
+    "pay": "payment accept",
+    "card": "credit payment",
+    "insurance": "insurer plan",
+    "book": "appointment reservation",
+    "reservation": "book booking table",
+    "emergency": "urgent after-hours",
+    "owner": "founder",
+    "boss": "owner manager",
+}
+_PATTERNS = [(re.compile(rf"\b{re.escape(k)}\b"), v) for k, v in SYNONYMS.items()]
+
+
+def normalise(text: str) -> str:
+    """Lower case, no punctuation (apostrophes kept inside words), no fillers."""
+    words = re.findall(r"[a-z0-9$]+(?:['’][a-z]+)?", text.lower())
+    return " ".join(w for w in words if w not in FILLERS)
+
+
+def expand(text: str) -> str:
+    """The normalised query plus the document words for any paraphrase in it."""
+    query = normalise(text)
+    extra = [words for pattern, words in _PATTERNS if pattern.search(query)]
+    return " ".join([query, *extra])
