@@ -182,8 +182,6 @@ def _numbers_in(text: str) -> set[str]:
         hour = int(match.group(1))
         if 12 < hour < 24:  # "17:00" supports "5 p.m."
             keys.add(_time_key(str(hour - 12), match.group(2)))
-    for match in _NUMBER.finditer(text):  # "1,200" also supports "1200" and "12" of "12/31"
-        keys |= {str(int(part)) for part in re.findall(r"\d+", match.group()) if len(part) < 7}
     keys.discard("")
     return keys
 

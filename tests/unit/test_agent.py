@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
@@ -256,10 +257,15 @@ def test_the_decline_offers_a_transfer_when_there_is_a_number(tmp_path: Path) ->
 
 
 def test_the_reply_stops_after_two_sentences_and_stops_the_model(tmp_path: Path) -> None:
-    llm = FakeLlm(["Dr. Chen", " is in.", " She works", " Monday.", " Also", " Tuesday.", " And"])
+    llm = FakeLlm(["Dr. Chen", " is in.", " She works", " Monday.", " Also", " Tuesday.", " And"],
+                  token_delay_s=0.02)  # paced like a model, so stopping early is observable
     agent = make_agent(tmp_path, llm)
     text, _ = say(agent, Conversation("c"), "is doctor chen in on monday")
     assert text == "Dr. Chen is in. She works Monday."
+    for _ in range(200):  # the worker notices the close before its next token
+        if llm.active == 0:
+            break
+        time.sleep(0.01)
     assert llm.active == 0 and llm.produced < 7
 
 
