@@ -103,9 +103,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Knowledge base.
     kb_collection: str = "business"
     kb_top_k: int = 3
-    kb_max_distance: float = 0.75  # in scope on meaning alone (see kb/relevance.py)
-    kb_min_bm25: float = 2.0  # ...or on matching words with a looser distance:
-    kb_lexical_max_distance: float = 0.85
+    kb_max_distance: float = 0.65  # in scope on meaning alone (see kb/relevance.py)
+    kb_min_coverage: float = 0.5  # ...or when this share of its words is in the documents
+    kb_lexical_max_distance: float = 0.9  # and the meaning is no further than this
     answer_style: Literal["extractive", "generative"] = "extractive"
     kb_context_chars: int = 400  # budget for the fact lines put in each prompt
 

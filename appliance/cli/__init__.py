@@ -11,6 +11,7 @@ from appliance.cli import (
     bench_cmd,
     call_cmd,
     config_cmd,
+    eval_cmd,
     kb_cmd,
     models_cmd,
     relay_cmd,
@@ -18,7 +19,8 @@ from appliance.cli import (
 )
 from appliance.config import ConfigError, Settings, load_settings, setup_logging
 
-VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, kb_cmd, bench_cmd, models_cmd, config_cmd)
+VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, eval_cmd, kb_cmd, bench_cmd, models_cmd,
+         config_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

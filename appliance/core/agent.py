@@ -29,6 +29,7 @@ from appliance.core.grounding import Support
 from appliance.core.workers import Workers, iterate_in, run_in
 from appliance.engines.base import ChatMessage, KbChunk, KnowledgeBase, Llm
 from appliance.kb import relevance
+from appliance.kb.query import STOP_WORDS as _STOP_WORDS
 from appliance.kb.query import expand
 
 log = logging.getLogger(__name__)
@@ -217,13 +218,6 @@ class Agent:
 
 # --- picking fact lines ---------------------------------------------------------------------
 
-_STOP_WORDS = frozenset("""
-a an the and or but if of to in on at for from by with about as is are was were be been being
-do does did doing have has had i me my we our us you your it its they them their this that these
-those there here what which who whom when where why how can could would should will shall may
-might must any some much many more most no not yes so just than too very also only such up out
-all each into um uh yeah hi hello please thanks thank like get got go going want need let tell
-know okay ok well oh take""".split())
 _SUFFIXES = ("ations", "ation", "ions", "ion", "ings", "ing", "ed", "es", "s")
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _BULLET = re.compile(r"[-*•]\s+|\d+[.)]\s+")

@@ -19,7 +19,7 @@ import bm25s
 import Stemmer
 
 from appliance.engines.base import EngineInfo, KbChunk, KnowledgeBase
-from appliance.kb.query import expand, normalise
+from appliance.kb.query import STOP_WORDS, expand, expansions, normalise
 
 RRF_K = 60  # the constant of Cormack et al.; rankings here are short, so it hardly matters
 DENSE_POOL = 20  # dense candidates fused; a business's documents rarely have more chunks
@@ -39,9 +39,27 @@ class LexicalIndex:
 
     def _tokens(self, texts: list[str]) -> list[list[str]]:
         with self._lock:
-            out = bm25s.tokenize(texts, stopwords="en", stemmer=self._stemmer,
+            out = bm25s.tokenize(texts, stopwords=list(STOP_WORDS), stemmer=self._stemmer,
                                  return_ids=False, show_progress=False)
         return [list(tokens) for tokens in out]  # type: ignore[union-attr]
+
+    def coverage(self, query: str) -> float:
+        """The share of the question's words (stemmed) that occur anywhere in the documents.
+
+        A word counts as found when a paraphrase of it is found ("address" in a question, "we
+        are located at" in the text). "Do you sell electric toothbrushes" finds none of
+        "sell", "electric", "toothbrush" in a dental practice's documents: out of scope,
+        however close its embedding lands to the services list.
+        """
+        words = set(self._tokens([normalise(query)])[0])
+        if not words or not self.chunks:
+            return 0.0
+        vocab = self._index.vocab_dict
+        found = {w for w in words if w in vocab}
+        for phrase, synonyms in expansions(query):
+            if any(w in vocab for w in self._tokens([synonyms])[0]):
+                found |= set(self._tokens([phrase])[0])
+        return len(found & words) / len(words)
 
     def scores(self, query: str) -> list[float]:
         """One BM25 score per chunk, in index order (0 where no query word occurs)."""
@@ -89,6 +107,7 @@ class HybridKnowledgeBase:
             chunk = found.get(chunk_id) or replace(by_id[chunk_id], distance=1.0)
             meta = {**chunk.metadata, "bm25": bm25.get(chunk_id, 0.0), "rrf": fused[chunk_id],
                     "best_distance": dense[0].distance if dense else 1.0,
-                    "best_bm25": max(lexical, default=0.0)}
+                    "best_bm25": max(lexical, default=0.0),
+                    "coverage": self.lexical.coverage(query)}
             out.append(replace(chunk, metadata=meta))
         return out
