@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from appliance.config import Settings
+from appliance.core import answer_types
 from appliance.core.answer_guard import GuardLog, guarded, spoken_fact
 from appliance.core.grounding import Support
 from appliance.core.workers import Workers, iterate_in, run_in
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 HISTORY_MESSAGES = 6  # recent messages kept verbatim; older ones fall out of the prompt
 MAX_FACTS = 3  # fact lines per turn: more distract a small model
 FACT_SCORE_RATIO = 0.5  # lines scoring below this share of the best line are left out
+TYPE_BONUS = 0.3  # share of the strongest word's weight for stating the kind of fact asked
 MAX_SENTENCES = 2  # a caller hears one or two sentences, then may ask on
 
 
@@ -296,7 +298,10 @@ def _rank_lines(chunks: list[KbChunk], question: str, extra: list[str],
     """Fact lines sharing the question's words, best first; ties keep retrieval order.
 
     A word scores its inverse document frequency over the candidate lines (so 'saturday'
-    outweighs 'open'), half as much when only the line's section heading has it.
+    outweighs 'open'), half as much when only the line's section heading has it (in full when
+    that label is an FAQ question: it is as specific as the answer). A line that states the
+    kind of fact asked for (a price for "how much") gains a third of the strongest word's
+    weight: enough to break a tie, not to overrule the words.
     """
     query = set(_words(question, drop)) | set(extra)
     if extra:  # 'tomorrow' is looked up as the weekday it stands for
@@ -305,24 +310,28 @@ def _rank_lines(chunks: list[KbChunk], question: str, extra: list[str],
     for chunk in chunks:
         for label, fact in _split_facts(chunk):
             candidates.append((fact, set(_words(fact, drop)),
-                               set(_words(f"{label} {chunk.heading}", drop))))
+                               set(_words(f"{label} {chunk.heading}", drop)),
+                               1.0 if label.endswith("?") else 0.5))
     if not query or not candidates:
         return []
 
     def weight(word: str) -> float:
-        hits = sum(1 for _, body, head in candidates
+        hits = sum(1 for _, body, head, _ in candidates
                    if any(_same_word(word, w) for w in body | head))
         return math.log(1 + len(candidates) / hits) if hits else 0.0
 
     weights = {word: weight(word) for word in query}
+    wanted, top = answer_types.asked(question), max(weights.values(), default=0.0)
     scored: list[tuple[float, int, str]] = []
-    for order, (fact, body, head) in enumerate(candidates):
+    for order, (fact, body, head, head_weight) in enumerate(candidates):
         score = 0.0
         for word, w in weights.items():
             if any(_same_word(word, b) for b in body):
                 score += w
             elif any(_same_word(word, h) for h in head):
-                score += w / 2
+                score += w * head_weight
+        if score > 0 and wanted & answer_types.offered(fact):
+            score += TYPE_BONUS * top
         if score > 0:
             scored.append((score, order, fact))
     scored.sort(key=lambda s: (-s[0], s[1]))

@@ -52,6 +52,11 @@ SYNONYMS: dict[str, str] = {
     "reservation": "book booking table",
     "emergency": "urgent after-hours",
     "owner": "founder",
+    "owns": "owner",
+    "saturday": "weekend weekends",
+    "sunday": "weekend weekends",
+    "scared": "nervous anxious",
+    "afraid": "nervous anxious",
     "boss": "owner manager",
 }
 _PATTERNS = [(re.compile(rf"\b{re.escape(k)}\b"), v) for k, v in SYNONYMS.items()]
