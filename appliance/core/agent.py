@@ -136,7 +136,7 @@ class Agent:
         started = time.monotonic()
         chunks = await self.retrieve(conversation, text)
         retrieval_s = time.monotonic() - started
-        if self.kb is None:
+        if self.kb is None:  # nothing to ground on: serve warned at start-up
             return self._generate(conversation, text, [], [], retrieval_s)
         scope = relevance.decide(chunks, self.settings)
         facts = self._facts(chunks, text, self.search_text(conversation, text))
@@ -153,11 +153,17 @@ class Agent:
 
     def _generate(self, conversation: Conversation, text: str, chunks: list[KbChunk],
                   facts: list[str], retrieval_s: float) -> Reply:
-        """The model's reply, spoken only as far as every fact in it is in the sources."""
+        """The model's reply, spoken only as far as every fact in it is in the sources.
+
+        Without a knowledge base there are no sources to check against (``serve`` warns that
+        answers are not grounded), and the reply is only kept short.
+        """
         messages = self.build_messages(conversation, text, chunks)
         tokens = iterate_in(self.workers.llm, lambda: self.llm.stream_chat(
             messages, max_tokens=self.settings.llm_max_tokens,
             temperature=self.settings.llm_temperature, session_id=conversation.session_id))
+        if self.kb is None:
+            return Reply(tokens=_brief(tokens, MAX_SENTENCES), retrieval_s=retrieval_s)
         support = Support.of([*facts, *(m.content for m in conversation.history), text,
                               self.settings.business_name, self.settings.transfer_number])
         fallback = spoken_fact(facts[0]) if facts else self.unknown_answer

@@ -44,6 +44,7 @@ unfortunately absolutely certainly of course for in on at to from by with as is 
 can could would should will may might must just all any each every some most many our my let
 let's just hmm um uh however otherwise then note mr mrs ms dr st am pm a.m p.m us usa
 """.split())
+_TITLES = ("dr.", "mr.", "mrs.", "ms.", "prof.")
 _STREET = (r"(?i:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|way|place|pl|"
            r"court|ct|square|sq|highway|hwy|parkway|pkwy|terrace|suite)")
 _STREET_FULL = {"st": "street", "ave": "avenue", "rd": "road", "blvd": "boulevard", "ln": "lane",
@@ -223,14 +224,28 @@ def _words_value(phrase: str) -> int | None:
 
 
 def _names(text: str) -> list[Claim]:
-    """Capitalised words that are not common sentence openers: names, places, weekdays, months."""
+    """Capitalised words: names, places, weekdays, months.
+
+    A capitalised word that opens a sentence is only a name when the next word is capitalised
+    too ("Tom Baker is our vet"): alone it is most often an ordinary word ("See you then").
+    A lone invented first name opening a sentence is the price of not rejecting every answer
+    that starts with an uncommon word.
+    """
     out = []
-    for match in _WORD.finditer(text):
+    words = list(_WORD.finditer(text))
+    for i, match in enumerate(words):
         word = match.group()
         lower = word.lower().strip("'’-")
         if lower in _WEEKDAYS or lower in _MONTHS:
             out.append(Claim("date", word, lower))
-        elif word[0].isupper() and lower not in _COMMON_CAPITALS and len(lower) > 1:
+            continue
+        if not word[0].isupper() or lower in _COMMON_CAPITALS or len(lower) < 2:
+            continue
+        before = text[: match.start()].rstrip()
+        opens = not before or (before[-1] in ".!?:" and not before.lower().endswith(_TITLES))
+        follows = i + 1 < len(words) and words[i + 1].group()[0].isupper() and (
+            not text[match.end(): words[i + 1].start()].strip())
+        if not opens or follows:
             out.append(Claim("name", word, lower))
     return out
 

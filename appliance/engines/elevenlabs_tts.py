@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from appliance.core.speakable import speakable
 from appliance.config import REDACTED, Settings
 from appliance.engines.base import EngineInfo
 
@@ -133,7 +134,7 @@ class ElevenLabsTts:
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         """Raw μ-law 8 kHz chunks as ElevenLabs streams them; raises an ``ElevenLabsError``."""
-        body: dict[str, Any] = {"text": text, "model_id": self._model_id}
+        body: dict[str, Any] = {"text": speakable(text), "model_id": self._model_id}
         if self._voice_settings:
             body["voice_settings"] = self._voice_settings
         headers = {"xi-api-key": self._api_key}

@@ -260,7 +260,7 @@ def test_the_reply_stops_after_two_sentences_and_stops_the_model(tmp_path: Path)
     llm = FakeLlm(["Dr. Chen", " is in.", " She works", " Monday.", " Also", " Tuesday.", " And"],
                   token_delay_s=0.02)  # paced like a model, so stopping early is observable
     agent = make_agent(tmp_path, llm)
-    text, _ = say(agent, Conversation("c"), "is doctor chen in on monday")
+    text, _ = say(agent, Conversation("c"), "is doctor chen in")
     assert text == "Dr. Chen is in. She works Monday."
     for _ in range(200):  # the worker notices the close before its next token
         if llm.active == 0:
@@ -271,7 +271,7 @@ def test_the_reply_stops_after_two_sentences_and_stops_the_model(tmp_path: Path)
 
 def test_a_reply_without_a_sentence_end_streams_whole(tmp_path: Path) -> None:
     llm = FakeLlm(["We open", " at 9:00", " am"])
-    text, _ = say(make_agent(tmp_path, llm), Conversation("c"), "do you open at 9")
+    text, _ = say(make_agent(tmp_path, llm), Conversation("c"), "when do you open")
     assert text == "We open at 9:00 am"
 
 
