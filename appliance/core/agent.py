@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 HISTORY_MESSAGES = 6  # recent messages kept verbatim; older ones fall out of the prompt
 MAX_FACTS = 3  # fact lines per turn: more distract a small model
 FACT_SCORE_RATIO = 0.5  # lines scoring below this share of the best line are left out
-TYPE_BONUS = 0.3  # share of the strongest word's weight for stating the kind of fact asked
+TYPE_BONUS = 0.6  # share of the strongest word's weight for stating the kind of fact asked
 MAX_SENTENCES = 2  # a caller hears one or two sentences, then may ask on
 
 
@@ -305,9 +305,10 @@ def _rank_lines(chunks: list[KbChunk], question: str, extra: list[str],
 
     A word scores its inverse document frequency over the candidate lines (so 'saturday'
     outweighs 'open'), half as much when only the line's section heading has it (in full when
-    that label is an FAQ question: it is as specific as the answer). A line that states the
-    kind of fact asked for (a price for "how much") gains a third of the strongest word's
-    weight: enough to break a tie, not to overrule the words.
+    that label is an FAQ question: it is as specific as the answer), and a quarter more when
+    the line and its own label both have it: "where do I park" wants the line under
+    "Parking", not the one about the accessible spaces under "Accessibility". A line that states the
+    kind of fact asked for (a price for "how much") gains 0.6 of the strongest word's weight.
     """
     query = set(_words(question, drop)) | set(extra)
     if extra:  # 'tomorrow' is looked up as the weekday it stands for
@@ -317,22 +318,24 @@ def _rank_lines(chunks: list[KbChunk], question: str, extra: list[str],
         for label, fact in _split_facts(chunk):
             candidates.append((fact, set(_words(fact, drop)),
                                set(_words(f"{label} {chunk.heading}", drop)),
-                               1.0 if label.endswith("?") else 0.5))
+                               set(_words(label, drop)), 1.0 if label.endswith("?") else 0.5))
     if not query or not candidates:
         return []
 
     def weight(word: str) -> float:
-        hits = sum(1 for _, body, head, _ in candidates
+        hits = sum(1 for _, body, head, _, _ in candidates
                    if any(_same_word(word, w) for w in body | head))
         return math.log(1 + len(candidates) / hits) if hits else 0.0
 
     weights = {word: weight(word) for word in query}
     wanted, top = answer_types.asked(question), max(weights.values(), default=0.0)
     scored: list[tuple[float, int, str]] = []
-    for order, (fact, body, head, head_weight) in enumerate(candidates):
+    for order, (fact, body, head, label, head_weight) in enumerate(candidates):
         score = 0.0
         for word, w in weights.items():
             if any(_same_word(word, b) for b in body):
+                if any(_same_word(word, h) for h in label):  # under the heading asked about
+                    score += w * head_weight / 2
                 score += w
             elif any(_same_word(word, h) for h in head):
                 score += w * head_weight

@@ -3,8 +3,10 @@
 "What's the number for emergencies?" wants a phone number, and of two lines that both say
 "emergency" the one with "(555) 640-9999" is the answer, not the one saying what to do in an
 emergency. It is a tie-breaker, never a match by itself: weighted like the question's
-strongest word it overruled the words on the tuning businesses ("are you open on saturdays"
-got Monday's hours over "Saturday and Sunday: closed"); at a third of it, it only breaks ties.
+strongest word, with "open" and a bare "where" as cues, it overruled the words on the tuning
+businesses ("are you open on saturdays" got Monday's hours over "Saturday and Sunday: closed");
+without those cues and at 0.6 of it, it picked the price line for "how much is teeth
+whitening" over the whitening aftercare line, and broke no other question.
 """
 
 from __future__ import annotations

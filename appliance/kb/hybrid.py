@@ -12,7 +12,9 @@ ingested later by another process are seen after a restart, as with Chroma's own
 
 from __future__ import annotations
 
+import math
 import threading
+from collections import Counter
 from dataclasses import replace
 
 import bm25s
@@ -33,9 +35,10 @@ class LexicalIndex:
         self._stemmer = Stemmer.Stemmer("english")
         self._lock = threading.Lock()  # the stemmer object is not documented as thread-safe
         self._index = bm25s.BM25()
+        corpus = self._tokens([f"{c.heading}\n{c.text}" for c in chunks])
+        self._df = Counter(word for tokens in corpus for word in set(tokens))
         if chunks:
-            self._index.index(self._tokens([f"{c.heading}\n{c.text}" for c in chunks]),
-                              show_progress=False)
+            self._index.index(corpus, show_progress=False)
 
     def _tokens(self, texts: list[str]) -> list[list[str]]:
         with self._lock:
@@ -44,22 +47,25 @@ class LexicalIndex:
         return [list(tokens) for tokens in out]  # type: ignore[union-attr]
 
     def coverage(self, query: str) -> float:
-        """The share of the question's words (stemmed) that occur anywhere in the documents.
+        """The share of the question's words (stemmed) found in the documents, rare ones
+        counting more.
 
         A word counts as found when a paraphrase of it is found ("address" in a question, "we
         are located at" in the text). "Do you sell electric toothbrushes" finds none of
         "sell", "electric", "toothbrush" in a dental practice's documents: out of scope,
-        however close its embedding lands to the services list.
+        however close its embedding lands to the services list. Each word weighs its inverse
+        document frequency, an unknown word the most: in "can you recommend a good pizza
+        place" the dental documents have "recommend" and "place", but not "pizza".
         """
         words = set(self._tokens([normalise(query)])[0])
         if not words or not self.chunks:
             return 0.0
-        vocab = self._index.vocab_dict
-        found = {w for w in words if w in vocab}
+        found = {w for w in words if self._df[w]}
         for phrase, synonyms in expansions(query):
-            if any(w in vocab for w in self._tokens([synonyms])[0]):
+            if any(self._df[w] for w in self._tokens([synonyms])[0]):
                 found |= set(self._tokens([phrase])[0])
-        return len(found & words) / len(words)
+        weight = {w: math.log(1 + len(self.chunks) / (self._df[w] + 0.5)) for w in words}
+        return sum(weight[w] for w in found & words) / sum(weight.values())
 
     def scores(self, query: str) -> list[float]:
         """One BM25 score per chunk, in index order (0 where no query word occurs)."""

@@ -20,7 +20,9 @@ those there here what which who whom when where why how can could would should w
 might must any some much many more most no not yes so just than too very also only such up out
 all each into um uh yeah hi hello please thanks thank like get got go going want need let tell
 know okay ok well oh take""".split())
-FILLERS = frozenset("um uh uhm erm er hmm mm ah oh like yeah okay ok so well hi hello hey".split())
+# Fillers, and contractions as ASR writes them without the apostrophe.
+FILLERS = frozenset("""um uh uhm erm er hmm mm ah oh like yeah okay ok so well hi hello hey whats
+wheres hows whos im ive dont doesnt cant theres""".split())
 
 # phrase in the caller's words → words the documents use for it
 SYNONYMS: dict[str, str] = {
@@ -59,13 +61,14 @@ SYNONYMS: dict[str, str] = {
     "afraid": "nervous anxious",
     "boss": "owner manager",
 }
+_CONTRACTED = frozenset(f"{w}'s" for w in ("what", "where", "how", "who", "there", "it", "that"))
 _PATTERNS = [(re.compile(rf"\b{re.escape(k)}\b"), v) for k, v in SYNONYMS.items()]
 
 
 def normalise(text: str) -> str:
     """Lower case, no punctuation (apostrophes kept inside words), no fillers."""
     words = re.findall(r"[a-z0-9$]+(?:['’][a-z]+)?", text.lower())
-    return " ".join(w for w in words if w not in FILLERS)
+    return " ".join(w for w in words if w not in FILLERS and w not in _CONTRACTED)
 
 
 def expansions(text: str) -> list[tuple[str, str]]:
