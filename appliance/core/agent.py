@@ -147,8 +147,8 @@ class Agent:
             return Reply(tokens=_one(self.unknown_answer), sources=chunks,
                          retrieval_s=retrieval_s, grounded=False)
         if self.settings.answer_style == "extractive":
-            answer = " ".join(spoken_fact(f) for f in facts[:len(_day_words(text)[1]) + 1])
-            return Reply(tokens=_one(answer), sources=chunks, retrieval_s=retrieval_s)
+            return Reply(tokens=_one(_extract(facts, text)), sources=chunks,
+                         retrieval_s=retrieval_s)
         return self._generate(conversation, text, chunks, facts, retrieval_s)
 
     def _generate(self, conversation: Conversation, text: str, chunks: list[KbChunk],
@@ -166,7 +166,7 @@ class Agent:
             return Reply(tokens=_brief(tokens, MAX_SENTENCES), retrieval_s=retrieval_s)
         support = Support.of([*facts, *(m.content for m in conversation.history), text,
                               self.settings.business_name, self.settings.transfer_number])
-        fallback = spoken_fact(facts[0]) if facts else self.unknown_answer
+        fallback = _extract(facts, text) if facts else self.unknown_answer
         guard = GuardLog()
         return Reply(tokens=guarded(_brief(tokens, MAX_SENTENCES), support, fallback, guard),
                      sources=chunks, retrieval_s=retrieval_s, guard=guard)
@@ -330,11 +330,11 @@ def _rank_lines(chunks: list[KbChunk], question: str, extra: list[str],
     weights = {word: weight(word) for word in query}
     wanted, top = answer_types.asked(question), max(weights.values(), default=0.0)
     scored: list[tuple[float, int, str]] = []
-    for order, (fact, body, head, label, head_weight) in enumerate(candidates):
+    for order, (fact, body, head, own, head_weight) in enumerate(candidates):
         score = 0.0
         for word, w in weights.items():
             if any(_same_word(word, b) for b in body):
-                if any(_same_word(word, h) for h in label):  # under the heading asked about
+                if any(_same_word(word, h) for h in own):  # under the heading asked about
                     score += w * head_weight / 2
                 score += w
             elif any(_same_word(word, h) for h in head):
@@ -407,6 +407,11 @@ async def _brief(tokens: AsyncIterator[str], max_sentences: int) -> AsyncIterato
         close = getattr(tokens, "aclose", None)
         if close is not None:
             await close()
+
+
+def _extract(facts: list[str], question: str) -> str:
+    """The best fact line read out, after the line naming the weekday asked about, if any."""
+    return " ".join(spoken_fact(f) for f in facts[:len(_day_words(question)[1]) + 1])
 
 
 async def _one(text: str) -> AsyncIterator[str]:

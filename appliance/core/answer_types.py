@@ -37,7 +37,7 @@ def asked(question: str) -> set[str]:
 def offered(line: str) -> set[str]:
     """The kinds of fact ``line`` states."""
     kinds = {c.kind for c in claims(line)}
-    out = {k for k in ("price", "phone", "time", "email") if k in kinds}
+    out: set[str] = {k for k in ("price", "phone", "time", "email") if k in kinds}
     if "address" in kinds:
         out.add("place")
     if _DURATION.search(line):

@@ -233,6 +233,9 @@ class RelaySession:
             if exchange.turn is None:
                 raise RuntimeError("the model produced nothing to say")
             await self.transport.send_text("", last=True)
+            if reply.guard.replaced:  # counted per call: the model said something ungrounded
+                self._spawn(self.store.add_event(self.call_sid, "ungrounded",
+                                                 reason=reply.guard.replaced))
             exchange.turn.text = exchange.turn.text.strip()
             exchange.turn.streamed = True
             if reply.tool is not None:

@@ -306,6 +306,9 @@ class CallSession:
             await producer
         finally:
             producer.cancel()
+        if reply.guard.replaced:  # counted per call: the model said something ungrounded
+            self._spawn(self.store.add_event(self.call_sid, "ungrounded",
+                                             reason=reply.guard.replaced))
         turn.text = turn.text.strip()
         if not turn.pieces:
             raise RuntimeError("the model produced nothing to say")

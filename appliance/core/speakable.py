@@ -17,8 +17,8 @@ _DIGITS = "zero one two three four five six seven eight nine".split()
 
 _PHONE = re.compile(r"(?<![\w$])(\+?1[\s.-]?)?(\(\d{3}\)\s?|\d{3}[\s.-])(\d{3})[\s.-](\d{4})\b")
 _PRICE = re.compile(r"\$(\d[\d,]*)(?:\.(\d{2}))?(\s+(?:million|thousand|billion))?")
-_TIME = re.compile(r"\b(\d{1,2}):(\d{2})(\s*(?:[ap]\.?\s?m\b\.?))?|\b(\d{1,2})(\s*[ap]\.?\s?m\b\.?)",
-                   re.I)
+_TIME = re.compile(r"\b(\d{1,2}):(\d{2})(\s*(?:[ap]\.?\s?m\b\.?))?"
+                   r"|\b(\d{1,2})(\s*[ap]\.?\s?m\b\.?)", re.I)
 _RANGE = re.compile(r"(?<=\d)\s*[–—-]\s*(?=\$?\d)|(?<=[ap]\.m\.)\s*[–—]\s*(?=\d)", re.I)
 _ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b")
 _PERCENT = re.compile(r"\b(\d+(?:\.\d+)?)%")

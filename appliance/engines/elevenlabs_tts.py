@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from appliance.core.speakable import speakable
 from appliance.config import REDACTED, Settings
+from appliance.core.speakable import speakable
 from appliance.engines.base import EngineInfo
 
 READ_TIMEOUT_S = 10.0  # a backstop only: the failover applies the tight first-byte deadline

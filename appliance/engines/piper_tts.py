@@ -20,8 +20,8 @@ import onnxruntime as ort
 from piper import AudioChunk, PiperVoice, SynthesisConfig
 from piper.config import PiperConfig
 
-from appliance.core.speakable import speakable
 from appliance.core.audio import pcm16_to_ulaw8k
+from appliance.core.speakable import speakable
 from appliance.engines.base import EngineInfo
 
 logger = logging.getLogger(__name__)

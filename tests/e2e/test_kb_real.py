@@ -21,8 +21,7 @@ import pytest
 
 from appliance.cli import kb_cmd
 from appliance.config import Settings, load_settings
-from appliance.kb import KbError
-from appliance.kb import relevance
+from appliance.kb import KbError, relevance
 from appliance.kb.embedding import OnnxEmbedder, embedder_from_settings
 from appliance.kb.hybrid import HybridKnowledgeBase
 from appliance.kb.store import ChromaKnowledgeBase, KbStore, ingest_paths

@@ -13,8 +13,16 @@ import pytest
 from appliance.config import load_settings
 from appliance.core import agent as agent_module
 from appliance.core.agent import (
-    DTMF_TOOLS, HISTORY_MESSAGES, Agent, Conversation, Tool, _brief, _day_words, _split_facts,
-    detect_tool)
+    DTMF_TOOLS,
+    HISTORY_MESSAGES,
+    Agent,
+    Conversation,
+    Tool,
+    _brief,
+    _day_words,
+    _split_facts,
+    detect_tool,
+)
 from appliance.core.workers import Workers
 from appliance.engines.base import EngineInfo, KbChunk
 from appliance.engines.fakes import FakeLlm
