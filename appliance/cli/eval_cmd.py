@@ -9,7 +9,6 @@ from pathlib import Path
 from appliance.config import Settings
 from appliance.engines.registry import load_llm
 from appliance.evaluation.dataset import DEFAULT_DIR, DatasetError, load_businesses
-from appliance.evaluation.runner import evaluate_all
 from appliance.evaluation.scoring import Verdict
 
 COLUMNS = [(v.value, v.value.replace("_", " ")) for v in Verdict]
@@ -34,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.evaluation.runner import evaluate_all  # it uses ask's turn: import it late
+
     try:
         businesses = load_businesses(args.dir, args.business, args.split)
     except (DatasetError, OSError) as err:
