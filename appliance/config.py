@@ -22,7 +22,7 @@ VENDOR_ENV = {
     "TWILIO_AUTH_TOKEN": "twilio_auth_token",
     "ELEVENLABS_API_KEY": "elevenlabs_api_key",
 }
-SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key"})
+SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key", "message_webhook_secret"})
 REDACTED = "********"
 
 # Short on purpose: the default 135M model echoes long instructions ("I'm a friendly
@@ -108,6 +108,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kb_lexical_max_distance: float = 0.9  # and the meaning is no further than this
     answer_style: Literal["extractive", "generative"] = "extractive"
     kb_context_chars: int = 400  # budget for the fact lines put in each prompt
+
+    # Messages callers leave: optionally POSTed as signed JSON.
+    message_webhook_url: str = ""
+    message_webhook_secret: str = ""  # HMAC-SHA256 key for the X-Appliance-Signature header
+    message_webhook_attempts: int = 4  # tries, 0.5 s, 1 s, 2 s apart
 
     # ElevenLabs (optional cloud voice).
     elevenlabs_api_key: str = ""

@@ -32,6 +32,7 @@ from appliance.engines.base import ChatMessage, KbChunk, KnowledgeBase, Llm
 from appliance.kb import relevance
 from appliance.kb.query import STOP_WORDS as _STOP_WORDS
 from appliance.kb.query import expand
+from appliance.messages.flow import MessageFlow, TakenMessage
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class Conversation:
 
     session_id: str
     history: list[ChatMessage] = field(default_factory=list)
+    message: MessageFlow | None = None  # a message being taken
 
     def add(self, role: str, text: str) -> None:
         if text:
@@ -90,6 +92,7 @@ class Reply:
     retrieval_s: float = 0.0
     grounded: bool = True
     guard: GuardLog = field(default_factory=GuardLog)  # filled as ``tokens`` streams
+    message: TakenMessage | None = None  # a message the caller just confirmed: store it
 
 
 class Agent:
@@ -130,6 +133,8 @@ class Agent:
     async def reply(self, conversation: Conversation, text: str,
                     tool: Tool | None = None) -> Reply:
         """Decide what to say to ``text``; the returned token stream is lazy and cancellable."""
+        if tool is None and (taking := self._message_turn(conversation, text)) is not None:
+            return taking
         tool = tool or detect_tool(text, can_transfer=self.can_transfer)
         if tool is not None:
             return Reply(tokens=_one(self.phrase_for(tool)), tool=tool)
@@ -170,6 +175,21 @@ class Agent:
         guard = GuardLog()
         return Reply(tokens=guarded(_brief(tokens, MAX_SENTENCES), support, fallback, guard),
                      sources=chunks, retrieval_s=retrieval_s, guard=guard)
+
+    def _message_turn(self, conversation: Conversation, text: str) -> Reply | None:
+        """The take-a-message steps, when the caller asked for it or accepted the offer."""
+        flow = conversation.message
+        if flow is None:
+            last = next((m.content for m in reversed(conversation.history)
+                         if m.role == "assistant"), "")
+            if not MessageFlow.wanted(text, offered="take a message" in last):
+                return None
+            conversation.message = MessageFlow()
+            return Reply(tokens=_one(conversation.message.opening()))
+        said, taken = flow.answer(text)
+        if taken is not None:
+            conversation.message = None
+        return Reply(tokens=_one(said), message=taken)
 
     def build_messages(self, conversation: Conversation, text: str,
                        chunks: list[KbChunk]) -> list[ChatMessage]:
