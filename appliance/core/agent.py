@@ -3,13 +3,13 @@
 Every front door (Media Streams calls, ConversationRelay, ``appliance ask``) goes through
 :meth:`Agent.reply`, so what a business checks with ``ask`` is exactly what callers get.
 
-The default model is tiny (SmolLM2-135M): it answers well only when it is handed the one or two
-lines that hold the answer, right next to the question. So a turn retrieves chunks, picks the
-few fact lines in them that share the caller's words, and asks for one short sentence; the
-reply is cut after two sentences. On 40 questions about the sample kb/ (see
-tests/e2e/test_grounded_answers.py), whole chunks under a long persona put the fact in 9
-replies; selected lines under the short persona in 30 (25 when the questions are capitalised
-as Whisper writes them), with about 100 prompt tokens instead of 230.
+The default model is tiny (SmolLM2-135M): handed the one or two lines that hold the answer it
+still picks the wrong one or invents a price. So a turn retrieves chunks (hybrid dense + BM25,
+kb/hybrid.py), decides whether they are about the question at all (kb/relevance.py), picks the
+few fact lines that match the caller's words, and by default reads the best one out
+(``answer_style = "extractive"``). With ``"generative"`` the model phrases the answer from those
+lines, and every sentence it says must pass the grounding check (core/grounding.py) or is
+replaced by the fact line. Measured with ``appliance eval`` (README, "Answers").
 """
 
 from __future__ import annotations

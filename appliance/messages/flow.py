@@ -52,9 +52,10 @@ class MessageFlow:
 
     @staticmethod
     def wanted(text: str, offered: bool) -> bool:
-        """The caller asks to leave a message, or says yes right after it was offered."""
-        return bool(_WANTS_MESSAGE.search(text)) or (offered and bool(_YES.search(text))
-                                                      and not _NO.search(text))
+        """The caller asks to leave a message, or says a short yes right after the offer
+        ("ok, and what are your hours?" is a new question, not a yes)."""
+        short_yes = len(text.split()) <= 4 and bool(_YES.search(text)) and not _NO.search(text)
+        return bool(_WANTS_MESSAGE.search(text)) or (offered and short_yes)
 
     def opening(self) -> str:
         return "Of course. May I have your name, please?"

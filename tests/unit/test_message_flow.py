@@ -55,6 +55,13 @@ def test_the_caller_id_is_the_default_and_the_offer_can_be_accepted(agent: Agent
     assert turn(agent, call, "yes")[1] == TakenMessage("Tom", "", "call me back")
 
 
+def test_a_new_question_after_the_offer_is_not_a_yes(agent: Agent) -> None:
+    call = Conversation("c")
+    call.add("assistant", agent.unknown_answer)
+    turn(agent, call, "ok and what are your hours on friday")
+    assert call.message is None
+
+
 def test_a_wrong_read_back_starts_again(agent: Agent) -> None:
     call = Conversation("c")
     for text in ("take a message", "Jo", "555 201 3344", "hello"):
