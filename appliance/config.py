@@ -22,7 +22,8 @@ VENDOR_ENV = {
     "TWILIO_AUTH_TOKEN": "twilio_auth_token",
     "ELEVENLABS_API_KEY": "elevenlabs_api_key",
 }
-SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key", "message_webhook_secret"})
+SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key", "message_webhook_secret",
+                           "smtp_password"})
 REDACTED = "********"
 
 # Short on purpose: the default 135M model echoes long instructions ("I'm a friendly
@@ -113,6 +114,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     message_webhook_url: str = ""
     message_webhook_secret: str = ""  # HMAC-SHA256 key for the X-Appliance-Signature header
     message_webhook_attempts: int = 4  # tries, 0.5 s, 1 s, 2 s apart
+    message_email_to: str = ""  # also e-mail each message there, over SMTP
+    message_email_from: str = "appliance@localhost"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True  # off only for a relay on the same machine
 
     # ElevenLabs (optional cloud voice).
     elevenlabs_api_key: str = ""

@@ -1,5 +1,6 @@
 """Take a message on a real call: ConversationRelay through the real server, SQLite, a real
-webhook receiver on loopback that fails once, and ``appliance messages list``."""
+webhook receiver on loopback that fails once, a real SMTP server (aiosmtpd), and
+``appliance messages list``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+
+from aiosmtpd.controller import Controller
 
 from appliance.config import Settings
 from appliance.telephony import twilio_relay as tr
@@ -38,13 +41,26 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
+class Inbox:
+    def __init__(self) -> None:
+        self.mails: list[str] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        self.mails.append(envelope.content.decode())  # type: ignore[attr-defined]
+        return "250 OK"
+
+
 def test_a_message_is_taken_stored_signed_and_listed(tmp_path: Path) -> None:
     receiver = HTTPServer(("127.0.0.1", free_port()), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
     settings: Settings = make_settings(
         tmp_path, mode="conversation-relay",
         message_webhook_url=f"http://127.0.0.1:{receiver.server_port}/hook",
-        message_webhook_secret=SECRET)
+        message_webhook_secret=SECRET, message_email_to="desk@example.test",
+        smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_starttls=False)
     steps = [("I'd like to leave a message", "your name"),
              ("It's Ana Silva", "call you back"),
              ("this number", "your message"),
@@ -63,11 +79,12 @@ def test_a_message_is_taken_stored_signed_and_listed(tmp_path: Path) -> None:
         with serve(settings) as base:
             rec = asyncio.run(call(base))
             for _ in range(100):  # the retry comes 0.5 s after the first failure
-                if len(Receiver.received) >= 2:
+                if len(Receiver.received) >= 2 and inbox.mails:
                     break
                 asyncio.run(asyncio.sleep(0.05))
     finally:
         receiver.shutdown()
+        smtp.stop()
     assert "read that back: Ana Silva, call back on the number you're calling from" in json.dumps(
         rec["turns"])
     body, header = Receiver.received[-1]
@@ -81,5 +98,8 @@ def test_a_message_is_taken_stored_signed_and_listed(tmp_path: Path) -> None:
         [sys.executable, "-m", "appliance", "messages", "list", "--json"], cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "APPLIANCE_DATA_DIR": settings.data_dir, "PATH": ""},
         capture_output=True, text=True, check=True)
+    [mail] = inbox.mails
+    assert "Subject: Message from Ana Silva" in mail and "+15550001111" in mail
+    assert "Please call me about Rex's teeth." in mail
     [message] = json.loads(listed.stdout)
     assert message["name"] == "Ana Silva" and message["delivered"] == 1
