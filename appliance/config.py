@@ -27,7 +27,8 @@ VENDOR_ENV = {
     "TWILIO_AUTH_TOKEN": "twilio_auth_token",
     "ELEVENLABS_API_KEY": "elevenlabs_api_key",
 }
-SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key", "api_token"})
+SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key", "api_token",
+                           "message_webhook_secret", "smtp_password"})
 REDACTED = "********"
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Knowledge base.
     kb_collection: str = "business"
     kb_top_k: int = 3
-    kb_max_distance: float = 0.75
+    kb_max_distance: float = 0.65  # in scope on meaning alone (see kb/relevance.py)
+    kb_min_coverage: float = 0.5  # ...or when this share of its words is in the documents
+    kb_lexical_max_distance: float = 0.9  # and the meaning is no further than this
+    answer_style: Literal["extractive", "generative"] = "extractive"
     kb_context_chars: int = 400  # budget for the fact lines put in each prompt
     kb_max_file_mb: float = 20.0  # larger documents are skipped at ingest, with a reason
+
+    # Messages callers leave: optionally POSTed as signed JSON.
+    message_webhook_url: str = ""
+    message_webhook_secret: str = ""  # HMAC-SHA256 key for the X-Appliance-Signature header
+    message_webhook_attempts: int = 4  # tries, 0.5 s, 1 s, 2 s apart
+    message_email_to: str = ""  # also e-mail each message there, over SMTP
+    message_email_from: str = "appliance@localhost"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True  # off only for a relay on the same machine
 
     # ElevenLabs (optional cloud voice).
     elevenlabs_api_key: str = ""

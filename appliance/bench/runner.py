@@ -294,7 +294,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
     received: list[float | None] = []
     stages: dict[str, list[float | None]] = {}
     errors: list[str] = []
-    completed = rejected = answered = total = 0
+    completed = rejected = answered = total = ungrounded = 0
     for number, outcome in enumerate(outcomes, 1):
         if isinstance(outcome, BaseException):
             errors.append(f"call {number}: {type(outcome).__name__}: {outcome}")
@@ -305,6 +305,8 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
             continue
         completed += outcome.ok
         total += len(outcome.turns)
+        ungrounded += sum(1 for e in (outcome.server or {}).get("events") or []
+                          if isinstance(e, dict) and e.get("type") == "ungrounded")
         for turn, metrics in zip(outcome.turns, reply_metrics(outcome), strict=True):
             answered += turn.answered
             if not turn.answered:
@@ -328,6 +330,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
         "rejected": rejected,
         "turns_answered": answered,
         "turns_total": total,
+        "replies_replaced": ungrounded,  # the grounding guard replaced the model's words
         "wall_s": round(wall_s, 1),
         "v2v_heard_s": summarize(heard).to_json(),
         "v2v_received_s": summarize(received).to_json(),

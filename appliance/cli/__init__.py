@@ -12,15 +12,17 @@ from appliance.cli import (
     call_cmd,
     config_cmd,
     doctor_cmd,
+    eval_cmd,
     kb_cmd,
+    messages_cmd,
     models_cmd,
     relay_cmd,
     serve_cmd,
 )
 from appliance.config import ConfigError, Settings, load_settings, setup_logging
 
-VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, kb_cmd, bench_cmd, models_cmd, config_cmd,
-         doctor_cmd)
+VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, eval_cmd, kb_cmd, messages_cmd, bench_cmd,
+         models_cmd, config_cmd, doctor_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,21 +22,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=ask)
 
 
-async def answer(agent: Agent, text: str) -> dict[str, Any]:
-    """One turn, timed the way a call times it."""
+async def answer(agent: Agent, text: str,
+                 conversation: Conversation | None = None) -> dict[str, Any]:
+    """One turn, timed the way a call times it; ``conversation`` carries earlier turns."""
     started = time.monotonic()
-    reply = await agent.reply(Conversation(session_id="ask"), text)
+    conversation = conversation or Conversation(session_id="ask")
+    reply = await agent.reply(conversation, text)
     first: float | None = None
     parts: list[str] = []
     async for token in reply.tokens:
         first = first or time.monotonic() - started
         parts.append(token)
+    spoken = "".join(parts).strip()
+    conversation.add("user", text)
+    conversation.add("assistant", spoken)
     return {
-        "answer": "".join(parts).strip(),
+        "answer": spoken,
         "tool": reply.tool.value if reply.tool else None,
         "grounded": reply.grounded,
+        "replaced": reply.guard.replaced,
         "sources": [{"id": c.id, "source": c.source, "heading": c.heading,
-                     "distance": round(c.distance, 3)} for c in reply.sources],
+                     "distance": round(c.distance, 3),
+                     "bm25": round(float(c.metadata.get("bm25", 0.0)), 3)}  # type: ignore[arg-type]
+                    for c in reply.sources],
+        "relevance": {k: round(float(v), 3) for k, v in  # type: ignore[arg-type]
+                      (reply.sources[0].metadata if reply.sources else {}).items()
+                      if k in ("best_distance", "best_bm25", "coverage")},
         "timings": {"retrieval_s": round(reply.retrieval_s, 3),
                     "first_token_s": round(first or 0.0, 3),
                     "total_s": round(time.monotonic() - started, 3)},

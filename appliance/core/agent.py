@@ -3,13 +3,13 @@
 Every front door (Media Streams calls, ConversationRelay, ``appliance ask``) goes through
 :meth:`Agent.reply`, so what a business checks with ``ask`` is exactly what callers get.
 
-The default model is tiny (SmolLM2-135M): it answers well only when it is handed the one or two
-lines that hold the answer, right next to the question. So a turn retrieves chunks, picks the
-few fact lines in them that share the caller's words, and asks for one short sentence; the
-reply is cut after two sentences. On 40 questions about the sample kb/ (see
-tests/e2e/test_grounded_answers.py), whole chunks under a long persona put the fact in 9
-replies; selected lines under the short persona in 30 (25 when the questions are capitalised
-as Whisper writes them), with about 100 prompt tokens instead of 230.
+The default model is tiny (SmolLM2-135M): handed the one or two lines that hold the answer it
+still picks the wrong one or invents a price. So a turn retrieves chunks (hybrid dense + BM25,
+kb/hybrid.py), decides whether they are about the question at all (kb/relevance.py), picks the
+few fact lines that match the caller's words, and by default reads the best one out
+(``answer_style = "extractive"``). With ``"generative"`` the model phrases the answer from those
+lines, and every sentence it says must pass the grounding check (core/grounding.py) or is
+replaced by the fact line. Measured with ``appliance eval`` (README, "Answers").
 """
 
 from __future__ import annotations
@@ -24,14 +24,22 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from appliance.config import Settings
+from appliance.core import answer_types
+from appliance.core.answer_guard import GuardLog, guarded, spoken_fact
+from appliance.core.grounding import Support
 from appliance.core.workers import Workers, iterate_in, run_in
 from appliance.engines.base import ChatMessage, KbChunk, KnowledgeBase, Llm
+from appliance.kb import relevance
+from appliance.kb.query import STOP_WORDS as _STOP_WORDS
+from appliance.kb.query import expand
+from appliance.messages.flow import MessageFlow, TakenMessage
 
 log = logging.getLogger(__name__)
 
 HISTORY_MESSAGES = 6  # recent messages kept verbatim; older ones fall out of the prompt
 MAX_FACTS = 3  # fact lines per turn: more distract a small model
 FACT_SCORE_RATIO = 0.5  # lines scoring below this share of the best line are left out
+TYPE_BONUS = 0.6  # share of the strongest word's weight for stating the kind of fact asked
 MAX_SENTENCES = 2  # a caller hears one or two sentences, then may ask on
 
 
@@ -95,6 +103,7 @@ class Conversation:
 
     session_id: str
     history: list[ChatMessage] = field(default_factory=list)
+    message: MessageFlow | None = None  # a message being taken
 
     def add(self, role: str, text: str) -> None:
         if text:
@@ -110,6 +119,8 @@ class Reply:
     sources: list[KbChunk] = field(default_factory=list)
     retrieval_s: float = 0.0
     grounded: bool = True
+    guard: GuardLog = field(default_factory=GuardLog)  # filled as ``tokens`` streams
+    message: TakenMessage | None = None  # a message the caller just confirmed: store it
 
 
 class Agent:
@@ -150,30 +161,63 @@ class Agent:
     async def reply(self, conversation: Conversation, text: str,
                     tool: Tool | None = None) -> Reply:
         """Decide what to say to ``text``; the returned token stream is lazy and cancellable."""
+        if tool is None and (taking := self._message_turn(conversation, text)) is not None:
+            return taking
         tool = tool or detect_tool(text, can_transfer=self.can_transfer)
         if tool is not None:
             return Reply(tokens=_one(self.phrase_for(tool)), tool=tool)
         started = time.monotonic()
         chunks = await self.retrieve(conversation, text)
-        relevant = [c for c in chunks if c.distance <= self.settings.kb_max_distance]
         retrieval_s = time.monotonic() - started
-        if self.kb is not None and not relevant:
-            log.info("no document close enough (best %.2f): declining",
-                     min((c.distance for c in chunks), default=float("nan")))
+        if self.kb is None:  # nothing to ground on: serve warned at start-up
+            return self._generate(conversation, text, [], [], retrieval_s)
+        scope = relevance.decide(chunks, self.settings)
+        facts = self._facts(chunks, text, self.search_text(conversation, text))
+        if not scope.relevant or not facts:
+            # Nothing in the documents is about this: any answer would be made up.
+            log.info("declining: %s", scope.reason if not scope.relevant
+                     else "no fact line matches the question's words")
             return Reply(tokens=_one(self.unknown_answer), sources=chunks,
                          retrieval_s=retrieval_s, grounded=False)
-        if relevant and not self._facts(relevant, text, self.search_text(conversation, text)):
-            # Close in meaning yet no line shares a word with the question ("do you sell
-            # hearing aids" near the services list): the tiny model would make an answer up.
-            log.info("no fact line matches the question's words: declining")
-            return Reply(tokens=_one(self.unknown_answer), sources=relevant,
-                         retrieval_s=retrieval_s, grounded=False)
-        messages = self.build_messages(conversation, text, relevant)
+        if self.settings.answer_style == "extractive":
+            return Reply(tokens=_one(_extract(facts, text)), sources=chunks,
+                         retrieval_s=retrieval_s)
+        return self._generate(conversation, text, chunks, facts, retrieval_s)
+
+    def _generate(self, conversation: Conversation, text: str, chunks: list[KbChunk],
+                  facts: list[str], retrieval_s: float) -> Reply:
+        """The model's reply, spoken only as far as every fact in it is in the sources.
+
+        Without a knowledge base there are no sources to check against (``serve`` warns that
+        answers are not grounded), and the reply is only kept short.
+        """
+        messages = self.build_messages(conversation, text, chunks)
         tokens = iterate_in(self.workers.llm, lambda: self.llm.stream_chat(
             messages, max_tokens=self.settings.llm_max_tokens,
             temperature=self.settings.llm_temperature, session_id=conversation.session_id))
-        return Reply(tokens=_brief(tokens, MAX_SENTENCES), sources=relevant,
-                     retrieval_s=retrieval_s)
+        if self.kb is None:
+            return Reply(tokens=_brief(tokens, MAX_SENTENCES), retrieval_s=retrieval_s)
+        support = Support.of([*facts, *(m.content for m in conversation.history), text,
+                              self.settings.business_name, self.settings.transfer_number])
+        fallback = _extract(facts, text) if facts else self.unknown_answer
+        guard = GuardLog()
+        return Reply(tokens=guarded(_brief(tokens, MAX_SENTENCES), support, fallback, guard),
+                     sources=chunks, retrieval_s=retrieval_s, guard=guard)
+
+    def _message_turn(self, conversation: Conversation, text: str) -> Reply | None:
+        """The take-a-message steps, when the caller asked for it or accepted the offer."""
+        flow = conversation.message
+        if flow is None:
+            last = next((m.content for m in reversed(conversation.history)
+                         if m.role == "assistant"), "")
+            if not MessageFlow.wanted(text, offered="take a message" in last):
+                return None
+            conversation.message = MessageFlow()
+            return Reply(tokens=_one(conversation.message.opening()))
+        said, taken = flow.answer(text)
+        if taken is not None:
+            conversation.message = None
+        return Reply(tokens=_one(said), message=taken)
 
     def build_messages(self, conversation: Conversation, text: str,
                        chunks: list[KbChunk]) -> list[ChatMessage]:
@@ -210,7 +254,9 @@ class Agent:
             return []
         extra, dated = _day_words(question)
         business = set(_words(self.settings.business_name))
-        worded = [t for t in dict.fromkeys((question, follow_up)) if t and _words(t, business)]
+        # Paraphrases last: "what's your address" → "located location street".
+        tries = (question, follow_up, expand(question))
+        worded = [t for t in dict.fromkeys(tries) if t and _words(t, business)]
         if worded or extra:
             ranked = (_rank_lines(chunks, t, extra, business) for t in worded or [question])
             lines = next((found for found in ranked if found), [])
@@ -228,13 +274,6 @@ class Agent:
 
 # --- picking fact lines ---------------------------------------------------------------------
 
-_STOP_WORDS = frozenset("""
-a an the and or but if of to in on at for from by with about as is are was were be been being
-do does did doing have has had i me my we our us you your it its they them their this that these
-those there here what which who whom when where why how can could would should will shall may
-might must any some much many more most no not yes so just than too very also only such up out
-all each into um uh yeah hi hello please thanks thank like get got go going want need let tell
-know okay ok well oh take""".split())
 _SUFFIXES = ("ations", "ation", "ions", "ion", "ings", "ing", "ed", "es", "s")
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _BULLET = re.compile(r"[-*•]\s+|\d+[.)]\s+")
@@ -313,7 +352,11 @@ def _rank_lines(chunks: list[KbChunk], question: str, extra: list[str],
     """Fact lines sharing the question's words, best first; ties keep retrieval order.
 
     A word scores its inverse document frequency over the candidate lines (so 'saturday'
-    outweighs 'open'), half as much when only the line's section heading has it.
+    outweighs 'open'), half as much when only the line's section heading has it (in full when
+    that label is an FAQ question: it is as specific as the answer), and a quarter more when
+    the line and its own label both have it: "where do I park" wants the line under
+    "Parking", not the one about the accessible spaces under "Accessibility". A line that states the
+    kind of fact asked for (a price for "how much") gains 0.6 of the strongest word's weight.
     """
     query = set(_words(question, drop)) | set(extra)
     if extra:  # 'tomorrow' is looked up as the weekday it stands for
@@ -322,24 +365,30 @@ def _rank_lines(chunks: list[KbChunk], question: str, extra: list[str],
     for chunk in chunks:
         for label, fact in _split_facts(chunk):
             candidates.append((fact, set(_words(fact, drop)),
-                               set(_words(f"{label} {chunk.heading}", drop))))
+                               set(_words(f"{label} {chunk.heading}", drop)),
+                               set(_words(label, drop)), 1.0 if label.endswith("?") else 0.5))
     if not query or not candidates:
         return []
 
     def weight(word: str) -> float:
-        hits = sum(1 for _, body, head in candidates
+        hits = sum(1 for _, body, head, _, _ in candidates
                    if any(_same_word(word, w) for w in body | head))
         return math.log(1 + len(candidates) / hits) if hits else 0.0
 
     weights = {word: weight(word) for word in query}
+    wanted, top = answer_types.asked(question), max(weights.values(), default=0.0)
     scored: list[tuple[float, int, str]] = []
-    for order, (fact, body, head) in enumerate(candidates):
+    for order, (fact, body, head, own, head_weight) in enumerate(candidates):
         score = 0.0
         for word, w in weights.items():
             if any(_same_word(word, b) for b in body):
+                if any(_same_word(word, h) for h in own):  # under the heading asked about
+                    score += w * head_weight / 2
                 score += w
             elif any(_same_word(word, h) for h in head):
-                score += w / 2
+                score += w * head_weight
+        if score > 0 and wanted & answer_types.offered(fact):
+            score += TYPE_BONUS * top
         if score > 0:
             scored.append((score, order, fact))
     scored.sort(key=lambda s: (-s[0], s[1]))
@@ -406,6 +455,11 @@ async def _brief(tokens: AsyncIterator[str], max_sentences: int) -> AsyncIterato
         close = getattr(tokens, "aclose", None)
         if close is not None:
             await close()
+
+
+def _extract(facts: list[str], question: str) -> str:
+    """The best fact line read out, after the line naming the weekday asked about, if any."""
+    return " ".join(spoken_fact(f) for f in facts[:len(_day_words(question)[1]) + 1])
 
 
 async def _one(text: str) -> AsyncIterator[str]:

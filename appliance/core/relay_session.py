@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from appliance.config import Settings
 from appliance.core.agent import DTMF_TOOLS, Agent, Conversation, Reply, Tool
 from appliance.core.workers import Background
+from appliance.messages.delivery import deliver
 from appliance.store.calls import CallStore
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,11 @@ class RelaySession:
             if exchange.turn is None:
                 raise RuntimeError("the model produced nothing to say")
             await self.transport.send_text("", last=True)
+            if reply.guard.replaced:  # counted per call: the model said something ungrounded
+                self._spawn(self.store.add_event(self.call_sid, "ungrounded",
+                                                 reason=reply.guard.replaced))
+            if reply.message is not None:
+                self._spawn(deliver(self.store, self.settings, self.call_sid, reply.message))
             exchange.turn.text = exchange.turn.text.strip()
             exchange.turn.streamed = True
             if reply.tool is not None:

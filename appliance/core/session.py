@@ -28,6 +28,7 @@ from appliance.core.spoken import AgentTurn, SpokenPiece
 from appliance.core.turns import TurnEvent
 from appliance.core.workers import Background, Workers, run_in
 from appliance.engines.base import EngineInfo, Stt, Transcript, Tts, Vad
+from appliance.messages.delivery import deliver
 from appliance.store.calls import CallStore
 from appliance.telephony.twilio_media import HOLD_MARK_PREFIX
 
@@ -306,6 +307,11 @@ class CallSession:
             await producer
         finally:
             producer.cancel()
+        if reply.guard.replaced:  # counted per call: the model said something ungrounded
+            self._spawn(self.store.add_event(self.call_sid, "ungrounded",
+                                             reason=reply.guard.replaced))
+        if reply.message is not None:
+            self._spawn(deliver(self.store, self.settings, self.call_sid, reply.message))
         turn.text = turn.text.strip()
         if not turn.pieces:
             raise RuntimeError("the model produced nothing to say")

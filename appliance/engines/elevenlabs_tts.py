@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from appliance.config import REDACTED, Settings
+from appliance.core.speakable import speakable
 from appliance.engines.base import EngineInfo
 
 READ_TIMEOUT_S = 10.0  # a backstop only: the failover applies the tight first-byte deadline
@@ -133,7 +134,7 @@ class ElevenLabsTts:
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         """Raw μ-law 8 kHz chunks as ElevenLabs streams them; raises an ``ElevenLabsError``."""
-        body: dict[str, Any] = {"text": text, "model_id": self._model_id}
+        body: dict[str, Any] = {"text": speakable(text), "model_id": self._model_id}
         if self._voice_settings:
             body["voice_settings"] = self._voice_settings
         headers = {"xi-api-key": self._api_key}

@@ -21,6 +21,7 @@ from piper import AudioChunk, PiperVoice, SynthesisConfig
 from piper.config import PiperConfig
 
 from appliance.core.audio import pcm16_to_ulaw8k
+from appliance.core.speakable import speakable
 from appliance.engines.base import EngineInfo
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,8 @@ class PiperTts:
         logger.info("loaded %s (%d Hz)", model_path, self.sample_rate)
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
-        """μ-law 8 kHz audio, one chunk per sentence of ``text``."""
-        chunks = iter(self._voice.synthesize(text, syn_config=SYNTHESIS))
+        """μ-law 8 kHz audio, one chunk per sentence of ``text`` (numbers said in words)."""
+        chunks = iter(self._voice.synthesize(speakable(text), syn_config=SYNTHESIS))
         while (ulaw := await asyncio.to_thread(_next_ulaw, chunks)) is not None:
             yield ulaw
 

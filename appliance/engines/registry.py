@@ -36,6 +36,7 @@ async def synthesize_phrases(tts: Tts, texts: list[str]) -> Mapping[str, bytes]:
 def open_knowledge_base(settings: Settings) -> KnowledgeBase | None:
     """The business's documents, ingesting ``kb_dir`` first if nothing was ingested yet."""
     from appliance.kb.embedding import embedder_from_settings
+    from appliance.kb.hybrid import HybridKnowledgeBase
     from appliance.kb.store import ChromaKnowledgeBase, ingest_paths
 
     embedder = embedder_from_settings(settings)
@@ -48,7 +49,7 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase | None:
     if kb.count() == 0:
         log.warning("knowledge base is empty: answers are not grounded (run `appliance kb ingest`)")
         return None
-    return kb
+    return HybridKnowledgeBase(kb, kb.all_chunks())
 
 
 def load_llm(settings: Settings, path: Path | None = None, instances: int = 0) -> Llm:

@@ -293,6 +293,16 @@ class ChromaKnowledgeBase:
         """Chunks stored: zero means nothing was ingested and answers cannot be grounded."""
         return self._collection.count()
 
+    def all_chunks(self) -> list[KbChunk]:
+        """Every stored chunk (distance 0): what the lexical index is built from."""
+        stored = self._collection.get(include=["documents", "metadatas"])
+        return [
+            KbChunk(id=chunk_id, text=text or "", source=str(meta.get("source", "")),
+                    distance=0.0, heading=str(meta.get("heading", "")), metadata=dict(meta))
+            for chunk_id, text, meta in zip(stored["ids"], stored["documents"] or [],
+                                            stored["metadatas"] or [], strict=True)
+        ]
+
     def search(self, query: str, k: int) -> list[KbChunk]:
         """The ``k`` nearest chunks, best (smallest cosine distance) first."""
         if k <= 0 or not query.strip():

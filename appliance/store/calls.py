@@ -147,7 +147,32 @@ class CallStore:
                "detail": json.dumps(detail, default=str)}
         await self._write("event", lambda: self.db["events"].insert(row))
 
+    async def add_message(self, call_sid: str, *, name: str, callback_number: str,
+                          message: str) -> dict[str, Any] | None:
+        """Store a message; an empty ``callback_number`` becomes the call's caller ID."""
+        def write() -> dict[str, Any]:
+            number = callback_number
+            if not number:
+                call = next(self.db["calls"].rows_where("call_sid = ?", [call_sid]), None)
+                number = (call or {}).get("from_number") or ""
+            row = {"call_sid": call_sid, "at": time.time(), "name": name,
+                   "callback_number": number, "message": message, "delivered": 0,
+                   "delivery_error": ""}
+            row["id"] = self.db["messages"].insert(row).last_pk
+            return row
+        return await self._write("message", write)
+
+    async def message_delivered(self, message_id: int, error: str = "") -> None:
+        row = {"delivered": int(not error), "delivery_error": error}
+        await self._write("message delivery",
+                          lambda: self.db["messages"].update(message_id, row))
+
     # --- reads ------------------------------------------------------------------------------
+
+    async def messages(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest messages first."""
+        return await self._run(lambda: list(self.db["messages"].rows_where(
+            order_by="id desc", limit=limit)))
 
     async def call_record(self, call_sid: str) -> dict[str, Any] | None:
         """The call, its turns (with metrics) and events, as plain JSON-able data."""

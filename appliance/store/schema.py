@@ -74,7 +74,19 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["turn_metrics"].add_column("tts_sentences", str)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Messages callers left (take-a-message), linked to their call; ``callback_number`` is the
+    caller ID when the caller chose "this number"; ``delivered`` says the webhook took it."""
+    db["messages"].create(
+        {"id": int, "call_sid": str, "at": float, "name": str, "callback_number": str,
+         "message": str, "delivered": int, "delivery_error": str},
+        pk="id",
+        foreign_keys=[("call_sid", "calls", "call_sid")],
+    )
+    db["messages"].create_index(["call_sid"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

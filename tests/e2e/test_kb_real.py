@@ -22,8 +22,9 @@ import pytest
 
 from appliance.cli import kb_cmd
 from appliance.config import Settings, load_settings
-from appliance.kb import KbError
+from appliance.kb import KbError, relevance
 from appliance.kb.embedding import OnnxEmbedder, embedder_from_settings
+from appliance.kb.hybrid import HybridKnowledgeBase
 from appliance.kb.store import ChromaKnowledgeBase, KbStore, ingest_paths
 
 pytestmark = pytest.mark.slow
@@ -121,18 +122,41 @@ def test_retrieval_quality_on_the_sample_kb(sample_kb: ChromaKnowledgeBase) -> N
     assert result.recall_at_1 >= RECALL_AT_1_FLOOR
 
 
-def test_default_threshold_separates_answerable_from_off_topic(
+def test_the_relevance_decision_separates_answerable_from_off_topic(
     sample_kb: ChromaKnowledgeBase,
 ) -> None:
-    """kb_max_distance 0.75 sits between the worst answerable question (measured 0.72) and the
-    off-topic ones (0.73 for "do you sell car insurance", the rest 0.79 and up)."""
-    threshold = Settings().kb_max_distance
-    result = evaluate(sample_kb)
-    kept = sum(d <= threshold for d in result.in_scope) / len(result.in_scope)
-    declined = sum(d > threshold for d in result.out_of_scope) / len(result.out_of_scope)
-    print(f"at {threshold}: {kept:.0%} of answerable kept, {declined:.0%} of off-topic declined")
-    assert kept >= 0.95
-    assert declined >= 0.8
+    """The default relevance settings on the hybrid search (dense distance plus the share of
+    the question's words in the documents), as the agent decides. Measured on the sample kb/
+    (the project's first tuning set): 47 of 49 answerable questions kept, 10 of 10 off-topic
+    and 6 of 8 near-scope ones declined."""
+    settings = Settings()
+    hybrid = HybridKnowledgeBase(sample_kb, sample_kb.all_chunks())
+
+    def relevant(text: str) -> bool:
+        return relevance.decide(hybrid.search(text, settings.kb_top_k), settings).relevant
+
+    kept = [relevant(q["text"]) for q in QUESTIONS["question"]]
+    declined = [not relevant(text) for text in QUESTIONS["out_of_scope"]]
+    near = [not relevant(text) for text in QUESTIONS["near_scope"]]
+    print(f"kept {sum(kept)}/{len(kept)} answerable; declined {sum(declined)}/{len(declined)} "
+          f"off-topic, {sum(near)}/{len(near)} near-scope")
+    assert sum(kept) / len(kept) >= 0.95
+    assert sum(declined) / len(declined) >= 0.9
+    assert sum(near) / len(near) >= 0.5
+
+
+def test_hybrid_search_finds_word_forms_and_paraphrases(sample_kb: ChromaKnowledgeBase) -> None:
+    """"park" finds the "Parking" section and "what's your address" the address, in ASR form."""
+    hybrid = HybridKnowledgeBase(sample_kb, sample_kb.all_chunks())
+
+    def lexical_best(text: str) -> str:
+        scores = hybrid.lexical.scores(text)
+        return hybrid.lexical.chunks[scores.index(max(scores))].heading
+
+    assert lexical_best("um where do i park").endswith("Parking")  # "park" is "parking"
+    assert any(c.heading.endswith("Parking") for c in hybrid.search("um where do i park", 3))
+    for asked in ("What's your address?", "WHATS YOUR ADDRESS"):
+        assert hybrid.search(asked, 1)[0].heading.endswith("Address")
 
 
 def test_search_contract(sample_kb: ChromaKnowledgeBase) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
@@ -12,8 +13,16 @@ import pytest
 from appliance.config import load_settings
 from appliance.core import agent as agent_module
 from appliance.core.agent import (
-    DTMF_TOOLS, HISTORY_MESSAGES, Agent, Conversation, Tool, _brief, _day_words, _split_facts,
-    detect_tool)
+    DTMF_TOOLS,
+    HISTORY_MESSAGES,
+    Agent,
+    Conversation,
+    Tool,
+    _brief,
+    _day_words,
+    _split_facts,
+    detect_tool,
+)
 from appliance.core.workers import Workers
 from appliance.engines.base import EngineInfo, KbChunk
 from appliance.engines.fakes import FakeLlm
@@ -155,7 +164,7 @@ def test_weak_lines_are_left_out(tmp_path: Path) -> None:
 
 def test_a_question_without_content_words_gets_the_best_chunk(tmp_path: Path) -> None:
     agent = make_agent(tmp_path)
-    facts = agent._facts([HOURS, PRICES], "how much is it?")
+    facts = agent._facts([HOURS, PRICES], "and what is it?")
     assert facts == ["Monday: open 8:00 am to 5:00 pm", "Thursday: open 8:00 am to 5:00 pm",
                      "Saturday: open 9:00 am to 1:00 pm"]
 
@@ -198,11 +207,38 @@ def test_tomorrow_picks_that_days_hours(tmp_path: Path, monkeypatch: pytest.Monk
 def test_a_grounded_turn_asks_the_llm_with_the_facts(tmp_path: Path) -> None:
     llm = FakeLlm(["A crown", " is $1,200."])
     kb = FakeKb(PRICES, HOURS)
-    agent = make_agent(tmp_path, llm, kb)
+    agent = make_agent(tmp_path, llm, kb, answer_style="generative")
     text, reply = say(agent, Conversation("c"), "How much is a crown?")
     assert text == "A crown is $1,200." and reply.grounded and reply.tool is None
     assert [c.id for c in reply.sources] == ["prices:0", "hours:0"]
     assert "- Crown (same-day CEREC crown): $1,200" in llm.requests[0][-1].content
+    assert not reply.guard.replaced
+
+
+def test_an_invented_price_is_never_spoken(tmp_path: Path) -> None:
+    """The model's "$54 to $180" for a $1,200 crown: the fact line is read instead."""
+    llm = FakeLlm(["A crown", " is $54", " to $180.", " Call us."])
+    agent = make_agent(tmp_path, llm, FakeKb(PRICES, HOURS), answer_style="generative")
+    text, reply = say(agent, Conversation("c"), "How much is a crown?")
+    assert text == "Crown (same-day CEREC crown): $1,200."
+    assert "'$54' not in the sources" in reply.guard.replaced
+    assert reply.guard.fallback == text
+
+
+def test_a_wrong_name_in_a_second_sentence_is_cut(tmp_path: Path) -> None:
+    llm = FakeLlm(["Yes, we speak Spanish.", " Ask for Dr. Smith."])
+    agent = make_agent(tmp_path, llm, FakeKb(FAQ), answer_style="generative")
+    text, reply = say(agent, Conversation("c"), "do you speak spanish")
+    assert text.strip() == "Yes, we speak Spanish."
+    assert "name 'Smith'" in reply.guard.replaced and reply.guard.fallback == ""
+
+
+def test_the_extractive_answer_reads_the_best_fact_line(tmp_path: Path) -> None:
+    llm = FakeLlm()
+    agent = make_agent(tmp_path, llm, FakeKb(PRICES, HOURS))
+    text, reply = say(agent, Conversation("c"), "How much is a crown?")
+    assert text == "Crown (same-day CEREC crown): $1,200." and reply.grounded
+    assert llm.requests == []  # no model in the way
 
 
 def test_below_the_relevance_threshold_the_agent_declines(tmp_path: Path) -> None:
@@ -229,10 +265,15 @@ def test_the_decline_offers_a_transfer_when_there_is_a_number(tmp_path: Path) ->
 
 
 def test_the_reply_stops_after_two_sentences_and_stops_the_model(tmp_path: Path) -> None:
-    llm = FakeLlm(["Dr. Chen", " is in.", " She works", " Monday.", " Also", " Tuesday.", " And"])
+    llm = FakeLlm(["Dr. Chen", " is in.", " She works", " Monday.", " Also", " Tuesday.", " And"],
+                  token_delay_s=0.02)  # paced like a model, so stopping early is observable
     agent = make_agent(tmp_path, llm)
     text, _ = say(agent, Conversation("c"), "is doctor chen in")
     assert text == "Dr. Chen is in. She works Monday."
+    for _ in range(200):  # the worker notices the close before its next token
+        if llm.active == 0:
+            break
+        time.sleep(0.01)
     assert llm.active == 0 and llm.produced < 7
 
 

@@ -1,0 +1,1 @@
+"""Answer quality on businesses the prompts were not tuned on (``appliance eval``)."""

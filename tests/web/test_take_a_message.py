@@ -1,0 +1,105 @@
+"""Take a message on a real call: ConversationRelay through the real server, SQLite, a real
+webhook receiver on loopback that fails once, a real SMTP server (aiosmtpd), and
+``appliance messages list``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+from appliance.config import Settings
+from appliance.telephony import twilio_relay as tr
+from tests.conftest import free_port, make_settings
+from tests.web.test_media_call import wait_record
+from tests.web.test_relay_call import open_call, read_reply, said, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "webhook-secret-123"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Answers 500 to the first POST and 200 after; keeps what it was sent."""
+
+    received: list[tuple[bytes, str]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Receiver.received.append((body, self.headers.get("X-Appliance-Signature", "")))
+        self.send_response(500 if len(Receiver.received) == 1 else 200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.mails: list[str] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        self.mails.append(envelope.content.decode())  # type: ignore[attr-defined]
+        return "250 OK"
+
+
+def test_a_message_is_taken_stored_signed_and_listed(tmp_path: Path) -> None:
+    receiver = HTTPServer(("127.0.0.1", free_port()), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    settings: Settings = make_settings(
+        tmp_path, mode="conversation-relay",
+        message_webhook_url=f"http://127.0.0.1:{receiver.server_port}/hook",
+        message_webhook_secret=SECRET, message_email_to="desk@example.test",
+        smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_starttls=False)
+    steps = [("I'd like to leave a message", "your name"),
+             ("It's Ana Silva", "call you back"),
+             ("this number", "your message"),
+             ("Please call me about Rex's teeth.", "Is that right?"),
+             ("yes", "passed your message on")]
+
+    async def call(base: str) -> dict:
+        call_sid, socket = await open_call(base, settings)
+        for text, expected in steps:
+            await socket.send(tr.Prompt(voice_prompt=text))
+            assert expected in said(await read_reply(socket))
+        await socket.close()
+        return await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    try:
+        with serve(settings) as base:
+            rec = asyncio.run(call(base))
+            for _ in range(100):  # the retry comes 0.5 s after the first failure
+                if len(Receiver.received) >= 2 and inbox.mails:
+                    break
+                asyncio.run(asyncio.sleep(0.05))
+    finally:
+        receiver.shutdown()
+        smtp.stop()
+    assert "read that back: Ana Silva, call back on the number you're calling from" in json.dumps(
+        rec["turns"])
+    body, header = Receiver.received[-1]
+    assert header == "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    sent = json.loads(body)
+    assert (sent["name"], sent["callback_number"], sent["call_sid"]) == (
+        "Ana Silva", "+15550001111", rec["call"]["call_sid"])  # the caller ID
+    assert sent["message"] == "Please call me about Rex's teeth."
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "appliance", "messages", "list", "--json"], cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "APPLIANCE_DATA_DIR": settings.data_dir, "PATH": ""},
+        capture_output=True, text=True, check=True)
+    [mail] = inbox.mails
+    assert "Subject: Message from Ana Silva" in mail and "+15550001111" in mail
+    assert "Please call me about Rex's teeth." in mail
+    [message] = json.loads(listed.stdout)
+    assert message["name"] == "Ana Silva" and message["delivered"] == 1
