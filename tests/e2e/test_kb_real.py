@@ -279,7 +279,7 @@ def test_a_bad_pdf_is_logged_and_skipped_at_start_up(
     (kb_copy / "bomb.pdf").write_bytes(b"%PDF-1.4\n" + b"[" * 50_000)
     with caplog.at_level(logging.WARNING):
         kb = open_knowledge_base(settings_for(tmp_path))
-    assert kb is not None and kb.count() > 0  # the other documents answer
+    assert kb is not None and kb.search("opening hours", 1)  # the other documents answer
     logged = caplog.text
     assert "skipped 'broken.pdf'" in logged and "skipped 'bomb.pdf'" in logged
 
