@@ -19,9 +19,8 @@ from appliance.engines.elevenlabs_tts import (
     StreamDropped,
     retry_after_s,
 )
+from appliance.engines.breaker import BreakerState, CircuitBreaker
 from appliance.engines.failover_tts import (
-    BreakerState,
-    CircuitBreaker,
     FailoverTts,
     unspoken,
     with_cloud_voice,
