@@ -17,6 +17,7 @@ import uvicorn
 from appliance.config import Settings, load_settings
 
 AUTH_TOKEN = "test-auth-token-0123456789"
+pytest_plugins = ["tests.services"]  # PostgreSQL and Redis fixtures
 
 
 def free_port() -> int:

@@ -11,6 +11,7 @@ from appliance.config import Settings
 from appliance.core.session import Engines
 from appliance.engines.base import EngineInfo
 from appliance.store.calls import CallStore
+from appliance.store.postgres import PostgresCallStore, call_store
 from appliance.telephony.twilio_calls import TwilioCalls
 from appliance.web.loop_monitor import LoopLagMonitor
 from appliance.web.twilio_auth import SignatureChecker
@@ -53,7 +54,7 @@ class CallSlots:
 @dataclass
 class Runtime:
     settings: Settings
-    store: CallStore
+    store: CallStore | PostgresCallStore
     twilio: TwilioCalls
     signatures: SignatureChecker
     calls: CallSlots
@@ -68,7 +69,7 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         return cls(
             settings=settings,
-            store=CallStore(settings.db_path),
+            store=call_store(settings),
             twilio=TwilioCalls(settings.twilio_account_sid, settings.twilio_auth_token),
             signatures=SignatureChecker(settings),
             calls=CallSlots(limit=settings.max_calls),
