@@ -2,8 +2,9 @@
 
 Same tables, columns and public methods as the SQLite ``CallStore``, so the web layer and the
 console use either unchanged; ``call_store`` picks one from the settings. Postgres adds one
-column, ``calls.box``: on start-up a box marks as abandoned only the open calls *it* owned,
-never the live calls of the boxes beside it. Like the SQLite store, a failing write is logged and
+column, ``calls.box`` (the box that answered the webhook, then the one holding the stream): on
+start-up a box marks as abandoned only the open calls *it* owned, never the live calls of the
+boxes beside it. Like the SQLite store, a failing write is logged and
 survived, never raised into a call; a connection the server dropped is reopened once.
 """
 
@@ -131,11 +132,14 @@ class PostgresCallStore:
                 "INSERT INTO calls (call_sid, started, status, mode, box) "
                 "VALUES (%s, %s, 'unknown', '', %s) ON CONFLICT (call_sid) DO NOTHING",
                 [call_sid, time.time(), self.box])
-            if fields:
+            values = dict(fields)
+            if "stream_sid" in values:  # the box holding the stream owns the call from now on
+                values["box"] = self.box
+            if values:
                 sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name))
-                                          for name in fields)
+                                          for name in values)
                 await self._exec(sql.SQL("UPDATE calls SET {} WHERE call_sid = %s").format(sets),
-                                 [*fields.values(), call_sid])
+                                 [*values.values(), call_sid])
         await self._write("call update", write)
 
     async def call_ended(self, call_sid: str, *, status: str, reason: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import WebSocket
 from litestar.exceptions import PermissionDeniedException
@@ -21,6 +22,7 @@ from appliance.core.agent import Tool
 from appliance.core.relay_session import handoff_tool
 from appliance.core.session import Engines
 from appliance.web import twiml
+from appliance.web.cluster import admit, cluster_from_settings
 from appliance.web.media_socket import handle_media_socket
 from appliance.web.relay_socket import handle_relay_socket
 from appliance.web.runtime import Runtime
@@ -72,6 +74,8 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     }
     if runtime.load_error:
         body["error"] = runtime.load_error
+    if runtime.cluster is not None:
+        body["cluster"] = [msgspec.structs.asdict(b) for b in await runtime.cluster.pool()]
     return Response(body, status_code=200 if runtime.engines else 503)
 
 
@@ -84,12 +88,15 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
     if not call_sid:
         return Response("missing CallSid", status_code=400, media_type="text/plain")
     settings = runtime.settings
-    if runtime.engines is None or runtime.draining:
+    target = await admit(runtime, call_sid)
+    if target is None and runtime.cluster is None and (runtime.engines is None
+                                                       or runtime.draining):
         log.warning("call %s refused: %s", call_sid,
                     "shutting down" if runtime.draining else "models not ready")
         return Response(str(twiml.busy(settings)), media_type=XML)
-    if not runtime.calls.reserve(call_sid):
-        log.warning("call %s refused: %d calls is the limit", call_sid, settings.max_calls)
+    if target is None:
+        log.warning("call %s refused: every line is busy (%d calls per box)", call_sid,
+                    settings.max_calls)
         await runtime.store.call_started(call_sid, mode=settings.mode, status="busy",
                                          from_number=form.get("From", ""),
                                          to_number=form.get("To", ""))
@@ -97,6 +104,7 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
         return Response(str(twiml.busy(settings)), media_type=XML)
     await runtime.store.call_started(call_sid, mode=settings.mode, status="ringing",
                                      from_number=form.get("From", ""), to_number=form.get("To", ""))
+    settings = msgspec.structs.replace(settings, public_base_url=target)  # the box taking it
     if settings.mode == "conversation-relay":
         answer = twiml.connect_relay(settings, socket_url(settings, "/twilio/relay"),
                                      public_url(settings, "/twilio/relay/action"), form)
@@ -182,10 +190,16 @@ def _is_local(request: Request[Any, Any, Any]) -> bool:
 def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
     """Build the app. Models load in the background after start-up so /healthz can report it."""
     runtime = Runtime.create(settings)
+    runtime.cluster = cluster_from_settings(
+        settings, lambda: runtime.draining or runtime.engines is None)
+    if runtime.cluster is not None:
+        runtime.calls = runtime.cluster.slots
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await runtime.store.open()
+        if runtime.cluster is not None:
+            await runtime.cluster.start()
         runtime.loop_lag.start()
         task = asyncio.create_task(_load(runtime, load_engines))
         try:
@@ -198,6 +212,8 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
                 runtime.engines.workers.shutdown()
                 if close := getattr(runtime.engines.tts, "aclose", None):
                     await close()  # the cloud voice's kept-alive connection
+            if runtime.cluster is not None:
+                await runtime.cluster.stop()
             await runtime.store.close()
 
     app = Litestar(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from appliance.config import Settings
 from appliance.core.session import Engines
@@ -15,6 +16,9 @@ from appliance.store.postgres import PostgresCallStore, call_store
 from appliance.telephony.twilio_calls import TwilioCalls
 from appliance.web.loop_monitor import LoopLagMonitor
 from appliance.web.twilio_auth import SignatureChecker
+
+if TYPE_CHECKING:
+    from appliance.web.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class Runtime:
     draining: bool = False  # shutting down: live calls finish, new ones are refused
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    cluster: Cluster | None = None  # several boxes sharing admission through Redis
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
