@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import os
 import logging
@@ -75,7 +76,7 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     if runtime.load_error:
         body["error"] = runtime.load_error
     if runtime.cluster is not None:
-        body["cluster"] = [msgspec.structs.asdict(b) for b in await runtime.cluster.pool()]
+        body["cluster"] = [dataclasses.asdict(b) for b in await runtime.cluster.pool()]
     return Response(body, status_code=200 if runtime.engines else 503)
 
 
@@ -239,4 +240,6 @@ async def _load(runtime: Runtime, load_engines: EngineLoader) -> None:
     runtime.models = engines.infos
     runtime.engines = engines
     runtime.ready.set()
+    if runtime.cluster is not None:
+        runtime.cluster.changed()  # ready: take calls from the pool now
     log.info("ready: %s", ", ".join(f"{m.slot}={m.name}" for m in runtime.models))

@@ -174,6 +174,10 @@ class Cluster:
                     log.info("cluster: Redis answers again: back in the pool")
                 failing = False
 
+    def changed(self) -> None:
+        """Beat now (the box became ready or started draining), not at the next tick."""
+        self._wake.set()
+
     def _released(self, call_sid: str) -> None:
         task = asyncio.get_running_loop().create_task(self._free(call_sid))
         self._background.add(task)
