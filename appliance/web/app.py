@@ -75,9 +75,12 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     }
     if runtime.load_error:
         body["error"] = runtime.load_error
+    if runtime.draining:  # not ready for new calls: a load balancer stops sending them here
+        body["status"] = "draining"
     if runtime.cluster is not None:
         body["cluster"] = [dataclasses.asdict(b) for b in await runtime.cluster.pool()]
-    return Response(body, status_code=200 if runtime.engines else 503)
+    ready = runtime.engines is not None and not runtime.draining
+    return Response(body, status_code=200 if ready else 503)
 
 
 @post("/twilio/voice", status_code=200)
