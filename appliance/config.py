@@ -131,6 +131,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     redis_url: str = ""  # redis://host:6379/0: call admission across boxes
     cluster_name: str = "appliance"  # Redis key prefix: several clusters may share one Redis
     box_id: str = ""  # this box's name in the cluster; default: its public host:port
+    webhook_base_url: str = ""  # the shared URL Twilio's number calls, if not public_base_url
     cluster_heartbeat_s: float = 1.0
     cluster_box_ttl_s: float = 3.0  # a box silent this long is out of the pool
 

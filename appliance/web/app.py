@@ -43,8 +43,12 @@ async def signed_form(request: Request[Any, Any, Any], path: str) -> dict[str, s
     """The webhook's form, once its X-Twilio-Signature checks out; else 403."""
     runtime = runtime_of(request)
     form = {k: str(v) for k, v in (await request.form()).items()}
-    url = public_url(runtime.settings, path, request.url.query)
-    if not runtime.signatures.valid(url, form, request.headers.get("x-twilio-signature")):
+    settings, signature = runtime.settings, request.headers.get("x-twilio-signature")
+    # Behind a shared load balancer, Twilio signs the number's webhook URL, not this box's own.
+    bases = filter(None, [settings.public_base_url, settings.webhook_base_url])
+    urls = [public_url(msgspec.structs.replace(settings, public_base_url=base), path,
+                       request.url.query) for base in bases]
+    if not any(runtime.signatures.valid(url, form, signature) for url in urls):
         log.warning("%s: bad or missing X-Twilio-Signature; refused", path)
         raise PermissionDeniedException("invalid signature")
     return form

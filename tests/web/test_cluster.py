@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from appliance.config import Settings
@@ -25,7 +26,7 @@ CAPACITY = 4
 
 @pytest.fixture
 def boxes(tmp_path: Path, redis_url: str, postgres_url: str, cluster_name: str
-          ) -> Iterator[list[tuple[str, Settings, Runtime]]]:
+          ) -> Iterator[list[Box]]:
     """Two boxes: (base URL, settings, runtime) each."""
     with ExitStack() as stack:
         found = []
@@ -47,8 +48,11 @@ def stream_target(twiml: str) -> str | None:
     return f"http://{found.group(1)}" if found else None
 
 
+Box = tuple[str, Settings, Runtime]  # base URL, settings, runtime
+
+
 async def answered_call(webhook: str, settings: Settings,
-                        boxes: list[tuple[str, Settings, Runtime]]) -> tuple[str, MediaStream | None]:
+                        boxes: list[Box]) -> tuple[str, MediaStream | None]:
     """Ring ``webhook``; open the stream on the box the TwiML names and hear its greeting."""
     call_sid, twiml = await place_call(webhook, settings)
     target = stream_target(twiml)
@@ -130,3 +134,15 @@ def wait_until(predicate, timeout: float = 30.0) -> None:
                 await asyncio.sleep(0.1)
     asyncio.run(poll())
 
+
+
+def test_a_box_accepts_webhooks_signed_for_the_shared_number_url(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, webhook_base_url="https://calls.example.com")
+    shared = msgspec.structs.replace(settings, public_base_url="https://calls.example.com")
+    foreign = msgspec.structs.replace(settings, public_base_url="https://other.example.com")
+    with running_server(create_app(settings, FakeSet().load), settings) as base:
+        _, twiml = asyncio.run(place_call(base, shared))
+        assert stream_target(twiml) == base  # the stream still goes to this box's own URL
+        asyncio.run(place_call(base, settings))  # its own URL is still accepted
+        with pytest.raises(httpx.HTTPStatusError, match="403"):
+            asyncio.run(place_call(base, foreign))
