@@ -61,7 +61,7 @@ class FailoverLlm:
             allowed = self._breaker.allow()
         if allowed:
             try:
-                with closing(ask(self.primary)) as stream:  # type: ignore[arg-type]
+                with closing(ask(self.primary)) as stream:  # type: ignore[type-var]
                     for token in stream:
                         said.append(token)
                         yield token
@@ -74,7 +74,7 @@ class FailoverLlm:
             else:
                 self._succeeded()
                 return
-        with closing(ask(self.fallback)) as stream:  # type: ignore[arg-type]
+        with closing(ask(self.fallback)) as stream:  # type: ignore[type-var]
             yield from continue_from("".join(said), stream)
 
     def _succeeded(self) -> None:

@@ -53,13 +53,16 @@ def _usage(chunk: _Chunk) -> Usage | None:
     usage, timings = chunk.usage or {}, chunk.timings or {}
     if not usage and not timings:
         return None
-    details = usage.get("prompt_tokens_details") or {}
+    details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     if cached is None:
-        cached = timings.get("cache_n", 0)
-    return Usage(prompt=int(usage.get("prompt_tokens", 0) or 0),  # type: ignore[call-overload]
-                 completion=int(usage.get("completion_tokens", 0) or 0),  # type: ignore[call-overload]
-                 cached=int(cached or 0))  # type: ignore[call-overload]
+        cached = timings.get("cache_n")
+    return Usage(prompt=_count(usage.get("prompt_tokens")),
+                 completion=_count(usage.get("completion_tokens")), cached=_count(cached))
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 class OpenAiLlm:

@@ -113,7 +113,7 @@ class Cluster:
     @classmethod
     def from_settings(cls, settings: Settings, draining: Callable[[], bool]) -> Cluster:
         client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2.0,
-                                         socket_connect_timeout=2.0)
+                                         socket_connect_timeout=2.0, decode_responses=True)
         return cls(settings, client, draining)
 
     def _key(self, kind: str, box: str) -> str:
@@ -193,7 +193,7 @@ class Cluster:
 
     async def pool(self) -> list[BoxState]:
         """Every live box with its load, this one included; dead boxes are forgotten."""
-        ids = sorted(m.decode() for m in await self._redis.smembers(self._boxes_key))
+        ids = sorted(str(m) for m in await self._redis.smembers(self._boxes_key))
         seconds, micros = await self._redis.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -206,9 +206,8 @@ class Cluster:
             if not info:
                 dead.append(box)
                 continue
-            fields = {k.decode(): v.decode() for k, v in info.items()}
-            states.append(BoxState(box, fields["url"], int(fields["capacity"]), int(calls),
-                                   fields.get("draining") == "1"))
+            states.append(BoxState(box, info["url"], int(info["capacity"]), int(calls),
+                                   info.get("draining") == "1"))
         if dead:
             await self._redis.srem(self._boxes_key, *dead)
         return states
