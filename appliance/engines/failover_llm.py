@@ -124,6 +124,15 @@ def continue_from(said: str, tokens: Iterator[str]) -> Iterator[str]:
     yield from tokens
 
 
+def token_counts(llm: object) -> dict[str, int] | None:
+    """The model server's token totals (prompt, cached, generated), for /api/metrics."""
+    server = getattr(llm, "primary", None)
+    if not isinstance(server, OpenAiLlm):
+        return None
+    t = server.totals
+    return {"prompt": t.prompt, "cached": t.cached, "completion": t.completion}
+
+
 def with_model_server(settings: Settings, load_local: Callable[[], Llm]) -> Llm:
     """The LLM the settings choose: in-process alone (default), or the server in front of it.
 

@@ -81,15 +81,9 @@ class OpenAiLlm:
         self._client = httpx.Client(headers=headers, timeout=timeout,
                                     limits=httpx.Limits(max_connections=max_connections))
         self._lock = threading.Lock()
-        self._usage: dict[str, Usage] = {}
-        self.totals = Usage()
+        self.totals = Usage()  # over every reply the server reported counts for
         self.info = EngineInfo(slot="llm", name=f"{model or 'default'}@{base_url}",
                                version="openai-chat", path=base_url, device="server")
-
-    def usage(self, session_id: str) -> Usage | None:
-        """The token counts of ``session_id``'s last reply, when the server reported them."""
-        with self._lock:
-            return self._usage.get(session_id)
 
     def stream_chat(
         self,
@@ -123,7 +117,7 @@ class OpenAiLlm:
                     raise LlmUnavailable(f"HTTP {response.status_code}: {response.text[:200]!r}")
                 for chunk in _events(response.iter_lines()):
                     if (usage := _usage(chunk)) is not None:
-                        self._record(session_id, usage)
+                        self._record(usage)
                     for choice in chunk.choices:
                         delta = choice.get("delta")
                         text = delta.get("content") if isinstance(delta, dict) else None
@@ -140,19 +134,13 @@ class OpenAiLlm:
         except (httpx.HTTPError, msgspec.DecodeError) as err:
             raise LlmUnavailable(f"{type(err).__name__}: {err}") from err
 
-    def _record(self, session_id: str, usage: Usage) -> None:
+    def _record(self, usage: Usage) -> None:
         with self._lock:
-            self._usage[session_id] = usage
             t = self.totals
             self.totals = Usage(t.prompt + usage.prompt, t.completion + usage.completion,
                                 t.cached + usage.cached)
         log.debug("llm usage: %d prompt tokens (%d cached), %d generated",
                   usage.prompt, usage.cached, usage.completion)
-
-    def forget(self, session_id: str) -> None:
-        """Drop a finished call's counts."""
-        with self._lock:
-            self._usage.pop(session_id, None)
 
     def close(self) -> None:
         self._client.close()

@@ -22,6 +22,7 @@ from appliance.config import Settings
 from appliance.core.agent import Tool
 from appliance.core.relay_session import handoff_tool
 from appliance.core.session import Engines
+from appliance.engines.failover_llm import token_counts
 from appliance.web import twiml
 from appliance.web.cluster import admit, cluster_from_settings
 from appliance.web.media_socket import handle_media_socket
@@ -183,6 +184,8 @@ async def metrics(request: Request[Any, Any, Any], reset: FromQuery[bool] = Fals
     runtime = runtime_of(request)
     body = {"loop_lag": runtime.loop_lag.stats(), "active_calls": len(runtime.calls.active),
             "pid": os.getpid()}
+    if runtime.engines is not None and (tokens := token_counts(runtime.engines.agent.llm)):
+        body["llm_tokens"] = tokens  # from the model server, when it reports them
     if reset:
         runtime.loop_lag.reset()
     return Response(body)

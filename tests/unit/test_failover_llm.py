@@ -51,3 +51,18 @@ def test_settings_choose_the_server_and_keep_its_key_secret(tmp_path) -> None:
     assert "sk-very-secret" in settings.secrets()
     with pytest.raises(ConfigError, match="APPLIANCE_LLM_URL"):
         with_model_server(make_settings(tmp_path, llm_backend="openai"), lambda: local)
+
+
+def test_token_totals_add_up_for_the_metrics_route() -> None:
+    from appliance.engines.breaker import CircuitBreaker
+    from appliance.engines.failover_llm import FailoverLlm, token_counts
+    from appliance.engines.fakes import FakeLlm
+    from appliance.engines.openai_llm import OpenAiLlm
+
+    server = OpenAiLlm("http://127.0.0.1:9/v1", "m")
+    server._record(Usage(90, 12, 64))
+    server._record(Usage(30, 5, 20))
+    assert token_counts(FailoverLlm(server, FakeLlm(), CircuitBreaker(2, 1.0))) == {
+        "prompt": 120, "cached": 84, "completion": 17}
+    assert token_counts(FakeLlm()) is None
+    server.close()
