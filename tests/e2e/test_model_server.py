@@ -127,3 +127,32 @@ def test_a_silent_server_times_out_and_is_then_skipped(local) -> None:
         listener.close()
         for conn in accepted:
             conn.close()
+
+
+def test_appliance_ask_answers_through_the_server_and_survives_its_death(server,
+                                                                         tmp_path: Path) -> None:
+    """The real path: settings → engine selection → agent → model server; same answer with the
+    server killed (the in-process model answers)."""
+    import json
+    import subprocess
+    import sys
+
+    url, proc, log = server
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "APPLIANCE_DATA_DIR": str(tmp_path / "data"),
+           "APPLIANCE_KB_DIR": str(root / "kb"), "APPLIANCE_LLM_BACKEND": "openai",
+           "APPLIANCE_LLM_URL": url, "APPLIANCE_LLM_SERVER_MODEL": "smol",
+           "APPLIANCE_LLM_INSTANCES": "1", "APPLIANCE_LLM_FIRST_TOKEN_MS": "30000",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+
+    def ask() -> str:
+        out = subprocess.run([sys.executable, "-m", "appliance", "ask", "--json",
+                              "What are your opening hours on Saturday?"], env=env, check=True,
+                             capture_output=True, text=True, timeout=300)
+        return json.loads(out.stdout)["answer"]
+
+    served = ask()
+    assert served and "POST /v1/chat/completions" in log.read_text()
+    os.kill(proc.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    proc.wait()  # type: ignore[attr-defined]
+    assert ask() == served
