@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import os
 import logging
@@ -83,7 +82,7 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     if runtime.draining:  # not ready for new calls: a load balancer stops sending them here
         body["status"] = "draining"
     if runtime.cluster is not None:
-        body["cluster"] = [dataclasses.asdict(b) for b in await runtime.cluster.pool()]
+        body["cluster"] = await runtime.cluster.view()
     ready = runtime.engines is not None and not runtime.draining
     return Response(body, status_code=200 if ready else 503)
 

@@ -17,6 +17,7 @@ new calls to the other boxes while its live calls finish.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,6 +212,13 @@ class Cluster:
         if dead:
             await self._redis.srem(self._boxes_key, *dead)
         return states
+
+    async def view(self) -> list[dict[str, Any]] | str:
+        """The pool for /healthz; with Redis unreachable, why (this box still takes calls)."""
+        try:
+            return [dataclasses.asdict(box) for box in await self.pool()]
+        except RedisError as err:
+            return f"Redis unreachable: {err}"
 
     async def reserve(self, call_sid: str, *, here: bool) -> BoxState | None:
         """A slot for ``call_sid``: on this box if ``here`` and it has room, else on the live box

@@ -146,3 +146,63 @@ def test_a_box_accepts_webhooks_signed_for_the_shared_number_url(tmp_path: Path)
         asyncio.run(place_call(base, settings))  # its own URL is still accepted
         with pytest.raises(httpx.HTTPStatusError, match="403"):
             asyncio.run(place_call(base, foreign))
+
+
+def test_two_webhooks_never_take_the_same_last_slot(tmp_path: Path, redis_url: str,
+                                                    cluster_name: str) -> None:
+    from appliance.web.cluster import Cluster
+
+    async def run() -> list[str | None]:
+        clusters = []
+        for name in ("x", "y"):
+            settings = make_settings(tmp_path / name, max_calls=1, redis_url=redis_url,
+                                     cluster_name=cluster_name)
+            clusters.append(Cluster.from_settings(settings, lambda: False))
+        for cluster in clusters:
+            await cluster.beat()
+        results = await asyncio.gather(*(clusters[i % 2].reserve(f"CA{i}", here=True)
+                                         for i in range(10)))
+        for cluster in clusters:
+            await cluster.stop()
+        return [r.box if r else None for r in results]
+
+    taken = [box for box in asyncio.run(run()) if box]
+    assert len(taken) == len(set(taken)) == 2  # one call per box; every other caller: busy
+
+
+def test_with_redis_gone_a_box_admits_calls_on_its_own(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from tests.conftest import free_port
+
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    redis = subprocess.Popen([server, "--port", str(port), "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL)
+    try:
+        settings = make_settings(tmp_path, max_calls=1, redis_url=f"redis://127.0.0.1:{port}/0",
+                                 cluster_heartbeat_s=0.2)
+        wait_until(lambda: _pings(settings.redis_url))
+        with running_server(create_app(settings, FakeSet().load), settings) as base:
+            redis.kill()
+            redis.wait()
+            first, second = asyncio.run(place_call(base, settings)), asyncio.run(
+                place_call(base, settings))
+            health = httpx.get(f"{base}/healthz", timeout=5)
+        assert health.status_code == 200 and "Redis unreachable" in health.json()["cluster"]
+        assert stream_target(first[1]) == base  # this box's own slot
+        assert stream_target(second[1]) is None  # and its own limit still holds
+    finally:
+        redis.kill()
+
+
+def _pings(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url).ping())
+    except redis.RedisError:
+        return False
