@@ -127,10 +127,9 @@ class Cluster:
     # --- membership ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Join the pool (fails loudly if Redis is unreachable: the box would be invisible)."""
-        await self.beat()
+        """Join the pool; with Redis unreachable, serve alone and keep trying (logged once)."""
         self._task = asyncio.create_task(self._run())
-        log.info("joined cluster %r as %s (%d calls max)", self._prefix, self.box,
+        log.info("joining cluster %r as %s (%d calls max)", self._prefix, self.box,
                  self.settings.max_calls)
 
     async def stop(self) -> None:
@@ -156,12 +155,14 @@ class Cluster:
                   *sorted(self.slots.active)]))
 
     async def _run(self) -> None:
-        failing = False
+        failing, first = False, True
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.cluster_heartbeat_s)
-            except TimeoutError:
-                pass
+            if not first:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.settings.cluster_heartbeat_s)
+                except TimeoutError:
+                    pass
+            first = False
             self._wake.clear()
             try:
                 await self.beat()

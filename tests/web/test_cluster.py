@@ -206,3 +206,12 @@ def _pings(url: str) -> bool:
         return bool(redis.Redis.from_url(url).ping())
     except redis.RedisError:
         return False
+
+
+def test_a_box_starts_without_redis_and_serves_alone(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    settings = make_settings(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with running_server(create_app(settings, FakeSet().load), settings) as base:
+        _, twiml = asyncio.run(place_call(base, settings))
+    assert stream_target(twiml) == base
