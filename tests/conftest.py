@@ -38,6 +38,12 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return load_settings(environ={}, **values)
 
 
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """The app runs on asyncio; anyio would also run each async test on trio when installed."""
+    return "asyncio"
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
