@@ -11,6 +11,7 @@ import pytest
 
 from appliance.core.audio import TELEPHONE_RATE
 from appliance.engines.base import EngineInfo
+from appliance.engines.breaker import BreakerState, CircuitBreaker
 from appliance.engines.elevenlabs_tts import (
     AuthError,
     NetworkError,
@@ -19,7 +20,6 @@ from appliance.engines.elevenlabs_tts import (
     StreamDropped,
     retry_after_s,
 )
-from appliance.engines.breaker import BreakerState, CircuitBreaker
 from appliance.engines.failover_tts import (
     FailoverTts,
     unspoken,
