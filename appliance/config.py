@@ -28,7 +28,8 @@ VENDOR_ENV = {
     "ELEVENLABS_API_KEY": "elevenlabs_api_key",
 }
 SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key", "api_token",
-                           "message_webhook_secret", "smtp_password"})
+                           "message_webhook_secret", "smtp_password", "llm_api_key",
+                           "database_url", "redis_url"})
 REDACTED = "********"
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     elevenlabs_first_byte_ms: int = 400
     elevenlabs_failures_to_open: int = 3
     elevenlabs_cooldown_s: float = 30.0
+
+    # Scale-out (README "Scale-out"); every one empty/default keeps the single box as it is.
+    llm_backend: Literal["in-process", "openai"] = "in-process"
+    llm_url: str = ""  # OpenAI-compatible base URL, e.g. http://gpu-host:8000/v1
+    llm_server_model: str = ""  # the model name the server expects
+    llm_api_key: str = ""
+    llm_connect_timeout_ms: int = 300
+    llm_first_token_ms: int = 1500  # also the longest pause between two tokens
+    llm_failures_to_open: int = 2
+    llm_cooldown_s: float = 15.0
+    database_url: str = ""  # postgresql://user@host/db: the call log on PostgreSQL
+    kb_url: str = ""  # http://host:8000: the knowledge base on a Chroma server
+    redis_url: str = ""  # redis://host:6379/0: call admission across boxes
+    cluster_name: str = "appliance"  # Redis key prefix: several clusters may share one Redis
+    box_id: str = ""  # this box's name in the cluster; default: its public host:port
+    webhook_base_url: str = ""  # the shared URL Twilio's number calls, if not public_base_url
+    cluster_heartbeat_s: float = 1.0
+    cluster_box_ttl_s: float = 3.0  # a box silent this long is out of the pool
 
     # ConversationRelay.
     relay_voice: str = ""

@@ -18,6 +18,7 @@ from appliance.cli.serve_cmd import uvicorn_options
 from appliance.config import Settings, api_headers, load_settings
 
 AUTH_TOKEN = "test-auth-token-0123456789"
+pytest_plugins = ["tests.services"]  # PostgreSQL and Redis fixtures
 
 
 def free_port() -> int:
@@ -36,6 +37,12 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return load_settings(environ={}, **values)
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """The app runs on asyncio; anyio would also run each async test on trio when installed."""
+    return "asyncio"
 
 
 @pytest.fixture

@@ -84,8 +84,14 @@ def parse_twiml(body: str) -> StreamTarget:
     raise _Rejected("; ".join(verbs) or "empty <Response>")
 
 
-def media_url(base_url: str, stream_url: str) -> str:
-    """The Stream URL's path on the server we can actually reach (no TLS proxy in between)."""
+def media_url(base_url: str, stream_url: str, public_base_url: str = "") -> str:
+    """The Stream URL's path on the server we can actually reach (no TLS proxy in between).
+
+    A Stream URL on another host than ``public_base_url`` means the webhook handed the call to
+    another box of a cluster: that URL is used as it is.
+    """
+    if public_base_url and urlsplit(stream_url).netloc != urlsplit(public_base_url).netloc:
+        return stream_url
     base = urlsplit(base_url)
     scheme = "wss" if base.scheme == "https" else "ws"
     return urlunsplit((scheme, base.netloc, urlsplit(stream_url).path or "/", "", ""))
@@ -323,7 +329,7 @@ async def _stream(
     opts: CallOptions, report: CallReport, target: StreamTarget, account_sid: str
 ) -> Playback:
     """Open the media socket, run the script, hang up; returns the playout with its timeline."""
-    url = media_url(opts.base_url, target.url)
+    url = media_url(opts.base_url, target.url, opts.public_base_url)
     signature = RequestValidator(opts.auth_token).compute_signature(target.url, {})
     try:
         ws = await connect(

@@ -53,13 +53,13 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase | None:
 
 
 def load_llm(settings: Settings, path: Path | None = None, instances: int = 0) -> Llm:
+    from appliance.engines.failover_llm import with_model_server
     from appliance.engines.llama_cpp_llm import LlamaCppLlm
 
-    return LlamaCppLlm(path or resolve_models(settings).llm,
-                       instances=instances or settings.llm_instances,
-                       threads=settings.llm_threads, batch_threads=settings.llm_batch_threads,
-                       n_ctx=settings.llm_context, gpu_layers=settings.llm_gpu_layers,
-                       device=settings.device)
+    return with_model_server(settings, lambda: LlamaCppLlm(
+        path or resolve_models(settings).llm, instances=instances or settings.llm_instances,
+        threads=settings.llm_threads, batch_threads=settings.llm_batch_threads,
+        n_ctx=settings.llm_context, gpu_layers=settings.llm_gpu_layers, device=settings.device))
 
 
 def load_blocking(settings: Settings) -> tuple[Workers, Agent, object, object, Tts]:

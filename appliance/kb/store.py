@@ -1,6 +1,7 @@
 """The knowledge base in Chroma: idempotent ingest, listing and removal, and search.
 
-One persistent Chroma database lives at ``<data_dir>/kb``. Its collection records which
+One Chroma database, embedded at ``<data_dir>/kb`` or on a Chroma server (``kb_client``). Its
+collection records which
 embedding model built it (name, dimension, distance), because vectors from two models cannot be
 compared: opening it with another model is refused rather than answering with nonsense.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import Any, Final
 import chromadb
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
-from chromadb.config import Settings as ChromaSettings
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.errors import NotFoundError
 from tqdm import tqdm
 
@@ -27,6 +29,7 @@ from appliance.config import Settings
 from appliance.engines.base import EngineInfo, KbChunk
 from appliance.kb import KbError
 from appliance.kb.chunking import chunk_sections
+from appliance.kb.client import changed_since, chroma_client, location, mark_changed
 from appliance.kb.embedding import OnnxEmbedder, embedder_from_settings
 from appliance.kb.loaders import load, supported
 
@@ -64,16 +67,6 @@ class StoredDocument:
     sha256: str
     chunks: int
     chunk_ids: tuple[str, ...]
-
-
-def db_path(settings: Settings) -> Path:
-    return settings.data_path / "kb"
-
-
-def _client(path: Path) -> ClientAPI:
-    return chromadb.PersistentClient(
-        path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
-    )
 
 
 def _check_model(collection: Collection, embedder: OnnxEmbedder) -> None:
@@ -128,9 +121,10 @@ class KbStore:
     def __init__(
         self, settings: Settings, embedder: OnnxEmbedder | None = None, *, rebuild: bool = False
     ) -> None:
+        self._settings = settings
         self._embedder = embedder or embedder_from_settings(settings)
         self._max_bytes = int(settings.kb_max_file_mb * 1024 * 1024)
-        self._client = _client(db_path(settings))
+        self._client = chroma_client(settings)
         self._collection = open_collection(
             self._client, settings.kb_collection, self._embedder, rebuild=rebuild
         )
@@ -170,6 +164,8 @@ class KbStore:
         report.documents = len(self.documents())
         report.chunks = self._collection.count()
         report.seconds = time.perf_counter() - started
+        if report.chunks_written or report.removed or report.skipped:
+            mark_changed(self._settings)
         return report
 
     def _ingest_file(
@@ -230,6 +226,8 @@ class KbStore:
             if doc.path == target or doc.path.startswith(f"{target}{os.sep}"):
                 self._collection.delete(ids=list(doc.chunk_ids))
                 removed.append(doc.source)
+        if removed:
+            mark_changed(self._settings)
         return removed
 
 
@@ -265,33 +263,50 @@ def _scan(
 class ChromaKnowledgeBase:
     """The serving side (``KnowledgeBase``): search only, safe to call from worker threads.
 
-    It writes nothing but an empty collection on a first start. Chroma's embedded mode caches
-    the index per process, so documents re-ingested by another process (``appliance kb
-    ingest``) are seen once the server restarts.
+    It writes nothing but an empty collection on a first start. Documents ingested by another
+    process are searched at once: a Chroma server serves every client the same index, and the
+    embedded database is reopened when an ingest stamped it (see ``kb.client``).
     """
 
-    def __init__(self, collection: Collection, info: EngineInfo) -> None:
+    def __init__(self, collection: Collection, info: EngineInfo,
+                 settings: Settings | None = None, embedder: OnnxEmbedder | None = None) -> None:
         self._collection = collection
         self.info = info
+        self._settings, self._embedder = settings, embedder
+        self._stamp = changed_since(settings, 0) if settings else 0
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings, embedder: OnnxEmbedder | None = None) -> ChromaKnowledgeBase:
         """Open ``<data_dir>/kb``; loads the embedding model now, not on a caller's turn."""
         embedder = embedder or embedder_from_settings(settings)
         embedder.load()
-        path = db_path(settings)
-        collection = open_collection(_client(path), settings.kb_collection, embedder)
+        collection = open_collection(chroma_client(settings), settings.kb_collection, embedder)
         info = EngineInfo(
             slot="kb",
             name=f"chroma:{settings.kb_collection} ({embedder.model_id})",
             version=chromadb.__version__,
-            path=str(path),
+            path=location(settings),
         )
-        return cls(collection, info)
+        return cls(collection, info, settings, embedder)
+
+    @property
+    def collection(self) -> Collection:
+        """The collection, reopened first if an embedded ingest changed it since."""
+        settings, embedder = self._settings, self._embedder
+        if settings is None or embedder is None or not changed_since(settings, self._stamp):
+            return self._collection
+        with self._lock:
+            if stamp := changed_since(settings, self._stamp):
+                SharedSystemClient.clear_system_cache()  # else the cached, stale index
+                self._collection = open_collection(chroma_client(settings),
+                                                   settings.kb_collection, embedder)
+                self._stamp = stamp
+        return self._collection
 
     def count(self) -> int:
         """Chunks stored: zero means nothing was ingested and answers cannot be grounded."""
-        return self._collection.count()
+        return self.collection.count()
 
     def all_chunks(self) -> list[KbChunk]:
         """Every stored chunk (distance 0): what the lexical index is built from."""
@@ -307,7 +322,7 @@ class ChromaKnowledgeBase:
         """The ``k`` nearest chunks, best (smallest cosine distance) first."""
         if k <= 0 or not query.strip():
             return []
-        result = self._collection.query(
+        result = self.collection.query(
             query_texts=[query], n_results=k, include=["documents", "metadatas", "distances"]
         )
         return [

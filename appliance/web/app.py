@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import ASGIConnection, WebSocket
 from litestar.exceptions import (
@@ -29,8 +30,10 @@ from appliance.config import Settings
 from appliance.core.agent import Tool
 from appliance.core.relay_session import handoff_tool
 from appliance.core.session import Engines
+from appliance.engines.failover_llm import token_counts
 from appliance.telephony.sids import is_call_sid
 from appliance.web import twiml
+from appliance.web.cluster import admit, cluster_from_settings
 from appliance.web.hosts import allowed_hosts, host_allow_list
 from appliance.web.media_socket import handle_media_socket
 from appliance.web.relay_socket import handle_relay_socket
@@ -72,8 +75,12 @@ async def signed_form(request: Request[Any, Any, Any], path: str) -> dict[str, s
         runtime.refusals.warning("body", "%s: body over %d bytes; refused", path,
                                  WEBHOOK_MAX_BYTES)
         raise
-    url = public_url(runtime.settings, path, request.url.query)
-    if not runtime.signatures.valid(url, form, signature):
+    # Behind a shared load balancer, Twilio signs the number's webhook URL, not this box's own.
+    settings = runtime.settings
+    bases = filter(None, [settings.public_base_url, settings.webhook_base_url])
+    urls = [public_url(msgspec.structs.replace(settings, public_base_url=base), path,
+                       request.url.query) for base in bases]
+    if not any(runtime.signatures.valid(url, form, signature) for url in urls):
         runtime.refusals.warning("signature", "%s: bad X-Twilio-Signature; refused", path)
         raise PermissionDeniedException("invalid signature")
     if "CallSid" in form and not is_call_sid(form["CallSid"]):
@@ -108,7 +115,12 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     }
     if runtime.load_error:
         body["error"] = runtime.load_error
-    return Response(body, status_code=200 if runtime.engines else 503)
+    if runtime.draining:  # not ready for new calls: a load balancer stops sending them here
+        body["status"] = "draining"
+    if runtime.cluster is not None:
+        body["cluster"] = await runtime.cluster.view()
+    ready = runtime.engines is not None and not runtime.draining
+    return Response(body, status_code=200 if ready else 503)
 
 
 @post("/twilio/voice", status_code=200)
@@ -120,12 +132,15 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
     if not call_sid:
         return Response("missing CallSid", status_code=400, media_type="text/plain")
     settings = runtime.settings
-    if runtime.engines is None or runtime.draining:
+    target = await admit(runtime, call_sid)
+    if target is None and runtime.cluster is None and (runtime.engines is None
+                                                       or runtime.draining):
         log.warning("call %s refused: %s", call_sid,
                     "shutting down" if runtime.draining else "models not ready")
         return Response(str(twiml.busy(settings)), media_type=XML)
-    if not runtime.calls.reserve(call_sid):
-        log.warning("call %s refused: %d calls is the limit", call_sid, settings.max_calls)
+    if target is None:
+        log.warning("call %s refused: every line is busy (%d calls per box)", call_sid,
+                    settings.max_calls)
         await runtime.store.call_started(call_sid, mode=settings.mode, status="busy",
                                          from_number=form.get("From", ""),
                                          to_number=form.get("To", ""))
@@ -133,6 +148,7 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
         return Response(str(twiml.busy(settings)), media_type=XML)
     await runtime.store.call_started(call_sid, mode=settings.mode, status="ringing",
                                      from_number=form.get("From", ""), to_number=form.get("To", ""))
+    settings = msgspec.structs.replace(settings, public_base_url=target)  # the box taking it
     if settings.mode == "conversation-relay":
         answer = twiml.connect_relay(settings, socket_url(settings, "/twilio/relay"),
                                      public_url(settings, "/twilio/relay/action"), form)
@@ -215,6 +231,8 @@ async def metrics(request: Request[Any, Any, Any], reset: FromQuery[bool] = Fals
     runtime = runtime_of(request)
     body = {"loop_lag": runtime.loop_lag.stats(), "active_calls": len(runtime.calls.active),
             "pid": os.getpid()}
+    if runtime.engines is not None and (tokens := token_counts(runtime.engines.agent.llm)):
+        body["llm_tokens"] = tokens  # from the model server, when it reports them
     if reset:
         runtime.loop_lag.reset()
     return Response(body)
@@ -223,10 +241,16 @@ async def metrics(request: Request[Any, Any, Any], reset: FromQuery[bool] = Fals
 def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
     """Build the app. Models load in the background after start-up so /healthz can report it."""
     runtime = Runtime.create(settings)
+    runtime.cluster = cluster_from_settings(
+        settings, lambda: runtime.draining or runtime.engines is None)
+    if runtime.cluster is not None:
+        runtime.calls = runtime.cluster.slots
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await runtime.store.open()
+        if runtime.cluster is not None:
+            await runtime.cluster.start()
         runtime.loop_lag.start()
         task = asyncio.create_task(_load(runtime, load_engines))
         try:
@@ -239,6 +263,8 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
                 runtime.engines.workers.shutdown()
                 if close := getattr(runtime.engines.tts, "aclose", None):
                     await close()  # the cloud voice's kept-alive connection
+            if runtime.cluster is not None:
+                await runtime.cluster.stop()
             await runtime.store.close()
 
     app = Litestar(
@@ -267,4 +293,6 @@ async def _load(runtime: Runtime, load_engines: EngineLoader) -> None:
     runtime.models = engines.infos
     runtime.engines = engines
     runtime.ready.set()
+    if runtime.cluster is not None:
+        runtime.cluster.changed()  # ready: take calls from the pool now
     log.info("ready: %s", ", ".join(f"{m.slot}={m.name}" for m in runtime.models))

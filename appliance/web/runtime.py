@@ -6,15 +6,20 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from appliance.config import Settings, api_token
 from appliance.core.session import Engines
 from appliance.engines.base import EngineInfo
 from appliance.store.calls import CallStore
+from appliance.store.postgres import PostgresCallStore, call_store
 from appliance.telephony.twilio_calls import TwilioCalls
 from appliance.web.loop_monitor import LoopLagMonitor
 from appliance.web.refusals import RefusalLog
 from appliance.web.twilio_auth import SignatureChecker
+
+if TYPE_CHECKING:
+    from appliance.web.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ class CallSlots:
 @dataclass
 class Runtime:
     settings: Settings
-    store: CallStore
+    store: CallStore | PostgresCallStore
     twilio: TwilioCalls
     signatures: SignatureChecker
     calls: CallSlots
@@ -67,12 +72,13 @@ class Runtime:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     refusals: RefusalLog = field(
         default_factory=lambda: RefusalLog(logging.getLogger("appliance.web.refusals")))
+    cluster: Cluster | None = None  # several boxes sharing admission through Redis
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         return cls(
             settings=settings,
-            store=CallStore(settings.db_path),
+            store=call_store(settings),
             twilio=TwilioCalls(settings.twilio_account_sid, settings.twilio_auth_token),
             signatures=SignatureChecker(settings),
             calls=CallSlots(limit=settings.max_calls),

@@ -38,20 +38,23 @@ def test_sigterm_drains_live_calls(tmp_path: Path) -> None:
             assert time.monotonic() < deadline and proc.poll() is None, "server never got ready"
             time.sleep(0.2)
 
-        async def scenario() -> tuple[str, bool]:
+        async def scenario() -> tuple[str, bool, httpx.Response]:
             call_sid, _ = await place_call(base, settings)
             stream = await MediaStream.open(base, settings, call_sid)
             await stream.wait_for(lambda: stream.events("mark"), timeout=30)
             proc.send_signal(signal.SIGTERM)
             await asyncio.sleep(1.0)
             alive = proc.poll() is None
+            async with httpx.AsyncClient() as client:
+                health = await client.get(f"{base}/healthz")  # readiness probes now fail
             _, refused = await place_call(base, settings)
             await stream.send_audio(SILENCE * 10)  # the live call's socket still works
             await stream.stop()
-            return refused, alive
+            return refused, alive, health
 
-        refused, alive_during_call = asyncio.run(scenario())
+        refused, alive_during_call, health = asyncio.run(scenario())
         assert alive_during_call
+        assert health.status_code == 503 and health.json()["status"] == "draining"
         assert "<Say>" in refused and "<Stream" not in refused
         # Exits by itself once the call ended (uvicorn re-raises the SIGTERM it deferred).
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)

@@ -11,6 +11,7 @@ import pytest
 
 from appliance.core.audio import TELEPHONE_RATE
 from appliance.engines.base import EngineInfo
+from appliance.engines.breaker import BreakerState, CircuitBreaker
 from appliance.engines.elevenlabs_tts import (
     AuthError,
     NetworkError,
@@ -20,8 +21,6 @@ from appliance.engines.elevenlabs_tts import (
     retry_after_s,
 )
 from appliance.engines.failover_tts import (
-    BreakerState,
-    CircuitBreaker,
     FailoverTts,
     unspoken,
     with_cloud_voice,

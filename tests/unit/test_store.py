@@ -1,15 +1,31 @@
+"""The call log's suite, run against every back end: SQLite (default) and PostgreSQL."""
+
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from appliance.store.calls import CallStore
+from appliance.store.postgres import MIGRATIONS as PG_MIGRATIONS
+from appliance.store.postgres import PostgresCallStore
 from appliance.store.schema import MIGRATIONS
 
+Store = CallStore | PostgresCallStore
 
-async def _exercise(path: Path) -> dict:
-    store = CallStore(path)
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Store]:
+    """A factory of stores on one database: each call is a box (re)starting."""
+    if request.param == "sqlite":
+        return lambda box="a": CallStore(tmp_path / "calls.db")
+    url = request.getfixturevalue("postgres_url")
+    return lambda box="a": PostgresCallStore(url, box)
+
+
+async def _exercise(store: Store) -> dict:
     await store.open()
     await store.call_started("CA1", mode="media-streams", from_number="+1", to_number="+2")
     await store.update_call("CA1", stream_sid="MZ1", status="in-progress")
@@ -19,32 +35,74 @@ async def _exercise(path: Path) -> dict:
                                kb_chunks=["hours.md#0"])
     assert user and bot
     await store.add_metrics(bot, "CA1", {"stt_s": 0.2, "v2v_s": 0.9, "junk": 1})
+    await store.add_metrics(bot, "CA1", {"stt_s": 0.2, "v2v_s": 0.8})  # replaces
+    await store.add_assistant_turn("CA1", idx=2, text="Bye", heard_text="Bye", started=3.0,
+                                   interrupted=False, kb_chunks=[], metrics={"v2v_s": 0.5})
     await store.add_event("CA1", "dtmf", digit="5")
     await store.call_ended("CA1", status="completed", reason="stop received")
     record = await store.call_record("CA1")
+    assert await store.call_record("CAnone") is None
     await store.close()
     return record
 
 
-def test_call_log_round_trip(tmp_path: Path) -> None:
-    record = asyncio.run(_exercise(tmp_path / "calls.db"))
+def test_call_log_round_trip(new_store: Callable[..., Store]) -> None:
+    record = asyncio.run(_exercise(new_store()))
     assert record["call"]["status"] == "completed" and record["call"]["ended"]
-    assert [t["role"] for t in record["turns"]] == ["user", "assistant"]
+    assert record["call"]["stream_sid"] == "MZ1" and record["call"]["from_number"] == "+1"
+    assert [t["role"] for t in record["turns"]] == ["user", "assistant", "assistant"]
     assistant = record["turns"][1]
     assert assistant["interrupted"] is True and assistant["heard_text"] == "Hello"
-    assert assistant["metrics"]["v2v_s"] == 0.9 and assistant["kb_chunks"] == ["hours.md#0"]
+    assert assistant["metrics"]["v2v_s"] == 0.8 and assistant["kb_chunks"] == ["hours.md#0"]
+    assert record["turns"][2]["metrics"]["v2v_s"] == 0.5
     assert record["events"][0]["detail"] == {"digit": "5"}
+
+
+def test_messages_round_trip_on_both_back_ends(new_store: Callable[..., Store]) -> None:
+    async def run(store: Store) -> list[dict]:
+        await store.open()
+        await store.call_started("CA2", mode="media-streams", from_number="+15550001")
+        first = await store.add_message("CA2", name="Ann", callback_number="",
+                                        message="Call me back")
+        second = await store.add_message("CA2", name="Bob", callback_number="+15550002",
+                                         message="About my bill")
+        assert first and second
+        await store.message_delivered(int(first["id"]), error="webhook 500")
+        await store.message_delivered(int(second["id"]))
+        messages = await store.messages()
+        await store.close()
+        return messages
+
+    newest, oldest = asyncio.run(run(new_store()))
+    assert oldest["callback_number"] == "+15550001"  # the caller ID when none was given
+    assert (oldest["delivered"], oldest["delivery_error"]) == (0, "webhook 500")
+    assert (newest["name"], newest["delivered"]) == ("Bob", 1)
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    asyncio.run(_exercise(CallStore(tmp_path / "calls.db")))
     conn = sqlite3.connect(tmp_path / "calls.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_open_calls_are_marked_abandoned_on_restart(tmp_path: Path) -> None:
+def test_update_of_an_unknown_call_creates_it(new_store: Callable[..., Store]) -> None:
+    async def run() -> dict:
+        store = new_store()
+        await store.open()
+        await store.update_call("CAlate", status="in-progress")
+        record = await store.call_record("CAlate")
+        await store.close()
+        return record
+    assert asyncio.run(run())["call"]["status"] == "in-progress"
+
+
+def test_open_calls_are_marked_abandoned_on_restart(new_store: Callable[..., Store]) -> None:
     async def run() -> tuple[int, dict]:
-        store = CallStore(tmp_path / "calls.db")
+        store = new_store()
         await store.open()
         await store.call_started("CA2", mode="media-streams")
         await store.close()
-        store = CallStore(tmp_path / "calls.db")
+        store = new_store()
         fixed = await store.open()
         record = await store.call_record("CA2")
         await store.close()
@@ -54,25 +112,88 @@ def test_open_calls_are_marked_abandoned_on_restart(tmp_path: Path) -> None:
     assert fixed == 1 and record["call"]["status"] == "abandoned"
 
 
-def test_migrations_are_idempotent(tmp_path: Path) -> None:
-    async def run() -> None:
+def test_a_restarting_box_leaves_the_other_boxes_calls_alone(postgres_url: str) -> None:
+    async def run() -> tuple[int, dict, dict]:
+        a, b = PostgresCallStore(postgres_url, "a"), PostgresCallStore(postgres_url, "b")
+        await a.open()
+        await b.open()
+        await a.call_started("CAa", mode="media-streams")
+        await b.call_started("CAb", mode="media-streams")
+        await a.close()
+        a = PostgresCallStore(postgres_url, "a")
+        fixed = await a.open()
+        mine, theirs = await a.call_record("CAa"), await a.call_record("CAb")
+        await a.close()
+        await b.close()
+        return fixed, mine, theirs
+
+    fixed, mine, theirs = asyncio.run(run())
+    assert fixed == 1 and mine["call"]["status"] == "abandoned"
+    assert theirs["call"]["status"] == "ringing" and theirs["call"]["ended"] is None
+
+
+def test_migrations_are_idempotent(new_store: Callable[..., Store], tmp_path: Path) -> None:
+    async def run() -> int:
         for _ in range(2):
-            store = CallStore(tmp_path / "calls.db")
+            store = new_store()
             await store.open()
             await store.close()
-    asyncio.run(run())
-    conn = sqlite3.connect(tmp_path / "calls.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-
-
-def test_a_failing_disk_is_logged_not_raised(tmp_path: Path) -> None:
-    async def run() -> None:
-        store = CallStore(tmp_path / "calls.db")
+        store = new_store()
         await store.open()
-        store.db.conn.close()  # every write now fails like a full or vanished disk
+        if isinstance(store, CallStore):
+            version = store.db.execute("PRAGMA user_version").fetchone()[0]
+        else:
+            cursor = await store.conn.execute("SELECT max(version) AS v FROM schema_version")
+            version = (await cursor.fetchone())["v"]
+        await store.close()
+        return version
+
+    assert asyncio.run(run()) == (len(MIGRATIONS) if isinstance(new_store(), CallStore)
+                                  else len(PG_MIGRATIONS))
+
+
+def test_boxes_starting_together_migrate_once(postgres_url: str) -> None:
+    async def run() -> None:
+        stores = [PostgresCallStore(postgres_url, f"box{i}") for i in range(3)]
+        await asyncio.gather(*(s.open() for s in stores))
+        await asyncio.gather(*(s.close() for s in stores))
+    asyncio.run(run())
+    with psycopg.connect(postgres_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
+    assert versions == list(range(1, len(PG_MIGRATIONS) + 1))
+
+
+async def _break(store: Store) -> None:
+    """Make every write fail, like a full disk or a dropped table."""
+    if isinstance(store, CallStore):
+        store.db.conn.close()
+    else:
+        await store.conn.execute("DROP TABLE events, turn_metrics, turns CASCADE")
+
+
+def test_a_failing_database_is_logged_not_raised(new_store: Callable[..., Store]) -> None:
+    async def run() -> None:
+        store = new_store()
+        await store.open()
+        await _break(store)
         assert await store.add_turn("CA3", idx=1, role="user", text="x", started=0) is None
         await store.add_event("CA3", "dtmf", digit="1")
+        await store.close()
     asyncio.run(run())
+
+
+def test_a_dropped_postgres_connection_is_reopened(postgres_url: str) -> None:
+    async def run() -> dict:
+        store = PostgresCallStore(postgres_url, "a")
+        await store.open()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [store.conn.info.backend_pid])
+        await store.call_started("CA4", mode="media-streams")
+        await store.call_started("CA4b", mode="media-streams")
+        record = await store.call_record("CA4b")
+        await store.close()
+        return record
+    assert asyncio.run(run())["call"]["status"] == "ringing"
 
 
 def test_a_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
@@ -122,3 +243,26 @@ def test_a_failing_migration_leaves_the_previous_version_whole(
     monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS)
     assert schema.migrate(db) == len(MIGRATIONS)
     assert "tts_sentences" in db["turn_metrics"].columns_dict
+
+
+def test_a_v1_postgres_database_is_migrated_in_place(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(PG_MIGRATIONS[0])
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        conn.execute("INSERT INTO calls (call_sid, started, status, ended) "
+                     "VALUES ('CAold', 1, 'completed', 2)")
+
+    async def run() -> dict:
+        store = PostgresCallStore(postgres_url, "a")
+        await store.open()
+        record = await store.call_record("CAold")
+        await store.close()
+        return record
+
+    assert asyncio.run(run())["call"]["status"] == "completed"
+    with psycopg.connect(postgres_url) as conn:
+        columns = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name='turn_metrics' "
+            "AND table_schema = current_schema()")}
+    assert "tts_sentences" in columns

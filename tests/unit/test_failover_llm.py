@@ -1,0 +1,68 @@
+"""Pure parts of the model-server LLM: resuming an answer, reading token counts."""
+
+from __future__ import annotations
+
+import msgspec
+
+from appliance.engines.failover_llm import continue_from
+from appliance.engines.openai_llm import _DECODER, Usage, _usage
+
+
+def test_a_matching_answer_resumes_without_repeating() -> None:
+    assert "".join(continue_from("We open", iter(["We", " op", "en at", " 8."]))) == " at 8."
+
+
+def test_a_different_answer_starts_afresh() -> None:
+    assert "".join(continue_from("We open", iter(["Our", " doors", "."]))) == " Our doors."
+
+
+def test_nothing_said_passes_everything_on() -> None:
+    assert list(continue_from("", iter(["a", "b"]))) == ["a", "b"]
+
+
+def test_a_shorter_matching_answer_adds_nothing() -> None:
+    assert list(continue_from("We open at 8.", iter(["We", " open"]))) == []
+
+
+def test_cached_tokens_from_openai_usage_and_from_llama_server_timings() -> None:
+    openai = {"choices": [], "usage": {"prompt_tokens": 90, "completion_tokens": 12,
+                                       "prompt_tokens_details": {"cached_tokens": 64}}}
+    llama = {"choices": [], "timings": {"cache_n": 80, "prompt_n": 10}}
+    assert _usage(_DECODER.decode(msgspec.json.encode(openai))) == Usage(90, 12, 64)
+    assert _usage(_DECODER.decode(msgspec.json.encode(llama))) == Usage(0, 0, 80)
+    assert _usage(_DECODER.decode(b'{"choices": []}')) is None
+
+
+def test_settings_choose_the_server_and_keep_its_key_secret(tmp_path) -> None:
+    import pytest
+
+    from appliance.config import REDACTED, ConfigError
+    from appliance.engines.failover_llm import FailoverLlm, with_model_server
+    from appliance.engines.fakes import FakeLlm
+    from tests.conftest import make_settings
+
+    local = FakeLlm()
+    assert with_model_server(make_settings(tmp_path), lambda: local) is local  # default
+    settings = make_settings(tmp_path, llm_backend="openai", llm_url="http://gpu:8000/v1",
+                             llm_api_key="sk-very-secret")
+    llm = with_model_server(settings, lambda: local)
+    assert isinstance(llm, FailoverLlm) and llm.fallback is local
+    assert settings.redacted()["llm_api_key"] == REDACTED
+    assert "sk-very-secret" in settings.secrets()
+    with pytest.raises(ConfigError, match="APPLIANCE_LLM_URL"):
+        with_model_server(make_settings(tmp_path, llm_backend="openai"), lambda: local)
+
+
+def test_token_totals_add_up_for_the_metrics_route() -> None:
+    from appliance.engines.breaker import CircuitBreaker
+    from appliance.engines.failover_llm import FailoverLlm, token_counts
+    from appliance.engines.fakes import FakeLlm
+    from appliance.engines.openai_llm import OpenAiLlm
+
+    server = OpenAiLlm("http://127.0.0.1:9/v1", "m")
+    server._record(Usage(90, 12, 64))
+    server._record(Usage(30, 5, 20))
+    assert token_counts(FailoverLlm(server, FakeLlm(), CircuitBreaker(2, 1.0))) == {
+        "prompt": 120, "cached": 84, "completion": 17}
+    assert token_counts(FakeLlm()) is None
+    server.close()
