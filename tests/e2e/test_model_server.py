@@ -143,6 +143,7 @@ def test_appliance_ask_answers_through_the_server_and_survives_its_death(server,
            "APPLIANCE_KB_DIR": str(root / "kb"), "APPLIANCE_LLM_BACKEND": "openai",
            "APPLIANCE_LLM_URL": url, "APPLIANCE_LLM_SERVER_MODEL": "smol",
            "APPLIANCE_LLM_INSTANCES": "1", "APPLIANCE_LLM_FIRST_TOKEN_MS": "30000",
+           "APPLIANCE_ANSWER_STYLE": "generative",  # the model phrases it: the server is asked
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
 
     def ask() -> str:
