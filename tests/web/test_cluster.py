@@ -17,7 +17,7 @@ import pytest
 from appliance.config import Settings
 from appliance.web.app import create_app
 from appliance.web.runtime import Runtime
-from tests.conftest import make_settings, running_server
+from tests.conftest import api_auth, make_settings, running_server
 from tests.web.fake_engines import FakeSet
 from tests.web.twilio_client import MediaStream, place_call
 
@@ -85,7 +85,7 @@ def test_calls_split_by_capacity_busy_when_full_visible_everywhere(boxes) -> Non
     assert "<Stream" not in busy and "<Say>" in busy
     for sid in sids:  # one call log: every call from either box
         for base in (a, b):
-            record = httpx.get(f"{base}/api/calls/{sid}", timeout=5).json()
+            record = httpx.get(f"{base}/api/calls/{sid}", headers=api_auth(base), timeout=5).json()
             assert record["call"]["call_sid"] == sid and record["turns"] is not None
 
 
