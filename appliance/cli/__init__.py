@@ -15,10 +15,13 @@ from appliance.cli import (
     models_cmd,
     relay_cmd,
     serve_cmd,
+    tokens_cmd,
+    users_cmd,
 )
 from appliance.config import ConfigError, Settings, load_settings, setup_logging
 
-VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, kb_cmd, bench_cmd, models_cmd, config_cmd)
+VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, kb_cmd, bench_cmd, models_cmd, config_cmd,
+         users_cmd, tokens_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
