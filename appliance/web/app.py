@@ -20,6 +20,7 @@ from appliance.config import Settings
 from appliance.core.agent import Tool
 from appliance.core.relay_session import handoff_tool
 from appliance.core.session import Engines
+from appliance import console
 from appliance.web import twiml
 from appliance.web.media_socket import handle_media_socket
 from appliance.web.relay_socket import handle_relay_socket
@@ -204,6 +205,7 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
         route_handlers=[healthz, voice, status_callback, media_socket, relay_socket,
                         relay_action, call_record, metrics],
         lifespan=[lifespan],
+        on_app_init=[console.on_app_init],
         logging_config=None,  # logging is set up once by the CLI, with secret scrubbing
         debug=False,
     )

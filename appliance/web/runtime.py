@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from appliance.config import Settings
 from appliance.core.session import Engines
@@ -63,6 +64,7 @@ class Runtime:
     draining: bool = False  # shutting down: live calls finish, new ones are refused
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    sessions: dict[str, Any] = field(default_factory=dict)  # live sessions, for the console
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
