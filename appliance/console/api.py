@@ -5,18 +5,18 @@ API token (``Authorization: Bearer apl_…``), described in the OpenAPI schema a
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import UploadFile
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import (
     ClientException,
     NotFoundException,
     ValidationException,
 )
-from litestar.params import Body
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, FromQuery
 
 from appliance.console import services
 from appliance.console.security import access_guard, principal_of
@@ -47,10 +47,11 @@ def _filter(number: str, date_from: date | None, date_to: date | None, q: str,
 
 
 @get("/calls", summary="Search calls")
-async def list_calls(request: Request[Any, Any, Any], number: str = "",
-                     date_from: date | None = None, date_to: date | None = None, q: str = "",
-                     flag: list[str] | None = None, page: int = 1,
-                     per_page: int = 25) -> dict[str, Any]:
+async def list_calls(request: Request[Any, Any, Any], number: FromQuery[str] = "",
+                     date_from: FromQuery[date | None] = None,
+        date_to: FromQuery[date | None] = None, q: FromQuery[str] = "",
+                     flag: FromQuery[list[str] | None] = None, page: FromQuery[int] = 1,
+                     per_page: FromQuery[int] = 25) -> dict[str, Any]:
     """Newest first. ``flag`` (repeatable): transferred, declined, errors, abandoned,
     barge_ins. ``q``: words the caller or the agent said."""
     f = _filter(number, date_from, date_to, q, flag, page, per_page)
@@ -58,9 +59,10 @@ async def list_calls(request: Request[Any, Any, Any], number: str = "",
 
 
 @get("/export/calls.csv", summary="Export calls as CSV", media_type="text/csv")
-async def export_calls(request: Request[Any, Any, Any], number: str = "",
-                       date_from: date | None = None, date_to: date | None = None, q: str = "",
-                       flag: list[str] | None = None) -> Response[str]:
+async def export_calls(request: Request[Any, Any, Any], number: FromQuery[str] = "",
+                       date_from: FromQuery[date | None] = None,
+        date_to: FromQuery[date | None] = None, q: FromQuery[str] = "",
+                       flag: FromQuery[list[str] | None] = None) -> Response[str]:
     f = _filter(number, date_from, date_to, q, flag, 1, 25)
     body = await services.calls_csv(console_of(request), f)
     return Response(body, media_type="text/csv",
@@ -68,7 +70,7 @@ async def export_calls(request: Request[Any, Any, Any], number: str = "",
 
 
 @get("/calls/{call_sid:str}", summary="One call: turns, heard text, sources, metrics, events")
-async def call_detail(request: Request[Any, Any, Any], call_sid: str) -> dict[str, Any]:
+async def call_detail(request: Request[Any, Any, Any], call_sid: FromPath[str]) -> dict[str, Any]:
     try:
         return await services.call(console_of(request), call_sid)
     except services.NotFound as err:
@@ -82,8 +84,8 @@ async def live_calls(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
 
 @post("/live/{call_sid:str}/{action:str}", opt=ADMIN, status_code=200,
       summary="Hang up or transfer a live call (admin)")
-async def live_action(request: Request[Any, Any, Any], call_sid: str,
-                      action: str) -> dict[str, str]:
+async def live_action(request: Request[Any, Any, Any], call_sid: FromPath[str],
+                      action: FromPath[str]) -> dict[str, str]:
     if action not in ("hangup", "transfer"):
         raise NotFoundException("action is hangup or transfer")
     try:
@@ -102,7 +104,7 @@ async def kb_documents(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
 
 @post("/kb/documents", opt=ADMIN, status_code=201, summary="Upload or replace a document")
 async def kb_upload(request: Request[Any, Any, Any],
-                    data: Upload = Body(media_type=RequestEncodingType.MULTI_PART)
+                    data: Annotated[Upload, Body(media_type=RequestEncodingType.MULTI_PART)]
                     ) -> dict[str, Any]:
     try:
         return await services.kb_upload(console_of(request), principal_of(request),
@@ -112,7 +114,7 @@ async def kb_upload(request: Request[Any, Any, Any],
 
 
 @post("/kb/documents/delete", opt=ADMIN, status_code=200, summary="Forget a document")
-async def kb_delete(request: Request[Any, Any, Any], data: DocumentRef) -> dict[str, Any]:
+async def kb_delete(request: Request[Any, Any, Any], data: Annotated[DocumentRef, Body()]) -> dict[str, Any]:
     try:
         removed = await services.kb_remove(console_of(request), principal_of(request), data.path)
     except services.NotFound as err:
@@ -126,7 +128,7 @@ async def kb_reingest(request: Request[Any, Any, Any]) -> dict[str, str]:
 
 
 @post("/kb/ask", opt=ADMIN, status_code=200, summary="Try a question: what `appliance ask` runs")
-async def kb_ask(request: Request[Any, Any, Any], data: Question) -> dict[str, Any]:
+async def kb_ask(request: Request[Any, Any, Any], data: Annotated[Question, Body()]) -> dict[str, Any]:
     try:
         return await console_of(request).kb.ask(data.question)
     except KbError as err:
@@ -139,7 +141,7 @@ async def system(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 @get("/audit", opt=ADMIN, summary="Admin actions, newest first")
-async def audit(request: Request[Any, Any, Any], limit: int = 200) -> list[dict[str, Any]]:
+async def audit(request: Request[Any, Any, Any], limit: FromQuery[int] = 200) -> list[dict[str, Any]]:
     return await console_of(request).accounts(lambda a: a.audit_log(min(max(limit, 1), 1000)))
 
 

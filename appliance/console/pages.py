@@ -16,6 +16,7 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from appliance.console import queries, services
@@ -51,7 +52,7 @@ def render(request: Request[Any, Any, Any], name: str, **context: Any) -> Templa
 
 
 def back(path: str, message: str) -> Redirect:
-    return Redirect(f"{path}?{urlencode({'msg': message})}")
+    return Redirect(f"{path}?{urlencode({'msg': message})}", status_code=303)
 
 
 # --- login / logout (the only pages without the guard) ----------------------------------------
@@ -95,7 +96,7 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
     lifetime = console.settings.console_session_hours * 3600
     secret = await console.accounts(lambda a: a.open_session(user.username, lifetime))
     await console.accounts(lambda a: a.audit(user.username, "login", address))
-    response = Redirect(safe_next(next_))
+    response = Redirect(safe_next(next_), status_code=303)
     response.cookies.append(cookie(console.settings, SESSION_COOKIE, secret, int(lifetime)))
     clear_cookie(response, console.settings, LOGIN_CSRF_COOKIE)
     return response
@@ -106,7 +107,7 @@ async def logout(request: Request[Any, Any, Any]) -> Redirect:
     console = console_of(request)
     if secret := request.cookies.get(SESSION_COOKIE):
         await console.accounts(lambda a: a.close_session(secret))
-    response = Redirect("/console/login")
+    response = Redirect("/console/login", status_code=303)
     clear_cookie(response, console.settings, SESSION_COOKIE)
     return response
 
@@ -119,9 +120,10 @@ async def home() -> Redirect:
 
 
 @get("/calls", guards=[access_guard])
-async def calls_page(request: Request[Any, Any, Any], number: str = "",
-                     date_from: date | None = None, date_to: date | None = None, q: str = "",
-                     flag: list[str] | None = None, page: int = 1) -> Template:
+async def calls_page(request: Request[Any, Any, Any], number: FromQuery[str] = "",
+                     date_from: FromQuery[date | None] = None,
+        date_to: FromQuery[date | None] = None, q: FromQuery[str] = "",
+                     flag: FromQuery[list[str] | None] = None, page: FromQuery[int] = 1) -> Template:
     try:
         f = services.call_filter(number, date_from, date_to, q, flag, page)
     except ValueError as err:
@@ -135,7 +137,7 @@ async def calls_page(request: Request[Any, Any, Any], number: str = "",
 
 
 @get("/calls/{call_sid:str}", guards=[access_guard])
-async def call_page(request: Request[Any, Any, Any], call_sid: str) -> Template:
+async def call_page(request: Request[Any, Any, Any], call_sid: FromPath[str]) -> Template:
     try:
         detail = await services.call(console_of(request), call_sid)
     except services.NotFound as err:
