@@ -2,8 +2,8 @@
 
 from appliance.auth.accounts import (
     ROLES,
-    Accounts,
     AccountError,
+    Accounts,
     ApiToken,
     Principal,
     User,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlite_utils
+from sqlite_utils.db import Table
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -103,6 +104,9 @@ class Accounts:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
 
+    def table(self, name: str) -> Table:
+        return self.db.table(name)
+
     # --- users ------------------------------------------------------------------------------
 
     def add_user(self, username: str, password: str, role: str, *, actor: str) -> User:
@@ -112,7 +116,7 @@ class Accounts:
         user = User(username, check_role(role), time.time())
         try:
             with self.db.conn:
-                self.db["users"].insert({"username": username, "role": user.role,
+                self.table("users").insert({"username": username, "role": user.role,
                                          "password_hash": _hasher.hash(password),
                                          "created": user.created})
         except sqlite3.IntegrityError as err:
@@ -122,10 +126,10 @@ class Accounts:
 
     def users(self) -> list[User]:
         return [User(r["username"], r["role"], r["created"])
-                for r in self.db["users"].rows_where(order_by="username")]
+                for r in self.table("users").rows_where(order_by="username")]
 
     def has_admin(self) -> bool:
-        return bool(self.db["users"].count_where("role = 'admin'"))
+        return bool(self.table("users").count_where("role = 'admin'"))
 
     def remove_user(self, username: str, *, actor: str) -> None:
         self._require_user(username)
@@ -138,13 +142,13 @@ class Accounts:
         self._require_user(username)
         check_password(password)
         with self.db.conn:
-            self.db["users"].update(username, {"password_hash": _hasher.hash(password)})
+            self.table("users").update(username, {"password_hash": _hasher.hash(password)})
             # A new password ends every session opened with the old one.
             self.db.execute("DELETE FROM web_sessions WHERE username = ?", [username])
         self.audit(actor, "user.passwd", username)
 
     def verify_password(self, username: str, password: str) -> User | None:
-        rows = list(self.db["users"].rows_where("username = ?", [username]))
+        rows = list(self.table("users").rows_where("username = ?", [username]))
         if not rows:
             _hasher.hash(password)  # same cost as a real check: no timing oracle for names
             return None
@@ -155,11 +159,11 @@ class Accounts:
             return None
         if _hasher.check_needs_rehash(row["password_hash"]):
             with self.db.conn:
-                self.db["users"].update(username, {"password_hash": _hasher.hash(password)})
+                self.table("users").update(username, {"password_hash": _hasher.hash(password)})
         return User(row["username"], row["role"], row["created"])
 
     def _require_user(self, username: str) -> None:
-        if not self.db["users"].count_where("username = ?", [username]):
+        if not self.table("users").count_where("username = ?", [username]):
             raise AccountError(f"no user {username!r}")
 
     # --- API tokens -------------------------------------------------------------------------
@@ -170,12 +174,12 @@ class Accounts:
         row = {"name": name, "prefix": secret[:10], "token_sha256": sha256(secret),
                "role": check_role(role), "created": time.time(), "created_by": actor}
         with self.db.conn:
-            token_id = self.db["api_tokens"].insert(row).last_pk
+            token_id = int(self.table("api_tokens").insert(row).last_pk or 0)
         self.audit(actor, "token.create", f"{token_id}:{name}", role=role)
-        return self._token(self.db["api_tokens"].get(token_id)), secret
+        return self._token(self.table("api_tokens").get(token_id)), secret
 
     def tokens(self) -> list[ApiToken]:
-        return [self._token(r) for r in self.db["api_tokens"].rows_where(order_by="id")]
+        return [self._token(r) for r in self.table("api_tokens").rows_where(order_by="id")]
 
     def revoke_token(self, token_id: int, *, actor: str) -> None:
         with self.db.conn:
@@ -189,12 +193,12 @@ class Accounts:
     def token_principal(self, secret: str) -> Principal | None:
         if not secret.startswith(TOKEN_PREFIX):
             return None
-        rows = list(self.db["api_tokens"].rows_where(
+        rows = list(self.table("api_tokens").rows_where(
             "token_sha256 = ? AND revoked IS NULL", [sha256(secret)]))
         if not rows:
             return None
         with self.db.conn:
-            self.db["api_tokens"].update(rows[0]["id"], {"last_used": time.time()})
+            self.table("api_tokens").update(rows[0]["id"], {"last_used": time.time()})
         return Principal(f"token:{rows[0]['name']}", rows[0]["role"], "token")
 
     @staticmethod
@@ -210,7 +214,7 @@ class Accounts:
         now = time.time()
         with self.db.conn:
             self.db.execute("DELETE FROM web_sessions WHERE expires < ?", [now])
-            self.db["web_sessions"].insert({"id_sha256": sha256(secret), "username": username,
+            self.table("web_sessions").insert({"id_sha256": sha256(secret), "username": username,
                                             "csrf": secrets.token_urlsafe(32), "created": now,
                                             "expires": now + lifetime_s})
         return secret
@@ -230,10 +234,10 @@ class Accounts:
 
     def audit(self, actor: str, action: str, target: str = "", **detail: Any) -> None:
         with self.db.conn:
-            self.db["audit_log"].insert({"at": time.time(), "actor": actor, "action": action,
+            self.table("audit_log").insert({"at": time.time(), "actor": actor, "action": action,
                                          "target": target,
                                          "detail": json.dumps(detail, default=str)})
 
     def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
         return [dict(r, detail=json.loads(r["detail"] or "{}"))
-                for r in self.db["audit_log"].rows_where(order_by="id desc", limit=limit)]
+                for r in self.table("audit_log").rows_where(order_by="id desc", limit=limit)]

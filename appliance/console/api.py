@@ -10,12 +10,12 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import (
     ClientException,
     NotFoundException,
     ValidationException,
 )
-from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
 
 from appliance.console import services
@@ -114,7 +114,8 @@ async def kb_upload(request: Request[Any, Any, Any],
 
 
 @post("/kb/documents/delete", opt=ADMIN, status_code=200, summary="Forget a document")
-async def kb_delete(request: Request[Any, Any, Any], data: Annotated[DocumentRef, Body()]) -> dict[str, Any]:
+async def kb_delete(request: Request[Any, Any, Any],
+                    data: Annotated[DocumentRef, Body()]) -> dict[str, Any]:
     try:
         removed = await services.kb_remove(console_of(request), principal_of(request), data.path)
     except services.NotFound as err:
@@ -128,7 +129,8 @@ async def kb_reingest(request: Request[Any, Any, Any]) -> dict[str, str]:
 
 
 @post("/kb/ask", opt=ADMIN, status_code=200, summary="Try a question: what `appliance ask` runs")
-async def kb_ask(request: Request[Any, Any, Any], data: Annotated[Question, Body()]) -> dict[str, Any]:
+async def kb_ask(request: Request[Any, Any, Any],
+                 data: Annotated[Question, Body()]) -> dict[str, Any]:
     try:
         return await console_of(request).kb.ask(data.question)
     except KbError as err:
@@ -141,7 +143,8 @@ async def system(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 @get("/audit", opt=ADMIN, summary="Admin actions, newest first")
-async def audit(request: Request[Any, Any, Any], limit: FromQuery[int] = 200) -> list[dict[str, Any]]:
+async def audit(request: Request[Any, Any, Any],
+                limit: FromQuery[int] = 200) -> list[dict[str, Any]]:
     return await console_of(request).accounts(lambda a: a.audit_log(min(max(limit, 1), 1000)))
 
 

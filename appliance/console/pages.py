@@ -35,8 +35,18 @@ from appliance.kb import KbError
 
 ADMIN = {"role": "admin"}
 TEMPLATES = Path(__file__).parent / "templates"
-STAGES = (("endpoint_s", "end"), ("stt_s", "STT"), ("llm_ttft_s", "LLM"),
-          ("first_sentence_s", "sentence"), ("tts_first_audio_s", "TTS"))
+
+
+def latency_bar(m: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """A turn's wait as consecutive segments (css class, label, seconds). The session measures
+    the LLM's first token and first sentence both from the LLM's start, so the sentence segment
+    is the difference."""
+    ttft = m.get("llm_ttft_s") or 0.0
+    sentence = max((m.get("first_sentence_s") or ttft) - ttft, 0.0)
+    parts = (("endpoint_s", "end of turn", m.get("endpoint_s")), ("stt_s", "STT", m.get("stt_s")),
+             ("llm_ttft_s", "LLM first token", ttft), ("first_sentence_s", "sentence", sentence),
+             ("tts_first_audio_s", "TTS first audio", m.get("tts_first_audio_s")))
+    return [(key, label, float(v)) for key, label, v in parts if v]
 
 
 def when(ts: float | None) -> str:
@@ -123,7 +133,8 @@ async def home() -> Redirect:
 async def calls_page(request: Request[Any, Any, Any], number: FromQuery[str] = "",
                      date_from: FromQuery[date | None] = None,
         date_to: FromQuery[date | None] = None, q: FromQuery[str] = "",
-                     flag: FromQuery[list[str] | None] = None, page: FromQuery[int] = 1) -> Template:
+                     flag: FromQuery[list[str] | None] = None,
+                     page: FromQuery[int] = 1) -> Template:
     try:
         f = services.call_filter(number, date_from, date_to, q, flag, page)
     except ValueError as err:
@@ -142,9 +153,10 @@ async def call_page(request: Request[Any, Any, Any], call_sid: FromPath[str]) ->
         detail = await services.call(console_of(request), call_sid)
     except services.NotFound as err:
         raise NotFoundException(str(err)) from err
-    scale = max([t["metrics"]["v2v_s"] or 0 for t in detail["turns"] if t["metrics"]] + [0.001])
-    return render(request, "call.html", nav="calls", d=detail, stages=STAGES, scale=scale,
-                recording=None)
+    for turn in detail["turns"]:
+        turn["bar"] = latency_bar(turn["metrics"]) if turn["metrics"] else []
+    scale = max([sum(part[2] for part in t["bar"]) for t in detail["turns"]] + [0.001])
+    return render(request, "call.html", nav="calls", d=detail, scale=scale, recording=None)
 
 
 @get("/live", guards=[access_guard])

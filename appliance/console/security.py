@@ -59,11 +59,11 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any],
     principal = await authenticate(connection)
     if principal is None:
         raise NotAuthorizedException("log in first, or send an API token")
+    connection.state.principal = principal  # also for the error page's navigation
     if handler.opt.get("role", "viewer") == "admin" and not principal.is_admin:
         raise PermissionDeniedException("admins only")
     if connection.scope.get("method") in UNSAFE and principal.via == "session":
         await check_csrf(connection, principal.csrf)
-    connection.state.principal = principal
 
 
 def principal_of(request: Request[Any, Any, Any]) -> Principal:

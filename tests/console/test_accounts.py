@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.auth import Accounts, AccountError, open_accounts_db
+from appliance.auth import AccountError, Accounts, open_accounts_db
 from appliance.auth.ratelimit import LoginLimiter
 from appliance.config import load_settings
 from appliance.console.queries import DECLINED_PREFIX

@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
+import threading
 import time
 
 import httpx
+import uvicorn
 
 from appliance.auth import Accounts, open_accounts_db
 from appliance.config import Settings
+from appliance.console import FIRST_ADMIN
+from appliance.web.app import create_app
 from tests.console.helpers import ADMIN, PASSWORD, VIEWER, console_server, login, login_form_token
+from tests.web.fake_engines import FakeSet
 from tests.web.twilio_client import SILENCE, greeted_call, tone
 
 
@@ -61,8 +67,8 @@ def test_login_cookie_flags_logout_and_csrf(settings: Settings) -> None:
             "username": ADMIN, "password": PASSWORD, "_csrf": token, "next": "//evil.example"})
         assert response.status_code == 303
         assert response.headers["location"] == "/console/calls"  # never an open redirect
-        set_cookie = [h for h in response.headers.get_list("set-cookie")
-                      if h.startswith("appliance_session=")][0].lower()
+        set_cookie = next(h for h in response.headers.get_list("set-cookie")
+                      if h.startswith("appliance_session=")).lower()
         assert "httponly" in set_cookie and "samesite=lax" in set_cookie
         assert "secure" not in set_cookie  # plain-http base URL here
         assert client.get("/api/v1/me").json() == {"name": ADMIN, "role": "admin",
@@ -150,3 +156,44 @@ def test_roles_tokens_and_the_calls_api(settings: Settings) -> None:
         assert "appliance_voice_to_voice_seconds_count 1.0" in metrics
         assert 'appliance_stage_seconds_count{stage="stt"} 1.0' in metrics
         assert "appliance_active_calls 0.0" in metrics
+
+
+def test_probes_and_the_first_admin_hint(settings: Settings, caplog) -> None:
+    """Ready answers 503 while models load; with no admin, start-up names the command."""
+    release = threading.Event()
+    fakes = FakeSet()
+
+    async def slow_load(s: Settings):
+        await asyncio.to_thread(release.wait, 30)
+        return await fakes.load(s)
+
+    app = create_app(settings, slow_load)
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    with caplog.at_level(logging.WARNING):
+        thread.start()
+        base = f"http://127.0.0.1:{settings.port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    live = httpx.get(f"{base}/healthz/live")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            assert live.status_code == 200
+            loading = httpx.get(f"{base}/healthz/ready")
+            assert (loading.status_code, loading.json()) == (503, {"status": "loading"})
+            release.set()
+            while httpx.get(f"{base}/healthz/ready").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            app.state.runtime.draining = True
+            assert httpx.get(f"{base}/healthz/ready").json() == {"status": "draining"}
+        finally:
+            release.set()
+            server.should_exit = True
+            thread.join(timeout=30)
+    assert FIRST_ADMIN in caplog.text
