@@ -197,3 +197,61 @@ def test_probes_and_the_first_admin_hint(settings: Settings, caplog) -> None:
             server.should_exit = True
             thread.join(timeout=30)
     assert FIRST_ADMIN in caplog.text
+
+
+def test_live_calls_and_an_operator_hang_up(settings: Settings) -> None:
+    with console_server(settings) as base:
+        as_admin = httpx.Client(base_url=base, headers={
+            "Authorization": f"Bearer {make_token(settings, 'admin')}"})
+        as_viewer = httpx.Client(base_url=base, headers={
+            "Authorization": f"Bearer {make_token(settings, 'viewer')}"})
+
+        async def call() -> None:
+            call_sid, stream = await greeted_call(base, settings)
+            async with httpx.AsyncClient(base_url=base, headers=as_viewer.headers) as viewer:
+                live = (await viewer.get("/api/v1/live")).json()
+                assert [c["call_sid"] for c in live] == [call_sid]
+                assert live[0]["turns"][0]["text"].startswith("Thanks for calling")
+                assert live[0]["state"] in {"listening", "speaking", "thinking"}
+                refused = await viewer.post(f"/api/v1/live/{call_sid}/hangup")
+                assert refused.status_code == 403
+            async with httpx.AsyncClient(base_url=base, headers=as_admin.headers) as admin:
+                transfer = await admin.post(f"/api/v1/live/{call_sid}/transfer")
+                assert transfer.status_code == 409 and "transfer number" in transfer.text
+                assert (await admin.post(f"/api/v1/live/{call_sid}/hangup")).status_code == 200
+            # Without Twilio credentials the hang-up closes the media socket, as Twilio would.
+            for _ in range(100):
+                if stream.ws.close_code is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert stream.ws.close_code is not None
+            stream._reader.cancel()
+
+        asyncio.run(call())
+        deadline = time.monotonic() + 10
+        while as_admin.get("/api/v1/live").json():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        actions = [r["action"] for r in as_admin.get("/api/v1/audit").json()]
+        assert actions[:2] == ["call.hangup", "call.transfer"]
+
+
+def test_knowledge_base_api_upload_ask_delete(settings: Settings, tmp_path) -> None:
+    with console_server(settings) as base:
+        admin = httpx.Client(base_url=base, timeout=120, headers={
+            "Authorization": f"Bearer {make_token(settings, 'admin')}"})
+        bad = admin.post("/api/v1/kb/documents", files={"file": ("evil.exe", b"MZ")})
+        assert bad.status_code == 400 and "unsupported file type" in bad.text
+        sneaky = admin.post("/api/v1/kb/documents",
+                            files={"file": ("../../etc/x.md", b"# X\n\nThe boat is blue.\n")})
+        assert sneaky.status_code == 201
+        assert sneaky.json()["path"].endswith("kb-uploads/x.md")  # no path escapes
+        docs = admin.get("/api/v1/kb/documents").json()
+        assert [(d["source"], d["chunks"], d["uploaded"]) for d in docs] == [("x.md", 1, True)]
+        asked = admin.post("/api/v1/kb/ask", json={"question": "What colour is the boat?"}).json()
+        assert asked["sources"][0]["source"] == "x.md"  # retrieval sees the upload at once
+        removed = admin.post("/api/v1/kb/documents/delete", json={"path": docs[0]["path"]})
+        assert removed.json() == {"removed": ["x.md"]}
+        assert admin.get("/api/v1/kb/documents").json() == []
+        assert admin.post("/api/v1/kb/documents/delete",
+                          json={"path": docs[0]["path"]}).status_code == 404
