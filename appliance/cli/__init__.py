@@ -10,6 +10,7 @@ from appliance.cli import (
     ask_cmd,
     bench_cmd,
     call_cmd,
+    calls_cmd,
     config_cmd,
     kb_cmd,
     models_cmd,
@@ -21,7 +22,7 @@ from appliance.cli import (
 from appliance.config import ConfigError, Settings, load_settings, setup_logging
 
 VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, kb_cmd, bench_cmd, models_cmd, config_cmd,
-         users_cmd, tokens_cmd)
+         users_cmd, tokens_cmd, calls_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

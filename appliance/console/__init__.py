@@ -7,6 +7,7 @@ database connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from appliance.console.api import api_router
 from appliance.console.pages import TEMPLATES, pages_router, when
 from appliance.console.security import access_guard
 from appliance.console.state import Console
+from appliance.store.retention import DAY_S, purge_older_than
 
 log = logging.getLogger(__name__)
 STATIC = TEMPLATES.parent / "static"
@@ -39,10 +41,26 @@ async def console_lifespan(app: Litestar) -> AsyncIterator[None]:
     if not await console.accounts(lambda a: a.has_admin()):
         log.warning("the operator console has no admin yet: create one with `%s`, then open "
                     "%s/console", FIRST_ADMIN, runtime.settings.public_base_url)
+    purger = asyncio.create_task(purge_daily(console)) if runtime.settings.retention_days else None
     try:
         yield
     finally:
+        if purger is not None:
+            purger.cancel()
+            await asyncio.gather(purger, return_exceptions=True)
         await console.close()
+
+
+async def purge_daily(console: Console) -> None:
+    """The retention policy, applied at start-up and then every day."""
+    days = console.settings.retention_days
+    while True:
+        count = await console.db(lambda db: purge_older_than(db, days))
+        if count:
+            await console.accounts(lambda a: a.audit("system", "calls.purge", f"{days:g} days",
+                                                     calls=count))
+            log.info("retention: purged %d call(s) older than %g days", count, days)
+        await asyncio.sleep(DAY_S)
 
 
 def template_engine(engine: JinjaTemplateEngine) -> None:
