@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from appliance.auth import Accounts, open_accounts_db
-from appliance.cli import main
 from appliance.store.calls import CallStore
 from appliance.store.retention import DAY_S, purge_older_than
 
@@ -44,13 +46,19 @@ def test_purge_keeps_recent_and_open_calls(tmp_path: Path) -> None:
         purge_older_than(db, 0)
 
 
-def test_calls_purge_verb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_calls_purge_verb(tmp_path: Path) -> None:
     data = tmp_path / "data"
     seed(data / "calls.db")
-    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(data))
-    assert main(["calls", "purge"]) == 2  # no retention configured: refuses to guess
-    assert main(["calls", "purge", "--older-than-days", "30"]) == 0
-    assert "purged 1 call(s)" in capsys.readouterr().out
+    env = {**os.environ, "APPLIANCE_DATA_DIR": str(data),
+           "PYTHONPATH": str(Path(__file__).parents[2])}
+
+    def purge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "appliance", "calls", "purge", *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    refused = purge()
+    assert refused.returncode == 2 and "APPLIANCE_RETENTION_DAYS" in refused.stderr
+    done = purge("--older-than-days", "30")
+    assert done.returncode == 0 and "purged 1 call(s)" in done.stdout
     audit = Accounts(open_accounts_db(data / "calls.db")).audit_log()
     assert (audit[0]["actor"], audit[0]["action"]) == ("cli", "calls.purge")
