@@ -181,6 +181,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     relay_interruptible: str = "any"
     relay_dtmf_detection: bool = True
 
+    # Operator console (README "Console").
+    console_session_hours: float = 12.0
+    metrics_open: bool = False  # /metrics without an API token (a scraper on a private network)
+    retention_days: float = 0.0  # purge calls older than this, daily (0: keep forever)
+
     def __post_init__(self) -> None:
         checks = {
             "port": 0 < self.port < 65536,

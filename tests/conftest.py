@@ -83,3 +83,10 @@ def running_server(app: Any, settings: Settings, ready_timeout: float = 120.0) -
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """asyncio only: the appliance runs on asyncio, and anyio would otherwise also run every
+    anyio test on trio whenever trio is installed (selenium, a test dependency, pulls it in)."""
+    return "asyncio"

@@ -10,6 +10,7 @@ from appliance.cli import (
     ask_cmd,
     bench_cmd,
     call_cmd,
+    calls_cmd,
     config_cmd,
     doctor_cmd,
     eval_cmd,
@@ -18,11 +19,13 @@ from appliance.cli import (
     models_cmd,
     relay_cmd,
     serve_cmd,
+    tokens_cmd,
+    users_cmd,
 )
 from appliance.config import ConfigError, Settings, load_settings, setup_logging
 
 VERBS = (serve_cmd, call_cmd, relay_cmd, ask_cmd, eval_cmd, kb_cmd, messages_cmd, bench_cmd,
-         models_cmd, config_cmd, doctor_cmd)
+         models_cmd, config_cmd, doctor_cmd, users_cmd, tokens_cmd, calls_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

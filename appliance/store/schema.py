@@ -86,7 +86,25 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["messages"].create_index(["call_sid"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """Operator console: accounts, API tokens, browser sessions and the audit log
+    (see appliance/auth). Secrets are stored only as hashes."""
+    db["users"].create({"username": str, "role": str, "password_hash": str, "created": float},
+                       pk="username", not_null={"role", "password_hash", "created"})
+    db["api_tokens"].create({"id": int, "name": str, "prefix": str, "token_sha256": str,
+                             "role": str, "created": float, "created_by": str,
+                             "revoked": float, "last_used": float},
+                            pk="id", not_null={"token_sha256", "role", "created"})
+    db["api_tokens"].create_index(["token_sha256"], unique=True)
+    db["web_sessions"].create({"id_sha256": str, "username": str, "csrf": str, "created": float,
+                               "expires": float},
+                              pk="id_sha256", foreign_keys=[("username", "users", "username")])
+    db["audit_log"].create({"id": int, "at": float, "actor": str, "action": str, "target": str,
+                            "detail": str}, pk="id", not_null={"at", "actor", "action"})
+    db["calls"].create_index(["started"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

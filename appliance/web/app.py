@@ -26,6 +26,7 @@ from litestar.status_codes import (
     WS_1008_POLICY_VIOLATION,
 )
 
+from appliance import console
 from appliance.config import Settings
 from appliance.core.agent import Tool
 from appliance.core.relay_session import handoff_tool
@@ -271,6 +272,7 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
         route_handlers=[healthz, voice, status_callback, media_socket, relay_socket,
                         relay_action, call_record, metrics],
         lifespan=[lifespan],
+        on_app_init=[console.on_app_init],
         logging_config=None,  # logging is set up once by the CLI, with secret scrubbing
         debug=False,
         openapi_config=None,  # no /schema: the routes are Twilio's and ours, not a public API

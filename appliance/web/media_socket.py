@@ -113,6 +113,7 @@ async def handle_media_socket(socket: WebSocket, runtime: Runtime) -> None:
         if session is not None:
             await session.close(reason, status=status)
             runtime.calls.release(session.call_sid)
+            runtime.sessions.pop(session.call_sid, None)
         if transport is not None:
             transport.sender.cancel()
 
@@ -131,5 +132,6 @@ async def _start(socket: WebSocket, runtime: Runtime,
                                     mode="media-streams")
     session = CallSession(call_sid, runtime.settings, runtime.engines, runtime.store, transport)
     await session.start()
+    runtime.sessions[call_sid] = session
     log.info("call %s: media stream %s started", call_sid, info.stream_sid)
     return session, transport

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import Settings, api_token
 from appliance.core.session import Engines
@@ -73,6 +73,7 @@ class Runtime:
     refusals: RefusalLog = field(
         default_factory=lambda: RefusalLog(logging.getLogger("appliance.web.refusals")))
     cluster: Cluster | None = None  # several boxes sharing admission through Redis
+    sessions: dict[str, Any] = field(default_factory=dict)  # live sessions, for the console
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:

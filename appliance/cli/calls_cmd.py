@@ -1,0 +1,33 @@
+"""``appliance calls purge``: apply the retention policy now."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from appliance.auth import Accounts, open_accounts_db
+from appliance.config import Settings
+from appliance.store.retention import purge_older_than
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("calls", help="the call log: retention")
+    verbs = parser.add_subparsers(dest="calls_verb", required=True, metavar="ACTION")
+    purge = verbs.add_parser("purge", help="delete calls older than N days (transcripts, "
+                             "metrics, events)")
+    purge.add_argument("--older-than-days", type=float,
+                       help="default: the retention_days setting")
+    purge.set_defaults(func=purge_cmd)
+
+
+def purge_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    days = args.older_than_days if args.older_than_days is not None else settings.retention_days
+    if not days or days <= 0:
+        print("appliance: give --older-than-days N or set APPLIANCE_RETENTION_DAYS",
+              file=sys.stderr)
+        return 2
+    db = open_accounts_db(settings.db_path)
+    count = purge_older_than(db, days)
+    Accounts(db).audit("cli", "calls.purge", f"{days:g} days", calls=count)
+    print(f"purged {count} call(s) older than {days:g} days")
+    return 0

@@ -1,0 +1,109 @@
+"""Prometheus ``/metrics`` and the Kubernetes-style probes ``/healthz/live`` and ``/healthz/ready``.
+
+Call outcomes and latency histograms are read from the call log at scrape time rather than
+counted in the call path: the numbers then survive restarts, agree with the console exactly,
+and a call costs no extra work. A scrape is one aggregate query per family, run on the
+console's database thread (never the event loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import sqlite_utils
+from litestar import Request, Response, get
+from litestar.exceptions import NotAuthorizedException
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from appliance.console.security import authenticate
+from appliance.console.state import console_of
+from appliance.web.runtime import Runtime
+
+BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+STAGES = ("endpoint_s", "stt_s", "llm_ttft_s", "first_sentence_s", "tts_first_audio_s")
+
+
+class ApplianceCollector(Collector):
+    def __init__(self, runtime: Runtime, db: sqlite_utils.Database) -> None:
+        self.runtime = runtime
+        self.db = db
+
+    def collect(self) -> Iterator[Any]:
+        runtime = self.runtime
+        yield GaugeMetricFamily("appliance_active_calls", "Calls in progress",
+                                value=len(runtime.calls.active))
+        yield GaugeMetricFamily("appliance_ready", "1 when models are loaded and not draining",
+                                value=int(runtime.engines is not None and not runtime.draining))
+        lag = GaugeMetricFamily("appliance_loop_lag_seconds", "Event-loop lag",
+                                labels=["quantile"])
+        stats = runtime.loop_lag.stats()
+        for quantile, key in (("0.5", "p50_ms"), ("0.99", "p99_ms"), ("1", "max_ms")):
+            lag.add_metric([quantile], float(stats[key]) / 1000)
+        yield lag
+        calls = CounterMetricFamily("appliance_calls", "Calls by outcome (status)",
+                                    labels=["outcome"])
+        for status, count in self.db.execute(
+                "SELECT status, count(*) FROM calls GROUP BY status").fetchall():
+            calls.add_metric([status or "unknown"], count)
+        yield calls
+        yield self._histogram("appliance_voice_to_voice_seconds",
+                              "Caller stops speaking to first agent audio", "v2v_s")
+        stage = HistogramMetricFamily("appliance_stage_seconds", "Per-stage turn latency",
+                                      labels=["stage"])
+        for column in STAGES:
+            buckets, total = self._buckets(column)
+            stage.add_metric([column.removesuffix("_s")], buckets, total)
+        yield stage
+
+    def _buckets(self, column: str) -> tuple[list[tuple[str, float]], float]:
+        sums = ", ".join(f"sum({column} <= {b})" for b in BUCKETS)
+        row = self.db.execute(f"SELECT count({column}), coalesce(sum({column}), 0), {sums} "
+                              f"FROM turn_metrics WHERE {column} IS NOT NULL").fetchone()
+        buckets = [(str(b), float(n or 0)) for b, n in zip(BUCKETS, row[2:], strict=True)]
+        return [*buckets, ("+Inf", float(row[0]))], float(row[1])
+
+    def _histogram(self, name: str, doc: str, column: str) -> HistogramMetricFamily:
+        buckets, total = self._buckets(column)
+        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
+
+
+def render(runtime: Runtime, db: sqlite_utils.Database) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ApplianceCollector(runtime, db))
+    return generate_latest(registry)
+
+
+@get("/metrics", include_in_schema=False)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Any API token or console session may scrape; ``metrics_open`` lifts that for a scraper
+    on a private network."""
+    console = console_of(request)
+    if not console.settings.metrics_open and await authenticate(request) is None:
+        raise NotAuthorizedException("send an API token: appliance tokens create prometheus")
+    body = await console.db(lambda db: render(console.runtime, db))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@get("/healthz/live", include_in_schema=False)
+async def live() -> dict[str, str]:
+    """The process answers: its event loop runs."""
+    return {"status": "alive"}
+
+
+@get("/healthz/ready", include_in_schema=False)
+async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+    """Send calls here? Not while models load, after a failed load, or while draining."""
+    runtime = console_of(request).runtime
+    if runtime.draining:
+        return Response({"status": "draining"}, status_code=503)
+    if runtime.engines is None:
+        state = "failed" if runtime.load_error else "loading"
+        return Response({"status": state}, status_code=503)
+    return Response({"status": "ready"})

@@ -1,0 +1,141 @@
+"""What the pages and the JSON API both show: one function per view, so they never disagree."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from datetime import date
+from typing import Any
+
+from appliance.auth import Principal
+from appliance.console import queries
+from appliance.console.state import Console
+from appliance.kb import KbError
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Refused(RuntimeError):
+    """An operator action that cannot be done now; the message says why."""
+
+
+def call_filter(number: str = "", date_from: date | None = None, date_to: date | None = None,
+                q: str = "", flag: list[str] | None = None, page: int = 1,
+                per_page: int = 25) -> queries.CallFilter:
+    flags = tuple(f for f in (flag or []) if f)
+    unknown = [f for f in flags if f not in queries.FLAGS]
+    if unknown:
+        raise ValueError(f"unknown filter {unknown[0]!r}: use {', '.join(queries.FLAGS)}")
+    return queries.CallFilter(number=number.strip(), date_from=date_from, date_to=date_to,
+                              words=q.strip(), flags=flags, page=max(1, page),
+                              per_page=min(max(1, per_page), 200))
+
+
+async def calls(console: Console, f: queries.CallFilter) -> dict[str, Any]:
+    return await console.db(lambda db: queries.search_calls(db, f))
+
+
+async def calls_csv(console: Console, f: queries.CallFilter) -> str:
+    return await console.db(lambda db: queries.calls_csv(db, f))
+
+
+async def call(console: Console, call_sid: str) -> dict[str, Any]:
+    detail = await console.db(lambda db: queries.call_detail(db, call_sid))
+    if detail is None:
+        raise NotFound(f"no call {call_sid}")
+    ids = [s["id"] for t in detail["turns"] for s in t["sources"]]
+    described = await console.kb.describe(sorted(set(ids)))
+    for turn in detail["turns"]:
+        turn["sources"] = [dict(s, **described.get(s["id"], {})) for s in turn["sources"]]
+    return detail
+
+
+async def live(console: Console) -> list[dict[str, Any]]:
+    """Calls in progress: caller, duration, state and the transcript so far."""
+    runtime = console.runtime
+    sids = sorted(runtime.calls.active)
+    info, turns = await console.db(
+        lambda db: (queries.calls_info(db, sids), queries.live_turns(db, sids)))
+    now = time.time()
+    out = []
+    for sid in sids:
+        session = runtime.sessions.get(sid)
+        state = getattr(getattr(session, "state", None), "value", "connecting")
+        row = info.get(sid, {})
+        out.append({"call_sid": sid, "from_number": row.get("from_number", ""),
+                    "mode": row.get("mode", ""), "state": state,
+                    "duration_s": round(now - row["started"], 1) if row.get("started") else None,
+                    "turns": turns.get(sid, [])})
+    return out
+
+
+async def live_action(console: Console, principal: Principal, call_sid: str,
+                      action: str) -> None:
+    """Hang up or transfer a live call, as the agent's own tools would."""
+    session = console.runtime.sessions.get(call_sid)
+    transport = getattr(session, "transport", None)
+    if transport is None:
+        raise NotFound(f"no live call {call_sid}")
+    try:
+        if action == "transfer":
+            number = console.settings.transfer_number
+            if not number:
+                raise Refused("no transfer number is configured (APPLIANCE_TRANSFER_NUMBER)")
+            await transport.transfer(number)
+        else:
+            await transport.hang_up()
+    except Refused:
+        raise
+    except Exception as err:
+        raise Refused(f"{action} failed: {err}") from err
+    finally:
+        await console.accounts(lambda a: a.audit(principal.name, f"call.{action}", call_sid))
+
+
+def app_version() -> str:
+    try:
+        return importlib.metadata.version("appliance")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def system(console: Console) -> dict[str, Any]:
+    runtime = console.runtime
+    status = "ready" if runtime.engines else ("failed" if runtime.load_error else "loading")
+    return {
+        "version": app_version(),
+        "status": "draining" if runtime.draining else status,
+        "load_error": runtime.load_error,
+        "models": [{"slot": m.slot, "name": m.name, "version": m.version, "device": m.device}
+                   for m in runtime.models],
+        "active_calls": len(runtime.calls.active),
+        "max_calls": console.settings.max_calls,
+        "loop_lag": runtime.loop_lag.stats(),
+        "settings": console.settings.redacted(),
+    }
+
+
+async def kb_upload(console: Console, principal: Principal, filename: str,
+                    data: bytes) -> dict[str, Any]:
+    result = await console.kb.upload(filename, data)
+    await console.accounts(lambda a: a.audit(principal.name, "kb.upload", filename))
+    return result
+
+
+async def kb_remove(console: Console, principal: Principal, path: str) -> list[str]:
+    removed = await console.kb.remove(path)
+    if not removed:
+        raise NotFound(f"nothing ingested from {path}")
+    await console.accounts(lambda a: a.audit(principal.name, "kb.remove", path))
+    return removed
+
+
+async def kb_reingest(console: Console, principal: Principal) -> str:
+    summary = await console.kb.reingest()
+    await console.accounts(lambda a: a.audit(principal.name, "kb.reingest", "", summary=summary))
+    return summary
+
+
+__all__ = ["KbError", "NotFound", "Refused"]

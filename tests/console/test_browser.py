@@ -1,0 +1,153 @@
+"""The console in a real browser (Debian's chromium + chromedriver through Selenium), against a
+real server: log in, watch a simulated call live, open its detail, upload a KB document and get
+an answer from it without a restart, and a viewer refused the KB page.
+
+The call runs the real session machinery with scripted speech engines; the knowledge base and
+the LLM are the real default models, so "try a question" answers from the uploaded document.
+Set APPLIANCE_SCREENSHOTS_DIR to keep the page screenshots (the README's come from here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from appliance.config import Settings
+from appliance.engines.registry import load_llm
+from tests.console.helpers import ADMIN, PASSWORD, VIEWER, console_server
+from tests.web.fake_engines import FakeSet
+from tests.web.twilio_client import SILENCE, greeted_call, tone
+
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM = shutil.which("chromium")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM),
+                       reason="needs Debian's chromium and chromium-driver (.ci/run installs)"),
+]
+FACT_FILE = "parking.md"
+FACT = "# Parking\n\nThe parking garage entry code is 4417. The garage is under the building.\n"
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1280,900", "--disable-gpu"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options,
+                              service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class HeldCall:
+    """A simulated call in its own thread: greeted, one question answered, held open."""
+
+    def __init__(self, base: str, settings: Settings) -> None:
+        self.call_sid = ""
+        self.answered = threading.Event()
+        self._hang_up = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._run(base, settings),),
+                                        daemon=True)
+        self._thread.start()
+
+    async def _run(self, base: str, settings: Settings) -> None:
+        self.call_sid, stream = await greeted_call(base, settings)
+        await stream.send_audio(SILENCE * 10 + tone(1.0) + SILENCE * 40)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= 3, timeout=60)
+        await stream.ack_marks()
+        self.answered.set()
+        while not self._hang_up.is_set():
+            await asyncio.sleep(0.05)
+        await stream.stop()
+
+    def end(self) -> None:
+        self._hang_up.set()
+        self._thread.join(timeout=30)
+
+
+def shot(driver: object, folder: Path, name: str) -> None:
+    driver.save_screenshot(str(folder / f"{name}.png"))  # type: ignore[attr-defined]
+
+
+def log_in(driver: object, base: str, username: str) -> None:
+    driver.get(f"{base}/console/login")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "username").send_keys(username)  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
+
+
+def test_console_in_a_real_browser(settings: Settings, browser: object, tmp_path: Path) -> None:
+    shots = Path(os.environ.get("APPLIANCE_SCREENSHOTS_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    wait = WebDriverWait(browser, 60)
+    fakes = FakeSet(llm=load_llm(settings, instances=1))  # type: ignore[arg-type]
+    with console_server(settings, fakes) as base:
+        log_in(browser, base, ADMIN)
+        wait.until(ec.presence_of_element_located((By.ID, "calls")))
+        shot(browser, shots, "login-then-calls-empty")
+
+        call = HeldCall(base, settings)
+        assert call.answered.wait(90), "the simulated call was not answered"
+        browser.get(f"{base}/console/live")  # type: ignore[attr-defined]
+        wait.until(ec.text_to_be_present_in_element((By.ID, "live"),
+                                                    "What time do you open tomorrow?"))
+        assert call.call_sid in browser.find_element(  # type: ignore[attr-defined]
+            By.CSS_SELECTOR, ".live-call").get_attribute("data-sid")
+        shot(browser, shots, "live")
+        call.end()
+        wait.until(ec.presence_of_element_located((By.ID, "no-calls")))
+
+        browser.get(f"{base}/console/calls")  # type: ignore[attr-defined]
+        wait.until(ec.presence_of_element_located((By.CLASS_NAME, "call-link"))).click()
+        transcript = wait.until(ec.presence_of_element_located((By.ID, "transcript"))).text
+        assert "What time do you open tomorrow?" in transcript
+        assert call.call_sid in browser.page_source  # type: ignore[attr-defined]
+        shot(browser, shots, "call-detail")
+        browser.get(f"{base}/console/calls")  # type: ignore[attr-defined]
+        shot(browser, shots, "calls")
+
+        document = tmp_path / FACT_FILE
+        document.write_text(FACT)
+        browser.get(f"{base}/console/kb")  # type: ignore[attr-defined]
+        browser.find_element(By.ID, "file").send_keys(str(document))  # type: ignore[attr-defined]
+        browser.find_element(By.ID, "upload").click()  # type: ignore[attr-defined]
+        flash = wait.until(ec.presence_of_element_located((By.ID, "flash"))).text
+        assert "1 added" in flash, flash
+        assert FACT_FILE in browser.find_element(By.ID, "documents").text  # type: ignore[attr-defined]
+        browser.find_element(By.ID, "question").send_keys(  # type: ignore[attr-defined]
+            "What is the parking garage entry code?")
+        browser.find_element(By.ID, "ask").click()  # type: ignore[attr-defined]
+        answer = wait.until(ec.presence_of_element_located((By.ID, "answer-text")))
+        assert "4417" in answer.text
+        assert f"source: {FACT_FILE}" in browser.find_element(By.ID, "answer").text  # type: ignore[attr-defined]
+        shot(browser, shots, "knowledge-base")
+
+        browser.get(f"{base}/console/system")  # type: ignore[attr-defined]
+        assert "********" in browser.find_element(By.ID, "settings").text  # type: ignore[attr-defined]
+        shot(browser, shots, "system")
+        browser.get(f"{base}/console/audit")  # type: ignore[attr-defined]
+        assert "kb.upload" in browser.find_element(By.ID, "audit").text  # type: ignore[attr-defined]
+
+        browser.find_element(By.ID, "logout").click()  # type: ignore[attr-defined]
+        wait.until(ec.presence_of_element_located((By.ID, "username")))
+        log_in(browser, base, VIEWER)
+        wait.until(ec.presence_of_element_located((By.ID, "calls")))
+        browser.get(f"{base}/console/kb")  # type: ignore[attr-defined]
+        assert browser.find_element(By.ID, "error-status").text == "403"  # type: ignore[attr-defined]
+        assert "Knowledge base" not in browser.find_element(By.TAG_NAME, "nav").text  # type: ignore[attr-defined]
