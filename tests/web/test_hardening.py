@@ -233,8 +233,10 @@ def test_relay_caller_words_are_not_logged_at_info(tmp_path: Path,
         await socket.send(tr.Prompt(voice_prompt=words))
         while not getattr(await socket.next(10), "last", True):
             pass
-        await socket.send(tr.Prompt(voice_prompt="Goodbye."))
         await socket.send(tr.Prompt(voice_prompt=words + " again"))
+        while not getattr(await socket.next(10), "last", True):
+            pass
+        await socket.send(tr.Prompt(voice_prompt="Goodbye."))
         while not isinstance(await socket.next(10), tr.End):
             pass
         await socket.close()
