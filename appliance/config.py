@@ -99,6 +99,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     preroll_ms: int = 300
     max_utterance_s: float = 20.0
     barge_in_ms: int = 200
+    # Smart Turn v3 judges each pause: a finished question ends the turn after turn_complete_ms
+    # of silence, an unfinished sentence waits up to turn_incomplete_ms (tests/e2e/test_turn*).
+    turn_model: bool = True
+    turn_complete_ms: int = 200
+    turn_incomplete_ms: int = 1000
+    turn_threshold: float = 0.5
 
     # Knowledge base.
     kb_collection: str = "business"
@@ -137,6 +143,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "log_level": self.log_level.upper() in logging.getLevelNamesMapping(),
             "relay_interruptible": self.relay_interruptible in {"none", "dtmf", "speech", "any"},
             "speculative_stt_ms": 0 <= self.speculative_stt_ms < self.endpoint_silence_ms,
+            "turn_complete_ms": 0 < self.turn_complete_ms <= self.turn_incomplete_ms,
+            "turn_incomplete_ms": self.turn_incomplete_ms <= 5000,
+            "turn_threshold": 0.0 < self.turn_threshold < 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
