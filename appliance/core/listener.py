@@ -36,6 +36,21 @@ class Heard:
     silence_s: float = 0.0  # SPEECH_END: trailing silence it waited for
 
 
+def endpoint_config(settings: Settings, turn_model: bool) -> EndpointConfig:
+    """The end-of-turn rules the settings ask for (``turn_model``: a turn model is loaded)."""
+    return EndpointConfig(
+        threshold=settings.vad_threshold,
+        endpoint_silence_s=settings.endpoint_silence_ms / 1000,
+        min_speech_s=max(settings.min_speech_ms, settings.barge_in_ms) / 1000,
+        max_utterance_s=settings.max_utterance_s,
+        speculate_s=settings.speculative_stt_ms / 1000,
+        turn_model=turn_model,
+        complete_silence_s=settings.turn_complete_ms / 1000,
+        incomplete_silence_s=settings.turn_incomplete_ms / 1000,
+        complete_threshold=settings.turn_threshold,
+    )
+
+
 class Listener:
     def __init__(self, settings: Settings, vad: Vad, vad_pool: ThreadPoolExecutor,
                  turn: TurnDetector | None = None,
@@ -47,17 +62,7 @@ class Listener:
         self._judging: asyncio.Future[float] | None = None  # the turn model on the last pause
         self._judged_pause = 0
         self._upsampler = Ulaw8kTo16k()
-        self.endpointer = Endpointer(EndpointConfig(
-            threshold=settings.vad_threshold,
-            endpoint_silence_s=settings.endpoint_silence_ms / 1000,
-            min_speech_s=max(settings.min_speech_ms, settings.barge_in_ms) / 1000,
-            max_utterance_s=settings.max_utterance_s,
-            speculate_s=settings.speculative_stt_ms / 1000,
-            turn_model=self._turn is not None,
-            complete_silence_s=settings.turn_complete_ms / 1000,
-            incomplete_silence_s=settings.turn_incomplete_ms / 1000,
-            complete_threshold=settings.turn_threshold,
-        ))
+        self.endpointer = Endpointer(endpoint_config(settings, self._turn is not None))
         self._preroll_s = settings.preroll_ms / 1000
         keep_s = self._preroll_s + self.endpointer.config.min_speech_s + 0.5
         self._recent: deque[np.ndarray] = deque(maxlen=int(keep_s / FRAME_S) + 1)
