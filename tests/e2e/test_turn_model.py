@@ -38,8 +38,12 @@ def vad() -> SileroVad:
 
 @pytest.fixture(scope="module")
 def voices() -> dict[str, turn_taking.Speak]:
-    return {"piper": turn_taking.piper_voice(load_settings(environ={})),
-            "espeak-ng": turn_taking.espeak_voice()}
+    found = {"piper": turn_taking.piper_voice(load_settings(environ={}))}
+    try:
+        found["espeak-ng"] = turn_taking.espeak_voice()
+    except turn_taking.VoiceError:
+        pass  # a Debian package, not a Python one: its test case says so and skips
+    return found
 
 
 def verdict(text: str, speak: turn_taking.Speak, vad: SileroVad, turn: SmartTurn) -> float:
@@ -53,6 +57,8 @@ def verdict(text: str, speak: turn_taking.Speak, vad: SileroVad, turn: SmartTurn
 @pytest.mark.parametrize("voice", ["piper", "espeak-ng"])
 def test_model_tells_finished_questions_from_cut_sentences(
         turn: SmartTurn, vad: SileroVad, voices: dict[str, turn_taking.Speak], voice: str) -> None:
+    if voice not in voices:
+        pytest.skip("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
     speak = voices[voice]
     complete = {text: verdict(text, speak, vad, turn) for text in CLEARLY_COMPLETE}
     cut = {text: verdict(text, speak, vad, turn) for text in CLEARLY_CUT[voice]}
