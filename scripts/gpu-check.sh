@@ -74,10 +74,12 @@ say "models fetch $PRESET"
 say "doctor"
 "${APP[@]}" doctor | tee "$OUT/doctor.txt"
 say "bench --calls $LEVELS --turns 2"
+status=0  # 1: some call failed; the JSON still says which, so print where it is
 "${APP[@]}" bench --calls "$LEVELS" --turns 2 --json "$OUT/bench-$PRESET.json" \
-  | tee "$OUT/bench-$PRESET.txt"
+  | tee "$OUT/bench-$PRESET.txt" || status=$?
 nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.csv"
 
-say "results"
+say "results (bench exit status $status)"
 echo "bench JSON:  $(cd "$OUT" && pwd)/bench-$PRESET.json"
 echo "bench table: $(cd "$OUT" && pwd)/bench-$PRESET.txt"
+exit "$status"
