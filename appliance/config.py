@@ -100,7 +100,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_utterance_s: float = 20.0
     barge_in_ms: int = 200
     # Smart Turn v3 judges each pause: a finished question ends the turn after turn_complete_ms
-    # of silence, an unfinished sentence waits up to turn_incomplete_ms (tests/e2e/test_turn*).
+    # of silence, an unfinished sentence waits up to turn_incomplete_ms. Measured (end-of-turn
+    # delay, cut-offs) by `python -m appliance.bench.turn_taking`; see the README.
     turn_model: bool = True
     turn_complete_ms: int = 200
     turn_incomplete_ms: int = 1000

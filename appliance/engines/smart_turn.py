@@ -8,7 +8,8 @@ unit variance before the spectrogram, as in the model's training pipeline. faste
 FeatureExtractor computes the same log-mel (max difference 3e-7 against the reference, same
 probability), so no extra dependency is needed.
 
-Measured on the 2-core dev box (shared, one thread): features 9-25 ms, inference 65-115 ms.
+One verdict (features included, one thread) on the 2-core dev box: 38 ms p50 at load 2, 132 ms
+at load 6-7 (python -m appliance.bench.turn_taking).
 """
 
 from __future__ import annotations
