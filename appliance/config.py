@@ -122,6 +122,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     preroll_ms: int = 300
     max_utterance_s: float = 20.0
     barge_in_ms: int = 200
+    # Smart Turn v3 judges each pause: a finished question ends the turn after turn_complete_ms
+    # of silence, an unfinished sentence waits up to turn_incomplete_ms. Measured (end-of-turn
+    # delay, cut-offs) by `python -m appliance.bench.turn_taking`; see the README.
+    turn_model: bool = True
+    turn_complete_ms: int = 200
+    turn_incomplete_ms: int = 1000
+    turn_threshold: float = 0.5
 
     # Knowledge base.
     kb_collection: str = "business"
@@ -202,6 +209,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "api_token": not self.api_token or len(self.api_token) >= MIN_API_TOKEN_CHARS,
             "trusted_proxies": all(_is_network(p) for p in self.proxy_list),
             "kb_max_file_mb": self.kb_max_file_mb > 0,
+            "turn_complete_ms": 0 < self.turn_complete_ms <= self.turn_incomplete_ms,
+            "turn_incomplete_ms": self.turn_incomplete_ms <= 5000,
+            "turn_threshold": 0.0 < self.turn_threshold < 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

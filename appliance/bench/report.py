@@ -73,6 +73,8 @@ def table(result: dict[str, Any]) -> str:
     row("voice-to-voice, first audio recv", [_s(lv["v2v_received_s"]) for lv in levels])
     for key in ROWS:
         row(f"  {STAGE_LABELS[key]}", [_s(lv["stages"].get(key)) for lv in levels])
+    if any(lv.get("barge_in_s", {}).get("n") for lv in levels):
+        row("barge-in: talk over → reply stops", [_s(lv.get("barge_in_s")) for lv in levels])
     lines.append("event-loop lag p99, ms:")
     row("  server loop (/api/metrics)", [_lag(lv["loop_lag_ms"]["server"]) for lv in levels])
     row("  /healthz round trip", [_lag(lv["loop_lag_ms"]["healthz_rtt"]) for lv in levels])

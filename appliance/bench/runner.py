@@ -58,6 +58,7 @@ KEY_SETTINGS = (
     "stt_threads", "stt_beam_size", "llm_threads", "llm_batch_threads", "llm_instances",
     "llm_context", "llm_max_tokens", "llm_gpu_layers", "tts_threads", "vad_threshold",
     "endpoint_silence_ms", "min_speech_ms", "kb_top_k", "kb_context_chars", "hold_after_ms",
+    "speculative_stt_ms", "turn_model", "turn_complete_ms", "turn_incomplete_ms", "turn_threshold",
 )
 METRICS_PATH = "/api/metrics"  # the server's own loop lag (and pid, if it tells)
 
@@ -77,6 +78,7 @@ class BenchOptions:
     ready_timeout_s: float = 300.0
     level_pause_s: float = 2.0
     hold: bool = False  # keep the server's "one moment" hold phrase (see server_settings)
+    barge_in_s: float | None = None  # callers talk over replies this long after they start
 
 
 @dataclass
@@ -292,6 +294,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
     """Latency and outcome figures for one level's calls."""
     heard: list[float | None] = []
     received: list[float | None] = []
+    barge_in: list[float | None] = []
     stages: dict[str, list[float | None]] = {}
     errors: list[str] = []
     completed = rejected = answered = total = ungrounded = 0
@@ -314,6 +317,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
                               + (" (timed out)" if turn.timed_out else ""))
             heard.append(turn.v2v_played_s)
             received.append(turn.v2v_s)
+            barge_in.append(turn.barge_in_s)
             values = turn_stages(metrics or {})
             server_v2v = values.get("server_v2v_s")
             values["transport_s"] = (turn.v2v_played_s - server_v2v
@@ -334,6 +338,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
         "wall_s": round(wall_s, 1),
         "v2v_heard_s": summarize(heard).to_json(),
         "v2v_received_s": summarize(received).to_json(),
+        "barge_in_s": summarize(barge_in).to_json(),
         "stages": {key: summarize(values).to_json() for key, values in stages.items()},
         "errors": errors,
     }
@@ -354,7 +359,8 @@ class Bench:
         said = tuple(self.lines[t] for t in texts)
         return CallOptions.from_settings(
             self.server.settings, base_url=self.server.base_url, utterances=said,
-            turn_timeout_s=self.opts.turn_timeout_s)
+            turn_timeout_s=self.opts.turn_timeout_s,
+            interrupt_after_s=None if index < 0 else self.opts.barge_in_s)
 
     async def one_call(self, index: int, turns: int, delay_s: float) -> CallReport:
         await asyncio.sleep(delay_s)
@@ -406,7 +412,8 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": probes.machine_info(),
         "options": {"calls": list(opts.calls), "turns": opts.turns, "stagger_s": opts.stagger_s,
-                    "warmup": opts.warmup, "url": opts.url, "hold": opts.hold},
+                    "warmup": opts.warmup, "url": opts.url, "hold": opts.hold,
+                    "barge_in_s": opts.barge_in_s},
     }
     server_cm = (external_server(settings, opts.url, opts) if opts.url
                  else spawned_server(settings, opts))

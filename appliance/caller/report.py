@@ -66,6 +66,8 @@ class TurnReport:
     # received (``v2v_s``) or played to the caller (``v2v_played_s``, later if audio was queued).
     v2v_s: float | None = None
     v2v_played_s: float | None = None
+    # Barge-in reaction: the caller starts talking over this reply → its audio stops playing.
+    barge_in_s: float | None = None
     clear_received: bool = False
     timed_out: bool = False
     transcript: str | None = None  # from the server's record: what it heard the caller say
@@ -115,6 +117,7 @@ class CallReport:
                     "interrupted": t.interrupted,
                     "v2v_s": _round(t.v2v_s),
                     "v2v_played_s": _round(t.v2v_played_s),
+                    "barge_in_s": _round(t.barge_in_s),
                     "clear_received": t.clear_received,
                     "timed_out": t.timed_out,
                 }

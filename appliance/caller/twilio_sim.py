@@ -125,6 +125,7 @@ class _Turn:
     sent_at: float | None = None  # monotonic time the last voiced frame went out
     boundary: int = 0  # playback offset: server audio from here on is this turn's reply
     played_tick: int | None = None
+    barged: bool = False  # the caller went on to talk over this turn's reply while it played
 
 
 class _Stream:
@@ -143,6 +144,7 @@ class _Stream:
         self.sequence = 0
         self.tick_count = 0
         self.quiet_ticks = 0  # unvoiced frames played since the last voiced one
+        self.voiced_tick = -1  # the last tick that played a voiced frame
         self.greeting_played = False
         self.started_at = 0.0
         self.last_mark = ""  # the last mark echoed: what the caller has just finished hearing
@@ -252,6 +254,7 @@ class _Stream:
             self.quiet_ticks += 1
             return
         self.quiet_ticks = 0
+        self.voiced_tick = self.tick_count
         turn = self.current
         if turn is None:
             self.greeting_played = True
@@ -289,13 +292,23 @@ class _Stream:
                 self.awaiting = None
 
     async def _speak(self, receiver: asyncio.Task[None], turn: _Turn) -> None:
+        over = self.current if self.current is not None and self.current.barged else None
         self.current = turn
+        talking_from: int | None = None  # tick of the caller's first voiced frame
         for index, frame in enumerate(turn.utterance.frames):
+            if talking_from is None and is_voiced(frame):
+                talking_from = self.tick_count
             await self.tick(receiver, frame)
             if index == turn.utterance.last_voiced:
                 turn.sent_at = time.monotonic()
                 turn.boundary = self.playback.received
                 self.awaiting = turn
+        if over is not None and talking_from is not None:
+            # No new reply can play before this utterance ends, so every voiced frame played
+            # since the caller started talking was the old reply's. The whole utterance's
+            # length means the server never stopped it.
+            stopped = max(self.voiced_tick + 1, talking_from)
+            over.report.barge_in_s = (stopped - talking_from) * FRAME_S
 
     async def _listen(
         self, receiver: asyncio.Task[None], timeout_s: float, done: Callable[[], bool]
@@ -312,6 +325,7 @@ class _Stream:
             return False
         if barge and self.opts.interrupt_after_s is not None:
             if (self.tick_count - turn.played_tick) * FRAME_S >= self.opts.interrupt_after_s:
+                turn.barged = self.playback.pending > 0 or self.quiet_ticks == 0  # still playing
                 return True
         if self.last_mark.startswith(HOLD_MARK_PREFIX):
             return False  # "one moment, please": a person would keep waiting for the answer

@@ -2,11 +2,15 @@
 
 Owns one call's audio state — the streaming upsampler, the VAD's recurrent state, the end-of-turn
 logic and the audio buffers (pre-roll, the utterance in progress) — and turns frames into three
-moments the session acts on: speech started, the caller paused, the utterance ended.
+moments the session acts on: speech started, the caller paused, the utterance ended. At each
+pause a turn model (if any) judges, in its own worker, whether the caller sounds finished; its
+verdict tells the endpointer how much more silence to wait for.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +21,9 @@ from appliance.config import Settings
 from appliance.core.audio import MODEL_RATE, Ulaw8kTo16k
 from appliance.core.turns import EndpointConfig, Endpointer, TurnEvent
 from appliance.core.workers import run_in
-from appliance.engines.base import Vad
+from appliance.engines.base import TurnDetector, Vad
+
+log = logging.getLogger(__name__)
 
 FRAME_S = 0.02
 MIN_UTTERANCE_SAMPLES = int(MODEL_RATE * 0.1)  # shorter than this is a click, not words
@@ -30,18 +36,33 @@ class Heard:
     silence_s: float = 0.0  # SPEECH_END: trailing silence it waited for
 
 
+def endpoint_config(settings: Settings, turn_model: bool) -> EndpointConfig:
+    """The end-of-turn rules the settings ask for (``turn_model``: a turn model is loaded)."""
+    return EndpointConfig(
+        threshold=settings.vad_threshold,
+        endpoint_silence_s=settings.endpoint_silence_ms / 1000,
+        min_speech_s=max(settings.min_speech_ms, settings.barge_in_ms) / 1000,
+        max_utterance_s=settings.max_utterance_s,
+        speculate_s=settings.speculative_stt_ms / 1000,
+        turn_model=turn_model,
+        complete_silence_s=settings.turn_complete_ms / 1000,
+        incomplete_silence_s=settings.turn_incomplete_ms / 1000,
+        complete_threshold=settings.turn_threshold,
+    )
+
+
 class Listener:
-    def __init__(self, settings: Settings, vad: Vad, vad_pool: ThreadPoolExecutor) -> None:
+    def __init__(self, settings: Settings, vad: Vad, vad_pool: ThreadPoolExecutor,
+                 turn: TurnDetector | None = None,
+                 turn_pool: ThreadPoolExecutor | None = None) -> None:
         self._vad = vad.stream()
         self._vad_pool = vad_pool
+        self._turn = turn if settings.turn_model else None
+        self._turn_pool = turn_pool or vad_pool
+        self._judging: asyncio.Future[float] | None = None  # the turn model on the last pause
+        self._judged_pause = 0
         self._upsampler = Ulaw8kTo16k()
-        self.endpointer = Endpointer(EndpointConfig(
-            threshold=settings.vad_threshold,
-            endpoint_silence_s=settings.endpoint_silence_ms / 1000,
-            min_speech_s=max(settings.min_speech_ms, settings.barge_in_ms) / 1000,
-            max_utterance_s=settings.max_utterance_s,
-            speculate_s=settings.speculative_stt_ms / 1000,
-        ))
+        self.endpointer = Endpointer(endpoint_config(settings, self._turn is not None))
         self._preroll_s = settings.preroll_ms / 1000
         keep_s = self._preroll_s + self.endpointer.config.min_speech_s + 0.5
         self._recent: deque[np.ndarray] = deque(maxlen=int(keep_s / FRAME_S) + 1)
@@ -59,6 +80,7 @@ class Listener:
         if self.endpointer.in_speech:
             self._utterance.append(audio)
         window_s = self._vad.window_samples / MODEL_RATE
+        self._take_verdict()
         out: list[Heard] = []
         for probability in await run_in(self._vad_pool, self._vad.probabilities, audio):
             event = self.endpointer.feed(window_s, probability)
@@ -67,14 +89,52 @@ class Listener:
                 self._utterance = list(self._recent)[-max(1, int(keep_s / FRAME_S)):]
                 out.append(Heard(event))
             elif event is TurnEvent.PAUSE:
-                out.append(Heard(event, self._so_far()))
+                so_far = self._so_far()
+                self._judge(so_far)
+                out.append(Heard(event, so_far))
             elif event is TurnEvent.SPEECH_END:
+                self._drop_judging()
                 audio_so_far = self._so_far()
                 self._utterance, self._carry = [], []
                 out.append(Heard(event, audio_so_far, self.endpointer.ended_after_silence_s))
         return out
 
+    def _judge(self, audio: np.ndarray) -> None:
+        """Ask the turn model about this pause, off the event loop; the answer is picked up by
+        the next frame (20 ms later at most), so listening never waits for it."""
+        self._drop_judging()
+        if self._turn is None:
+            return
+        self._judged_pause = self.endpointer.pauses
+        self._judging = asyncio.ensure_future(
+            run_in(self._turn_pool, self._turn.completion, audio))
+        self._judging.add_done_callback(_retrieve)
+
+    def _take_verdict(self) -> None:
+        judging = self._judging
+        if judging is None or not judging.done():
+            return
+        self._judging = None
+        if (error := judging.exception()) is not None:
+            log.warning("turn model failed (%s: %s); using the fixed end-of-turn silence",
+                        type(error).__name__, error)
+            self.endpointer.verdict(self._judged_pause, None)
+        else:
+            self.endpointer.verdict(self._judged_pause, judging.result())
+
+    def _drop_judging(self) -> None:
+        if self._judging is not None:
+            self._judging.cancel()
+            self._judging = None
+
     def _so_far(self) -> np.ndarray:
         if not (self._carry or self._utterance):
             return np.zeros(0, np.float32)
         return np.concatenate([*self._carry, *self._utterance])
+
+
+def _retrieve(future: asyncio.Future[float]) -> None:
+    """Mark a verdict's error as seen, so a verdict dropped (the caller spoke on) never makes
+    asyncio warn; a verdict that is used has its error logged by ``_take_verdict``."""
+    if not future.cancelled():
+        future.exception()

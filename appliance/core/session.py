@@ -27,7 +27,7 @@ from appliance.core.sentences import SentenceChunker
 from appliance.core.spoken import AgentTurn, SpokenPiece
 from appliance.core.turns import TurnEvent
 from appliance.core.workers import Background, Workers, run_in
-from appliance.engines.base import EngineInfo, Stt, Transcript, Tts, Vad
+from appliance.engines.base import EngineInfo, Stt, Transcript, Tts, TurnDetector, Vad
 from appliance.messages.delivery import deliver
 from appliance.store.calls import CallStore
 from appliance.telephony.twilio_media import HOLD_MARK_PREFIX
@@ -65,10 +65,11 @@ class Engines:
     agent: Agent
     workers: Workers
     phrases: Mapping[str, bytes]  # pre-synthesized μ-law for fixed phrases
+    turn: TurnDetector | None = None  # judges each pause; None: a fixed end-of-turn silence
 
     @property
     def infos(self) -> list[EngineInfo]:
-        engines = [self.vad, self.stt, self.agent.llm, self.tts, self.agent.kb]
+        engines = [self.vad, self.turn, self.stt, self.agent.llm, self.tts, self.agent.kb]
         return [engine.info for engine in engines if engine is not None]
 
 
@@ -82,7 +83,8 @@ class CallSession:
         self.transport = transport
         self.state = State.LISTENING
         self.conversation = Conversation(session_id=call_sid)
-        self._listener = Listener(settings, engines.vad, engines.workers.vad)
+        self._listener = Listener(settings, engines.vad, engines.workers.vad, engines.turn,
+                                  engines.workers.turn)
         self._pending_audio: list[np.ndarray] = []  # the utterance a running turn answers
         self._early_stt: asyncio.Task[Transcript] | None = None  # started at a pause
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOX_FRAMES)

@@ -25,6 +25,7 @@ class Workers:
     tts: ThreadPoolExecutor = field(default_factory=lambda: _pool("tts", 2))
     kb: ThreadPoolExecutor = field(default_factory=lambda: _pool("kb", 2))
     vad: ThreadPoolExecutor = field(default_factory=lambda: _pool("vad", 1))
+    turn: ThreadPoolExecutor = field(default_factory=lambda: _pool("turn", 1))
 
     @classmethod
     def sized(cls, llm_instances: int, max_calls: int) -> Workers:
@@ -34,10 +35,11 @@ class Workers:
             tts=_pool("tts", min(2, max_calls)),
             kb=_pool("kb", 2),
             vad=_pool("vad", 1),
+            turn=_pool("turn", 1),  # ~0.1 s per pause: kept off the VAD's per-frame path
         )
 
     def shutdown(self) -> None:
-        for pool in (self.stt, self.llm, self.tts, self.kb, self.vad):
+        for pool in (self.stt, self.llm, self.tts, self.kb, self.vad, self.turn):
             pool.shutdown(wait=False, cancel_futures=True)
 
 

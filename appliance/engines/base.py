@@ -44,6 +44,20 @@ class Vad(Protocol):
         ...
 
 
+class TurnDetector(Protocol):
+    """Judges from the sound of an utterance (words and intonation) whether the caller is done.
+
+    VAD silence alone cannot tell "I'd like to book..." from "What are your hours?"; this can.
+    """
+
+    info: EngineInfo
+
+    def completion(self, audio16k: np.ndarray) -> float:
+        """Blocking: run in a worker. Probability in [0, 1] that the utterance ending at the end
+        of ``audio16k`` (16 kHz mono float32; only its last 8 s are used) is complete."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Transcript:
     text: str

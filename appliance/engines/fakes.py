@@ -83,6 +83,28 @@ class FakeStt:
         return Transcript(text=self._texts[index])
 
 
+class FakeTurnDetector:
+    """Answers scripted completion probabilities in turn (the last one repeats) after
+    ``delay_s``; records how much audio each judgement saw."""
+
+    def __init__(self, probabilities: Sequence[float] = (1.0,), delay_s: float = 0.0) -> None:
+        self.info = EngineInfo(slot="turn", name="fake-turn", version="0")
+        self._probabilities = list(probabilities)
+        self._delay_s = delay_s
+        self.error: Exception | None = None
+        self.calls: list[int] = []  # samples per judged utterance
+        self._lock = threading.Lock()
+
+    def completion(self, audio16k: np.ndarray) -> float:
+        time.sleep(self._delay_s)
+        if self.error is not None:
+            raise self.error
+        with self._lock:
+            index = min(len(self.calls), len(self._probabilities) - 1)
+            self.calls.append(len(audio16k))
+        return self._probabilities[index]
+
+
 class FakeLlm:
     """Yields scripted tokens with delays; tracks open streams so tests can see early closes."""
 

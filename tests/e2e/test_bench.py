@@ -45,7 +45,7 @@ def test_one_call_one_turn_writes_the_json(tmp_path: Path,
     assert result["server"]["spawned"] and result["server"]["models"]
     assert result["settings"]["llm_threads"] == settings.llm_threads
     assert result["options"] == {"calls": [1], "turns": 1, "stagger_s": 0.3, "warmup": False,
-                                 "url": None, "hold": False}
+                                 "url": None, "hold": False, "barge_in_s": None}
     assert (level["calls"], level["completed"], level["failed"]) == (1, 1, 0)
     assert (level["turns_answered"], level["turns_total"]) == (1, 1)
     assert set(level["v2v_heard_s"]) == SUMMARY_KEYS and level["v2v_heard_s"]["n"] == 1
@@ -56,3 +56,20 @@ def test_one_call_one_turn_writes_the_json(tmp_path: Path,
     assert "voice-to-voice, caller heard" in capsys.readouterr().out
     cached = list((tmp_path / "data" / "bench" / "utterances").glob("*.wav"))
     assert cached  # the caller's lines are kept for the next run
+
+
+def test_barge_in_reaction_is_measured(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, kb_dir=str(KB))
+    out = tmp_path / "bench.json"
+    args = parse(["bench", "--calls", "1", "--turns", "2", "--no-warmup", "--turn-timeout", "60",
+                  "--barge-in-ms", "300", "--json", str(out)])
+    status = args.func(args, settings)
+
+    result = json.loads(out.read_text())
+    level = result["levels"][0]
+    assert status == 0, level["errors"]
+    assert result["options"]["barge_in_s"] == 0.3
+    first, second = level["call_reports"][0]["turns"]
+    assert first["barge_in_s"] is not None and second["barge_in_s"] is None
+    assert level["barge_in_s"]["n"] == 1
+    assert second["clear_received"] and first["interrupted"]  # the server stopped the reply

@@ -197,6 +197,9 @@ def test_barge_in_gets_a_clear_and_pending_marks_back() -> None:
     first, second = report.turns
     assert not first.clear_received and second.clear_received
     assert first.interrupted and first.heard == "partial"
+    # The fake clears after 3 voiced caller frames: the reply stopped no sooner, and well before
+    # its 0.8 s were over. The last reply was not talked over.
+    assert 0.06 <= first.barge_in_s < 0.8 and second.barge_in_s is None
     assert fake.echoed == ["greeting", "reply-1", "reply-2"]
     echoed_at = next(at for at, m in fake.messages if m.get("mark", {}).get("name") == "reply-1")
     assert 0 <= echoed_at - fake.cleared_at < 0.05  # pending marks come back at once on clear

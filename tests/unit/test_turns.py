@@ -77,3 +77,80 @@ def test_pause_can_be_disabled() -> None:
     script = windows(0.6, 0.9) + windows(0.6, 0.0)
     kinds = [e for _, e in run(script, EndpointConfig(speculate_s=0), pauses=True)]
     assert TurnEvent.PAUSE not in kinds
+
+
+# --- with a turn model: the verdict on a pause decides how much silence ends the turn ---------
+
+TURN = EndpointConfig(turn_model=True, speculate_s=0.2, complete_silence_s=0.2,
+                      incomplete_silence_s=1.0, endpoint_silence_s=0.4)
+
+
+def silence_until_end(verdict: float | None, judged_after_s: float = 0.0,
+                      config: EndpointConfig = TURN) -> float:
+    """Speak 1 s, then stay silent; the verdict on the first pause arrives ``judged_after_s``
+    after it. Returns the trailing silence the turn ended after."""
+    endpointer = Endpointer(config)
+    for p in windows(1.0, 0.9):
+        endpointer.feed(W, p)
+    paused_at = None
+    for i in range(round(3.0 / W)):
+        event = endpointer.feed(W, 0.0)
+        if event is TurnEvent.PAUSE:
+            paused_at = i
+        if paused_at is not None and (i - paused_at) * W >= judged_after_s:
+            endpointer.verdict(endpointer.pauses, verdict)
+            paused_at = None
+        if event is TurnEvent.SPEECH_END:
+            return endpointer.ended_after_silence_s
+    raise AssertionError("the turn never ended")
+
+
+def test_complete_utterance_ends_at_the_short_silence() -> None:
+    assert 0.2 <= silence_until_end(0.9) < 0.2 + 2 * W
+
+
+def test_incomplete_utterance_waits_for_the_long_silence() -> None:
+    assert 1.0 <= silence_until_end(0.1) < 1.0 + W
+
+
+def test_a_late_complete_verdict_ends_the_turn_on_arrival() -> None:
+    assert 0.5 <= silence_until_end(0.9, judged_after_s=0.3) < 0.5 + 3 * W  # whole windows
+
+
+def test_no_verdict_waits_the_long_silence_and_a_failed_one_the_fixed_silence() -> None:
+    assert 1.0 <= silence_until_end(0.9, judged_after_s=5.0) < 1.0 + W
+    assert 0.4 <= silence_until_end(None) < 0.4 + W
+
+
+def test_threshold_is_configurable() -> None:
+    strict = EndpointConfig(turn_model=True, complete_threshold=0.95)
+    assert silence_until_end(0.9, config=strict) >= strict.incomplete_silence_s
+
+
+def test_a_verdict_on_an_earlier_pause_is_ignored() -> None:
+    endpointer = Endpointer(TURN)
+    script = windows(1.0, 0.9) + windows(0.25, 0.0) + windows(0.3, 0.9) + windows(0.25, 0.0)
+    for p in script:
+        endpointer.feed(W, p)
+    assert endpointer.pauses == 2
+    endpointer.verdict(1, 0.99)  # about the first pause: the caller spoke on since
+    events = [endpointer.feed(W, 0.0) for _ in windows(0.5, 0.0)]
+    assert TurnEvent.SPEECH_END not in events
+
+
+def test_speech_after_a_complete_verdict_resets_it() -> None:
+    endpointer = Endpointer(TURN)
+    for p in windows(1.0, 0.9) + windows(0.2, 0.0):
+        endpointer.feed(W, p)
+    endpointer.verdict(endpointer.pauses, 0.99)
+    for p in windows(0.3, 0.9):  # the caller went on after all
+        endpointer.feed(W, p)
+    events = [endpointer.feed(W, 0.0) for _ in windows(0.6, 0.0)]
+    assert TurnEvent.SPEECH_END not in events  # waits for a new verdict (or the long silence)
+
+
+def test_turn_model_needs_a_pause_even_without_speculation() -> None:
+    config = EndpointConfig(turn_model=True, speculate_s=0, complete_silence_s=0.3)
+    script = windows(0.6, 0.9) + windows(0.5, 0.0)
+    kinds = [e for _, e in run(script, config, pauses=True)]
+    assert kinds == [TurnEvent.SPEECH_START, TurnEvent.PAUSE]
