@@ -17,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "doctor",
         help="prove every engine of the active preset runs on this machine",
         description="Checks the model files (size and sha256), then loads and exercises each "
-        "engine once in its own child process: VAD on 1 s of audio, STT on a shipped clip, one "
-        "LLM token, one TTS word, one embedding, the call log writable, the KB readable. A "
+        "engine once in its own child process: VAD on 1 s of audio, the end-of-turn model and "
+        "STT on a shipped clip, one LLM token, one TTS word, one embedding, the call log "
+        "writable, the KB readable. A "
         "crash (e.g. SIGILL from a CPU-specific build) fails that check, named. Exits 1 on any "
         "failure.",
     )

@@ -39,6 +39,14 @@ def check_vad(settings: Settings) -> tuple[str, str]:
     return f"{len(probs)} windows on 1 s of speech, peak p={max(probs):.2f}", vad.info.device
 
 
+def check_turn(settings: Settings) -> tuple[str, str]:
+    from appliance.engines.smart_turn import SmartTurn
+
+    turn = SmartTurn(resolve_models(settings).turn)
+    probability = turn.completion(clip16k())
+    return f"end-of-turn p={probability:.2f} on a finished question", turn.info.device
+
+
 def check_stt(settings: Settings) -> tuple[str, str]:
     from appliance.engines.faster_whisper_stt import FasterWhisperStt
 
@@ -110,6 +118,7 @@ def check_kb(settings: Settings) -> tuple[str, str]:
 
 CHECKS: dict[str, Check] = {
     "vad": check_vad,
+    "turn": check_turn,
     "stt": check_stt,
     "llm": check_llm,
     "tts": check_tts,

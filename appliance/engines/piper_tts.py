@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 # Piper peak-normalises each sentence; a little headroom keeps the resampler from clipping.
 SYNTHESIS = SynthesisConfig(volume=0.9)
+# VITS samples noise on every run: callers' prompts vary a little each time, which is natural.
+# Test and benchmark audio must be the same every run, so it is synthesized without the noise.
+REPRODUCIBLE = SynthesisConfig(volume=0.9, noise_scale=0.0, noise_w_scale=0.0)
 
 
 def _next_ulaw(chunks: Iterator[AudioChunk]) -> bytes | None:
@@ -74,7 +77,9 @@ class PiperTts:
             yield ulaw
 
     def synthesize_pcm(self, text: str) -> tuple[np.ndarray, int]:
-        """Blocking: the whole of ``text`` as int16 at the voice's rate (test audio, prompts)."""
-        parts = [c.audio_int16_array for c in self._voice.synthesize(text, syn_config=SYNTHESIS)]
+        """Blocking: the whole of ``text`` as int16 at the voice's rate, identical on every run
+        (test audio, benchmark prompts)."""
+        parts = [c.audio_int16_array
+                 for c in self._voice.synthesize(text, syn_config=REPRODUCIBLE)]
         audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
         return audio, self.sample_rate
