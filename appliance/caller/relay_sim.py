@@ -54,7 +54,7 @@ class RelayOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RelayOptions:
-        values = server_target(settings) | {"language": settings.relay_language}
+        values = server_target(settings) | {"language": settings.language}
         return cls(**(values | overrides))
 
 

@@ -40,7 +40,7 @@ from appliance.caller.report import (
     new_sid,
 )
 from appliance.core.audio import FRAME_BYTES, ULAW_SILENCE, frames, is_voiced
-from appliance.telephony.twilio_media import HOLD_MARK_PREFIX
+from appliance.core.playout import HOLD_MARK_PREFIX
 
 logger = logging.getLogger(__name__)
 

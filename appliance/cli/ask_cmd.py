@@ -11,7 +11,7 @@ from typing import Any
 from appliance.config import Settings
 from appliance.core.agent import Agent, Conversation
 from appliance.core.workers import Workers
-from appliance.engines.registry import load_llm, open_knowledge_base
+from appliance.wiring import load_llm, open_knowledge_base
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ async def answer(agent: Agent, text: str) -> dict[str, Any]:
         "grounded": reply.grounded,
         "sources": [{"id": c.id, "source": c.source, "heading": c.heading,
                      "distance": round(c.distance, 3)} for c in reply.sources],
-        "timings": {"retrieval_s": round(reply.retrieval_s, 3),
+        "timings": {"retrieval_s": round(reply.retrieval_s or 0.0, 3),
                     "first_token_s": round(first or 0.0, 3),
                     "total_s": round(time.monotonic() - started, 3)},
     }

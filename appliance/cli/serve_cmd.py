@@ -11,7 +11,7 @@ from types import FrameType
 import uvicorn
 
 from appliance.config import Settings
-from appliance.engines.registry import load_engines
+from appliance.wiring import load_engines
 from appliance.web.app import create_app
 from appliance.web.runtime import Runtime
 

@@ -19,26 +19,16 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
+from appliance.store.metrics import TurnMetrics
 from appliance.store.schema import migrate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-METRIC_FIELDS = (
-    "endpoint_s",
-    "stt_s",
-    "llm_ttft_s",
-    "first_sentence_s",
-    "tts_first_audio_s",
-    "v2v_s",
-    "first_token_sent_s",
-    "tts_provider",
-    "tts_sentences",
-)
 
-
-class CallStore:
-    """The SQLite call log. Open with :meth:`open`; all public methods are coroutines."""
+class SqliteCallStore:
+    """The SQLite call log (implements ``engines.base.CallStore``). Open with :meth:`open`; all
+    public methods are coroutines."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -85,7 +75,7 @@ class CallStore:
     @property
     def db(self) -> sqlite_utils.Database:
         if self._db is None:
-            raise RuntimeError("CallStore is not open")
+            raise RuntimeError("the call log is not open")
         return self._db
 
     # --- writes -----------------------------------------------------------------------------
@@ -125,17 +115,19 @@ class CallStore:
 
     async def add_assistant_turn(self, call_sid: str, *, idx: int, text: str, heard_text: str,
                                  started: float, interrupted: bool, kb_chunks: list[str],
-                                 metrics: dict[str, Any]) -> None:
+                                 metrics: TurnMetrics | None) -> None:
         """The agent's side of a turn (what it said, what the caller heard) and its latencies."""
         turn_id = await self.add_turn(call_sid, idx=idx, role="assistant", text=text,
                                       heard_text=heard_text, started=started,
                                       interrupted=interrupted, kb_chunks=kb_chunks)
-        if turn_id is not None and metrics:
+        if turn_id is not None and metrics is not None:
             await self.add_metrics(turn_id, call_sid, metrics)
 
-    async def add_metrics(self, turn_id: int, call_sid: str, metrics: dict[str, Any]) -> None:
-        row = {"turn_id": turn_id, "call_sid": call_sid}
-        row.update({k: v for k, v in metrics.items() if k in METRIC_FIELDS})
+    async def add_metrics(self, turn_id: int, call_sid: str, metrics: TurnMetrics) -> None:
+        """One turn's metrics row; nothing when nothing was measured."""
+        if not (columns := metrics.row()):
+            return
+        row = {"turn_id": turn_id, "call_sid": call_sid, **columns}
         await self._write("metrics", lambda: self.db["turn_metrics"].insert(row, replace=True))
 
     async def add_event(self, call_sid: str, type_: str, **detail: Any) -> None:

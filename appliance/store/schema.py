@@ -74,7 +74,12 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["turn_metrics"].add_column("tts_sentences", str)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Knowledge-base retrieval time per turn (measured since the start, stored since v3)."""
+    db["turn_metrics"].add_column("retrieval_s", float)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

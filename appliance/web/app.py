@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,8 +18,9 @@ from litestar.status_codes import WS_1008_POLICY_VIOLATION
 
 from appliance.config import Settings
 from appliance.core.agent import Tool
-from appliance.core.relay_session import handoff_tool
 from appliance.core.session import Engines
+from appliance.engines.base import Closable
+from appliance.telephony import twilio_relay as tr
 from appliance.web import twiml
 from appliance.web.media_socket import handle_media_socket
 from appliance.web.relay_socket import handle_relay_socket
@@ -144,7 +145,7 @@ async def relay_action(request: Request[Any, Any, Any]) -> Response[str]:
     if call_sid := form.get("CallSid", ""):
         await runtime.store.add_event(call_sid, "relay_ended", handoff=handoff,
                                       session_status=form.get("SessionStatus", ""))
-    transfer = handoff_tool(handoff) is Tool.TRANSFER
+    transfer = tr.handoff_tool(handoff, {t.value for t in Tool}) == Tool.TRANSFER.value
     return Response(str(twiml.after_relay(runtime.settings, transfer)), media_type=XML)
 
 
@@ -196,8 +197,8 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
             await asyncio.gather(task, return_exceptions=True)
             if runtime.engines is not None:
                 runtime.engines.workers.shutdown()
-                if close := getattr(runtime.engines.tts, "aclose", None):
-                    await close()  # the cloud voice's kept-alive connection
+                if isinstance(runtime.engines.tts, Closable):
+                    await runtime.engines.tts.aclose()  # the cloud voice's kept-alive connection
             await runtime.store.close()
 
     app = Litestar(
@@ -222,5 +223,4 @@ async def _load(runtime: Runtime, load_engines: EngineLoader) -> None:
         return
     runtime.models = engines.infos
     runtime.engines = engines
-    runtime.ready.set()
     log.info("ready: %s", ", ".join(f"{m.slot}={m.name}" for m in runtime.models))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -10,7 +9,8 @@ from dataclasses import dataclass, field
 from appliance.config import Settings
 from appliance.core.session import Engines
 from appliance.engines.base import EngineInfo
-from appliance.store.calls import CallStore
+from appliance.engines.base import CallStore
+from appliance.store.calls import SqliteCallStore
 from appliance.telephony.twilio_calls import TwilioCalls
 from appliance.web.loop_monitor import LoopLagMonitor
 from appliance.web.twilio_auth import SignatureChecker
@@ -62,13 +62,12 @@ class Runtime:
     load_error: str = ""
     draining: bool = False  # shutting down: live calls finish, new ones are refused
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         return cls(
             settings=settings,
-            store=CallStore(settings.db_path),
+            store=SqliteCallStore(settings.db_path),
             twilio=TwilioCalls(settings.twilio_account_sid, settings.twilio_auth_token),
             signatures=SignatureChecker(settings),
             calls=CallSlots(limit=settings.max_calls),

@@ -10,7 +10,7 @@ import pytest
 
 from appliance.caller import CallOptions, CallReport, from_texts, run_call
 from appliance.config import Settings
-from appliance.engines.registry import load_engines
+from appliance.wiring import load_engines
 from appliance.models.locate import default_path
 from appliance.web.app import create_app
 from tests.conftest import make_settings, running_server

@@ -1,8 +1,10 @@
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
-from appliance.store.calls import CallStore
+from appliance.store.calls import SqliteCallStore as CallStore
+from appliance.store.metrics import METRIC_FIELDS, SentenceVoice, TurnMetrics
 from appliance.store.schema import MIGRATIONS
 
 
@@ -16,7 +18,8 @@ async def _exercise(path: Path) -> dict:
                                heard_text="Hello", interrupted=True, started=2.0,
                                kb_chunks=["hours.md#0"])
     assert user and bot
-    await store.add_metrics(bot, "CA1", {"stt_s": 0.2, "v2v_s": 0.9, "junk": 1})
+    await store.add_metrics(bot, "CA1", TurnMetrics(stt_s=0.2, v2v_s=0.9, retrieval_s=0.05,
+                                                    tts_sentences=[SentenceVoice("piper", 0.1)]))
     await store.add_event("CA1", "dtmf", digit="5")
     await store.call_ended("CA1", status="completed", reason="stop received")
     record = await store.call_record("CA1")
@@ -31,6 +34,9 @@ def test_call_log_round_trip(tmp_path: Path) -> None:
     assistant = record["turns"][1]
     assert assistant["interrupted"] is True and assistant["heard_text"] == "Hello"
     assert assistant["metrics"]["v2v_s"] == 0.9 and assistant["kb_chunks"] == ["hours.md#0"]
+    assert assistant["metrics"]["retrieval_s"] == 0.05 and assistant["metrics"]["llm_ttft_s"] is None
+    assert json.loads(assistant["metrics"]["tts_sentences"]) == [
+        {"provider": "piper", "first_audio_s": 0.1}]
     assert record["events"][0]["detail"] == {"digit": "5"}
     conn = sqlite3.connect(tmp_path / "calls.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -95,4 +101,4 @@ def test_a_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert asyncio.run(run())["call"]["status"] == "completed"  # data kept, schema upgraded
     columns = {c[1] for c in sqlite3.connect(tmp_path / "calls.db").execute(
         "PRAGMA table_info(turn_metrics)")}
-    assert "tts_sentences" in columns
+    assert set(METRIC_FIELDS) <= columns  # every field of the typed record has its column

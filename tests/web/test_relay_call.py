@@ -87,7 +87,7 @@ def user_turns(record: dict) -> list[str]:
 def test_voice_webhook_answers_conversation_relay_twiml(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, mode="conversation-relay", relay_voice="en-US-Journey-O",
                              relay_tts_provider="Google", relay_transcription_provider="Deepgram",
-                             relay_language="en-GB", relay_interruptible="speech",
+                             language="en-GB", relay_interruptible="speech",
                              relay_dtmf_detection=False)
     with serve(settings) as base:
         call_sid, body = asyncio.run(place_call(base, settings))
@@ -157,7 +157,8 @@ def test_a_relay_call_streams_the_reply_and_logs_everything(settings: Settings) 
     assert metrics["tts_provider"] == "twilio:default"
     events = [{"type": e["type"], **e["detail"]} for e in record["events"]]
     assert {"type": "dtmf", "digit": "5"} in events
-    assert {"type": "error", "stage": "relay", "reason": "Invalid message received: {}"} in events
+    assert {"type": "error", "stage": "relay", "code": "twilio-error",
+            "reason": "Invalid message received: {}"} in events
 
 
 def test_interrupt_cancels_and_keeps_only_what_the_caller_heard(settings: Settings) -> None:
@@ -379,7 +380,7 @@ def test_a_flood_of_prompts_while_streaming_is_answered_once(
 @pytest.mark.slow
 def test_relay_call_through_the_real_default_models(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from appliance.engines.registry import load_engines
+    from appliance.wiring import load_engines
 
     settings = make_settings(tmp_path, mode="conversation-relay")
 
