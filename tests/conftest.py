@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,15 +13,10 @@ import httpx
 import pytest
 import uvicorn
 
+from appliance.bench.runner import free_port
 from appliance.config import Settings, load_settings
 
 AUTH_TOKEN = "test-auth-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

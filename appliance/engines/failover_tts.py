@@ -22,7 +22,7 @@ from contextvars import ContextVar
 
 from appliance.config import Settings
 from appliance.core.audio import TELEPHONE_RATE
-from appliance.engines.base import EngineInfo, Tts
+from appliance.engines.base import Closable, EngineInfo, Tts, Warmable
 from appliance.engines.elevenlabs_tts import (
     AuthError,
     ElevenLabsError,
@@ -40,7 +40,6 @@ PREWARM_TIMEOUT_S = 10.0  # start-up phrases are not latency-critical
 
 # Per task, so concurrent calls sharing one engine each read their own last sentence's numbers.
 _last_provider: ContextVar[str] = ContextVar("tts_last_provider")
-_last_first_audio_s: ContextVar[float] = ContextVar("tts_last_first_audio_s")
 
 
 class BreakerState(enum.Enum):
@@ -171,11 +170,6 @@ class FailoverTts:
         return _last_provider.get(self.provider_in_use)
 
     @property
-    def last_first_audio_s(self) -> float | None:
-        """Seconds from request to first audio of this task's last sentence."""
-        return _last_first_audio_s.get(None)
-
-    @property
     def provider_in_use(self) -> str:
         return PRIMARY if self._breaker.closed else FALLBACK
 
@@ -228,10 +222,9 @@ class FailoverTts:
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         """μ-law 8 kHz for ``text``: a cached phrase, else ElevenLabs, finished by Piper if it
         fails."""
-        started = time.monotonic()
         cached = self._cache.get((self.provider_in_use, text))
         if cached is not None:
-            self._spoke(self.provider_in_use, started)
+            _last_provider.set(self.provider_in_use)
             yield cached
             return
         spoken = 0
@@ -241,7 +234,7 @@ class FailoverTts:
                 async with aclosing(self._primary_audio(text)) as stream:
                     async for chunk in stream:
                         if not spoken:
-                            self._spoke(PRIMARY, started)
+                            _last_provider.set(PRIMARY)
                         spoken += len(chunk)
                         audio.append(chunk)
                         yield chunk
@@ -261,10 +254,7 @@ class FailoverTts:
         async for chunk in self._fallback.synthesize(rest):
             if first:
                 first = False
-                if spoken:  # first-audio latency stays ElevenLabs'
-                    _last_provider.set(f"{PRIMARY}+{FALLBACK}")
-                else:
-                    self._spoke(FALLBACK, started)
+                _last_provider.set(f"{PRIMARY}+{FALLBACK}" if spoken else FALLBACK)
             yield chunk
 
     async def _primary_audio(self, text: str) -> AsyncIterator[bytes]:
@@ -294,10 +284,6 @@ class FailoverTts:
                     first_at = first_at or time.monotonic()
                     received_s += len(chunk) / TELEPHONE_RATE
                     yield chunk
-
-    def _spoke(self, provider: str, started: float) -> None:
-        _last_provider.set(provider)
-        _last_first_audio_s.set(time.monotonic() - started)
 
     def _succeeded(self, text: str = "", audio: list[bytes] | None = None) -> bool:
         """Close the breaker, learn ElevenLabs' pace, keep a phrase; True if it was not closed."""
@@ -339,14 +325,14 @@ class FailoverTts:
 
     async def warm(self) -> None:
         """At call start, while the greeting plays: have ElevenLabs' connection ready."""
-        if self._breaker.closed and (warm := getattr(self._primary, "warm", None)) is not None:
-            await warm()
+        if self._breaker.closed and isinstance(self._primary, Warmable):
+            await self._primary.warm()
 
     async def aclose(self) -> None:
         if self._warming is not None:
             self._warming.cancel()
-        if (close := getattr(self._primary, "aclose", None)) is not None:
-            await close()
+        if isinstance(self._primary, Closable):
+            await self._primary.aclose()
 
 
 class PhraseView(Mapping[str, bytes]):

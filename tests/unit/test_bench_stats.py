@@ -56,6 +56,8 @@ def test_turn_stages_accounts_for_the_unattributed_time() -> None:
     stages = turn_stages(METRICS)
     assert stages["server_v2v_s"] == 1.05
     assert stages["other_s"] == pytest.approx(1.05 - (0.4 + 0.3 + 0.2 + 0.1))
+    retrieved = turn_stages(dict(METRICS, retrieval_s=0.02))
+    assert retrieved["other_s"] == pytest.approx(stages["other_s"] - 0.02)
     partial = turn_stages({"endpoint_s": 0.4, "v2v_s": 1.0, "tts_provider": "piper"})
     assert partial["other_s"] is None and partial["stt_s"] is None
 

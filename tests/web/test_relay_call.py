@@ -15,9 +15,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from appliance.caller.relay_sim import (RelayOptions, RelaySocket, parse_relay_twiml,
-                                        run_relay_call)
+from appliance.caller.relay_sim import RelayOptions, RelaySocket, run_relay_call
 from appliance.caller.report import CallFailed
+from appliance.caller.twilio_wire import RelayTarget, parse_twiml
 from appliance.config import Settings
 from appliance.core import relay_session
 from appliance.engines.fakes import FakeLlm
@@ -50,7 +50,8 @@ def serve(settings: Settings, fakes: FakeSet | None = None):
 async def open_call(base: str, settings: Settings) -> tuple[str, RelaySocket]:
     """Webhook, relay socket, setup: what Twilio does when the call is answered."""
     call_sid, body = await place_call(base, settings)
-    target = parse_relay_twiml(body)
+    target = parse_twiml(body)
+    assert isinstance(target, RelayTarget)
     socket = await RelaySocket.open(base, target.url, settings.twilio_auth_token)
     await socket.send(tr.Setup(session_id="VX" + uuid.uuid4().hex, call_sid=call_sid,
                                account_sid=settings.twilio_account_sid, from_="+15550001111",
@@ -319,7 +320,7 @@ def test_bad_input_is_refused_and_the_call_goes_on(settings: Settings,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     async def abuse(base: str) -> tuple[list[tr.Text], dict]:
         call_sid, body = await place_call(base, settings)
-        socket = await RelaySocket.open(base, parse_relay_twiml(body).url, AUTH_TOKEN)
+        socket = await RelaySocket.open(base, parse_twiml(body).url, AUTH_TOKEN)
         await socket.send(tr.Prompt(voice_prompt=QUESTION))  # before setup
         await socket.send(tr.Dtmf(digit="1"))  # before setup
         await socket.ws.send("this is not json")
