@@ -32,6 +32,12 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio, as the server does (not on every backend anyio finds)."""
+    return "asyncio"
+
+
+@pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 

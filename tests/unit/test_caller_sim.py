@@ -58,6 +58,9 @@ class FakeAppliance:
         self.turns: list[dict[str, Any]] = []
         self.signature_ok = False
         self.cleared_at = 0.0
+        self.said_at: dict[str, float] = {}  # mark → when its audio went out
+        self.heard_at = 0.0  # when the caller's latest voiced frame arrived
+        self.replied_after: list[float] = []  # per reply: its start, after that frame
         self._voiced_run = self._silent_run = 0
         self._heard = False
 
@@ -107,6 +110,7 @@ class FakeAppliance:
     ) -> None:
         self.turns.append({"role": "assistant", "text": text, "heard_text": None,
                            "interrupted": False})
+        self.said_at[mark] = time.monotonic()
         for frame in frames(audio):  # streamed faster than real time, as a TTS would
             await ws.send(json.dumps({"event": "media", "streamSid": sid, "media": {
                 "payload": base64.b64encode(frame).decode()}}))
@@ -115,6 +119,7 @@ class FakeAppliance:
 
     async def _hear(self, ws: ServerConnection, sid: str, frame: bytes) -> None:
         if is_voiced(frame):
+            self.heard_at = time.monotonic()
             self._voiced_run, self._silent_run, self._heard = self._voiced_run + 1, 0, True
             if self._voiced_run == 3 and self.unechoed:  # barge-in
                 await ws.send(json.dumps({"event": "clear", "streamSid": sid}))
@@ -130,6 +135,7 @@ class FakeAppliance:
                 self.turns.append({"role": "user", "text": f"caller {number}", "heard_text": None,
                                    "interrupted": False})
                 reply = tone(self.reply_s, 600.0)
+                self.replied_after.append(time.monotonic() - self.heard_at)
                 await self._say(ws, sid, reply, f"reply-{number}", f"reply {number}")
 
     def events(self, name: str) -> list[dict[str, Any]]:
@@ -149,14 +155,17 @@ def test_two_turn_call_follows_the_twilio_protocol(tmp_path) -> None:
     fake = FakeAppliance()
     out = tmp_path / "heard.wav"
     script = (utterance("one"), utterance("two"))
+    started = time.monotonic()
     report = asyncio.run(call(fake, utterances=script, dtmf="12", out=str(out)))
+    elapsed = time.monotonic() - started
 
     assert report.ok, report
     assert fake.signature_ok
-    assert 0 < report.greeting_s < 0.3
+    assert report.greeting_s is not None and report.greeting_s > 0
     assert [t.said for t in report.turns] == ["one", "two"]
-    for turn in report.turns:
-        assert 0.18 <= turn.v2v_s <= 0.6, turn  # the fake's 200 ms endpoint, plus loopback
+    for turn, server_s in zip(report.turns, fake.replied_after, strict=True):
+        # Voice to voice spans at least what the server took between hearing and answering.
+        assert turn.v2v_s is not None and turn.v2v_s >= server_s, (turn, server_s)
         assert turn.v2v_played_s >= turn.v2v_s - 0.025
         assert not turn.clear_received and not turn.timed_out
     assert report.greeting == "Hello"
@@ -176,8 +185,7 @@ def test_two_turn_call_follows_the_twilio_protocol(tmp_path) -> None:
     assert [int(m["media"]["chunk"]) for m in media] == list(range(1, len(media) + 1))
     assert all(int(m["media"]["timestamp"]) == 20 * i for i, m in enumerate(media))
     assert all(len(base64.b64decode(m["media"]["payload"])) == FRAME_BYTES for m in media)
-    received = [at for at, m in fake.messages if m["event"] == "media"]
-    assert abs((received[-1] - received[0]) - 0.02 * (len(media) - 1)) < 0.1  # real time, no drift
+    assert elapsed >= 0.02 * (len(media) - 1)  # real time: never faster than one frame a tick
 
     assert [m["dtmf"]["digit"] for m in fake.events("dtmf")] == ["1", "2"]
     assert kinds.index("dtmf") > kinds.index("mark")  # pressed after the greeting played
@@ -199,7 +207,8 @@ def test_barge_in_gets_a_clear_and_pending_marks_back() -> None:
     assert first.interrupted and first.heard == "partial"
     assert fake.echoed == ["greeting", "reply-1", "reply-2"]
     echoed_at = next(at for at, m in fake.messages if m.get("mark", {}).get("name") == "reply-1")
-    assert 0 <= echoed_at - fake.cleared_at < 0.05  # pending marks come back at once on clear
+    # Its audio was dropped, not played: the mark came back on the clear, before the next reply.
+    assert fake.cleared_at <= echoed_at < fake.said_at["reply-2"]
 
 
 def test_busy_answer_is_reported_not_connected() -> None:
