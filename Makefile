@@ -21,4 +21,6 @@ serve: $(STAMP)
 	$(BIN)/appliance serve
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -ra

@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +197,7 @@ async def wait_ready(
                 resp = await http.get(server.base_url + "/healthz")
                 body = resp.json()
                 if resp.status_code == 200:
-                    return body  # type: ignore[no-any-return]
+                    return body
                 if body.get("status") == "failed":
                     raise BenchError(f"the server failed to load its models: {body.get('error')}")
             except (httpx.HTTPError, ValueError):
@@ -383,7 +383,7 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     lines = await asyncio.to_thread(utterances.load, settings, needed)  # before the server runs
     result: dict[str, Any] = {
         "schema": SCHEMA,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": probes.machine_info(),
         "options": {"calls": list(opts.calls), "turns": opts.turns, "stagger_s": opts.stagger_s,
                     "warmup": opts.warmup, "url": opts.url, "hold": opts.hold},
@@ -413,5 +413,5 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
                 result["levels"].append(await bench.level(calls, opts.turns))
         finally:
             await bench.lag.stop()
-    result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     return result

@@ -25,8 +25,8 @@ from websockets.exceptions import ConnectionClosed
 from appliance.caller.report import CallFailed, fetch_record, new_sid, rounded, server_target
 from appliance.caller.twilio_wire import (
     VOICE_PATH,
-    RelayTarget,
     Rejected,
+    RelayTarget,
     describe,
     open_socket,
     parse_twiml,

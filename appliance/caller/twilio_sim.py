@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import time
@@ -235,7 +236,7 @@ class _Stream:
             barge = opts.interrupt_after_s is not None and index + 1 < len(self.turns)
             await self._speak(receiver, turn)
             done = await self._listen(
-                receiver, opts.turn_timeout_s, lambda: self._reply_over(turn, barge)
+                receiver, opts.turn_timeout_s, functools.partial(self._reply_over, turn, barge)
             )
             turn.report.timed_out = not done
             if self.awaiting is turn:

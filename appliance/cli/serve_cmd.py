@@ -11,9 +11,9 @@ from types import FrameType
 import uvicorn
 
 from appliance.config import Settings
-from appliance.wiring import load_engines
 from appliance.web.app import create_app
 from appliance.web.runtime import Runtime
+from appliance.wiring import load_engines
 
 log = logging.getLogger(__name__)
 

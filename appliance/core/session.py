@@ -31,7 +31,17 @@ from appliance.core.speaking import Speaker
 from appliance.core.spoken import AgentTurn
 from appliance.core.turns import TurnEvent
 from appliance.core.workers import Workers, run_in
-from appliance.engines.base import CallStore, EngineInfo, Stt, Transcript, Tts, Vad, Warmable
+from appliance.engines.base import (
+    CallStore,
+    EngineInfo,
+    KnowledgeBase,
+    Llm,
+    Stt,
+    Transcript,
+    Tts,
+    Vad,
+    Warmable,
+)
 from appliance.store.metrics import TurnMetrics
 
 log = logging.getLogger(__name__)
@@ -60,7 +70,8 @@ class Engines:
 
     @property
     def infos(self) -> list[EngineInfo]:
-        engines = [self.vad, self.stt, self.agent.llm, self.tts, self.agent.kb]
+        engines: list[Vad | Stt | Llm | Tts | KnowledgeBase | None] = [
+            self.vad, self.stt, self.agent.llm, self.tts, self.agent.kb]
         return [engine.info for engine in engines if engine is not None]
 
 

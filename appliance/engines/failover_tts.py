@@ -16,7 +16,7 @@ import enum
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from contextvars import ContextVar
 
@@ -219,7 +219,7 @@ class FailoverTts:
 
     # --- speech ---------------------------------------------------------------------------
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """μ-law 8 kHz for ``text``: a cached phrase, else ElevenLabs, finished by Piper if it
         fails."""
         cached = self._cache.get((self.provider_in_use, text))
@@ -257,7 +257,7 @@ class FailoverTts:
                 _last_provider.set(f"{PRIMARY}+{FALLBACK}" if spoken else FALLBACK)
             yield chunk
 
-    async def _primary_audio(self, text: str) -> AsyncIterator[bytes]:
+    async def _primary_audio(self, text: str) -> AsyncGenerator[bytes, None]:
         """The primary's chunks; no audio within the deadline (first byte, or a stall) fails.
 
         Mid-stream, the deadline grows with the audio already sent ahead of the caller's ear

@@ -58,7 +58,10 @@ class SqliteCallStore:
         return cursor.rowcount
 
     async def close(self) -> None:
-        await self._run(lambda: self._db and self._db.conn.close())
+        def close() -> None:
+            if self._db is not None:
+                self._db.conn.close()
+        await self._run(close)
         self._executor.shutdown(wait=True)
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -84,12 +87,12 @@ class SqliteCallStore:
                            to_number: str = "", status: str = "ringing") -> None:
         row = {"call_sid": call_sid, "mode": mode, "from_number": from_number,
                "to_number": to_number, "started": time.time(), "status": status}
-        await self._write("call start", lambda: self.db["calls"].insert(row, ignore=True))
+        await self._write("call start", lambda: self.db.table("calls").insert(row, ignore=True))
 
     async def update_call(self, call_sid: str, **fields: Any) -> None:
         """Update known columns of a call, creating the row if Twilio told us of it first."""
         def write() -> None:
-            table = self.db["calls"]
+            table = self.db.table("calls")
             if not table.count_where("call_sid = ?", [call_sid]):
                 table.insert({"call_sid": call_sid, "started": time.time(), "status": "unknown",
                               "mode": ""})
@@ -99,7 +102,8 @@ class SqliteCallStore:
     async def call_ended(self, call_sid: str, *, status: str, reason: str) -> None:
         def write() -> None:
             self.db.execute(
-                "UPDATE calls SET ended=?, status=?, end_reason=? WHERE call_sid=? AND ended IS NULL",
+                "UPDATE calls SET ended=?, status=?, end_reason=? "
+                "WHERE call_sid=? AND ended IS NULL",
                 [time.time(), status, reason, call_sid],
             )
         await self._write("call end", write)
@@ -111,7 +115,7 @@ class SqliteCallStore:
                "heard_text": heard_text, "started": started, "ended": ended or time.time(),
                "interrupted": int(interrupted),
                "kb_chunks": json.dumps(kb_chunks) if kb_chunks is not None else None}
-        return await self._write("turn", lambda: self.db["turns"].insert(row).last_pk)
+        return await self._write("turn", lambda: self.db.table("turns").insert(row).last_pk)
 
     async def add_assistant_turn(self, call_sid: str, *, idx: int, text: str, heard_text: str,
                                  started: float, interrupted: bool, kb_chunks: list[str],
@@ -128,30 +132,32 @@ class SqliteCallStore:
         if not (columns := metrics.row()):
             return
         row = {"turn_id": turn_id, "call_sid": call_sid, **columns}
-        await self._write("metrics", lambda: self.db["turn_metrics"].insert(row, replace=True))
+        table = self.db.table("turn_metrics")
+        await self._write("metrics", lambda: table.insert(row, replace=True))
 
     async def add_event(self, call_sid: str, type_: str, **detail: Any) -> None:
         row = {"call_sid": call_sid, "at": time.time(), "type": type_,
                "detail": json.dumps(detail, default=str)}
-        await self._write("event", lambda: self.db["events"].insert(row))
+        await self._write("event", lambda: self.db.table("events").insert(row))
 
     # --- reads ------------------------------------------------------------------------------
 
     async def call_record(self, call_sid: str) -> dict[str, Any] | None:
         """The call, its turns (with metrics) and events, as plain JSON-able data."""
         def read() -> dict[str, Any] | None:
-            calls = list(self.db["calls"].rows_where("call_sid = ?", [call_sid]))
+            calls = list(self.db.table("calls").rows_where("call_sid = ?", [call_sid]))
             if not calls:
                 return None
             metrics = {m["turn_id"]: m for m in
-                       self.db["turn_metrics"].rows_where("call_sid = ?", [call_sid])}
+                       self.db.table("turn_metrics").rows_where("call_sid = ?", [call_sid])}
             turns = []
-            for turn in self.db["turns"].rows_where("call_sid = ?", [call_sid], order_by="id"):
+            rows = self.db.table("turns").rows_where("call_sid = ?", [call_sid], order_by="id")
+            for turn in rows:
                 turn["interrupted"] = bool(turn["interrupted"])
                 turn["kb_chunks"] = json.loads(turn["kb_chunks"]) if turn["kb_chunks"] else []
                 turn["metrics"] = metrics.get(turn["id"])
                 turns.append(turn)
             events = [dict(e, detail=json.loads(e["detail"] or "{}")) for e in
-                      self.db["events"].rows_where("call_sid = ?", [call_sid], order_by="id")]
+                      self.db.table("events").rows_where("call_sid = ?", [call_sid], order_by="id")]
             return {"call": calls[0], "turns": turns, "events": events}
         return await self._run(read)

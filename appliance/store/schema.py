@@ -11,7 +11,7 @@ import sqlite_utils
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["calls"].create(
+    db.table("calls").create(
         {
             "call_sid": str,
             "stream_sid": str,
@@ -26,7 +26,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="call_sid",
         not_null={"call_sid", "started", "status"},
     )
-    db["turns"].create(
+    db.table("turns").create(
         {
             "id": int,
             "call_sid": str,
@@ -42,12 +42,12 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("call_sid", "calls", "call_sid")],
     )
-    db["events"].create(
+    db.table("events").create(
         {"id": int, "call_sid": str, "at": float, "type": str, "detail": str},
         pk="id",
         foreign_keys=[("call_sid", "calls", "call_sid")],
     )
-    db["turn_metrics"].create(
+    db.table("turn_metrics").create(
         {
             "turn_id": int,
             "call_sid": str,
@@ -63,20 +63,20 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="turn_id",
         foreign_keys=[("turn_id", "turns", "id"), ("call_sid", "calls", "call_sid")],
     )
-    db["turns"].create_index(["call_sid"])
-    db["events"].create_index(["call_sid"])
-    db["calls"].create_index(["status"])
+    db.table("turns").create_index(["call_sid"])
+    db.table("events").create_index(["call_sid"])
+    db.table("calls").create_index(["status"])
 
 
 def _v2(db: sqlite_utils.Database) -> None:
     """Which voice spoke each sentence of a turn, and how soon: a JSON list of
     ``{"provider", "first_audio_s"}``."""
-    db["turn_metrics"].add_column("tts_sentences", str)
+    db.table("turn_metrics").add_column("tts_sentences", str)
 
 
 def _v3(db: sqlite_utils.Database) -> None:
     """Knowledge-base retrieval time per turn (measured since the start, stored since v3)."""
-    db["turn_metrics"].add_column("retrieval_s", float)
+    db.table("turn_metrics").add_column("retrieval_s", float)
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]

@@ -34,7 +34,7 @@ XML = "application/xml"
 
 
 def runtime_of(request: Request[Any, Any, Any] | WebSocket[Any, Any, Any]) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    return request.app.state.runtime
 
 
 async def signed_form(request: Request[Any, Any, Any], path: str) -> dict[str, str]:

@@ -21,7 +21,8 @@ MAX_BAD_FRAMES = 500  # a stream that is mostly garbage is closed
 
 class MediaTransport:
     """CallTransport over one Twilio media socket. Outbound messages go through one queue and one
-    sender task, so concurrent stages never interleave writes and a clear can drop what is queued."""
+    sender task, so concurrent stages never interleave writes and a clear can drop what is
+    queued."""
 
     def __init__(self, socket: WebSocket, stream_sid: str, call_sid: str,
                  calls: TwilioCalls) -> None:

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 
 from appliance.config import Settings
 from appliance.core.session import Engines
-from appliance.engines.base import EngineInfo
-from appliance.engines.base import CallStore
+from appliance.engines.base import CallStore, EngineInfo
 from appliance.store.calls import SqliteCallStore
 from appliance.telephony.twilio_calls import TwilioCalls
 from appliance.web.loop_monitor import LoopLagMonitor

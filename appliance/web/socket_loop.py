@@ -28,7 +28,10 @@ class Session(Protocol):
 
 
 class FrameHandler(Protocol):
-    session: Session | None  # None until the start/setup message
+    @property
+    def session(self) -> Session | None:
+        """None until the start (or setup) message."""
+        ...
 
     async def handle(self, frame: str) -> str | None:
         """Decode and dispatch one frame (ProtocolError if refused); a reason to stop, or None."""

@@ -140,7 +140,7 @@ def test_search_contract(sample_kb: ChromaKnowledgeBase) -> None:
     assert [h.distance for h in hits] == sorted(h.distance for h in hits)
     assert hits[0].source == "prices.md" and "$1,200" in hits[0].text
     assert hits[0].heading.startswith("Harbor Dental prices")
-    assert hits[0].metadata["path"].endswith("prices.md")
+    assert str(hits[0].metadata["path"]).endswith("prices.md")
     assert sample_kb.search("anything", 0) == [] and sample_kb.search("  ", 3) == []
     assert sample_kb.count() > 10
     assert sample_kb.info.slot == "kb" and "model.onnx@" in sample_kb.info.name

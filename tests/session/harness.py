@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,8 +176,8 @@ class GatedLlm(FakeLlm):
         self.gate = threading.Event()
 
     def stream_chat(self, messages: Sequence[ChatMessage], *, max_tokens: int,
-                    temperature: float, session_id: str = "") -> Iterator[str]:
-        def gated() -> Iterator[str]:
+                    temperature: float, session_id: str = "") -> Generator[str, None, None]:
+        def gated() -> Generator[str, None, None]:
             self.gate.wait(30)
             yield from super(GatedLlm, self).stream_chat(
                 messages, max_tokens=max_tokens, temperature=temperature, session_id=session_id)

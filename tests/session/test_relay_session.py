@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 
 class FakeRelayTransport:
     def __init__(self) -> None:
-        self.sent: list[tuple[str, Any]] = []
+        self.sent: list[tuple[Any, ...]] = []
 
     async def send_text(self, token: str, last: bool) -> None:
         self.sent.append(("text", token, last))

@@ -6,7 +6,7 @@ import wave
 
 import numpy as np
 
-from appliance.caller.playback import FRAME_S, Playback
+from appliance.caller.playback import Playback
 from appliance.core.audio import FRAME_BYTES, pcm16_to_ulaw8k, ulaw_decode
 
 

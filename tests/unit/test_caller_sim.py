@@ -87,7 +87,7 @@ class FakeAppliance:
         return connection.respond(HTTPStatus.FORBIDDEN, "bad signature\n")
 
     async def handler(self, ws: ServerConnection) -> None:
-        assert ws.request.path == "/twilio/media"
+        assert ws.request is not None and ws.request.path == "/twilio/media"
         async for raw in ws:
             message = json.loads(raw)
             self.messages.append((time.monotonic(), message))
@@ -166,7 +166,7 @@ def test_two_turn_call_follows_the_twilio_protocol(tmp_path) -> None:
     for turn, server_s in zip(report.turns, fake.replied_after, strict=True):
         # Voice to voice spans at least what the server took between hearing and answering.
         assert turn.v2v_s is not None and turn.v2v_s >= server_s, (turn, server_s)
-        assert turn.v2v_played_s >= turn.v2v_s - 0.025
+        assert turn.v2v_played_s is not None and turn.v2v_played_s >= turn.v2v_s - 0.025
         assert not turn.clear_received and not turn.timed_out
     assert report.greeting == "Hello"
     assert (report.turns[1].transcript, report.turns[1].agent) == ("caller 2", "reply 2")

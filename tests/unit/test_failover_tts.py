@@ -328,6 +328,7 @@ async def test_phrases_missing_a_voice_are_fetched_when_it_comes_back() -> None:
     assert set(phrases["Goodbye!"]) == {FALLBACK_BYTE[0]}
     clock.now += 30.0
     await say(tts, "Back again.")
+    assert tts._warming is not None
     await tts._warming
     assert set(phrases["Hello!"]) == {PRIMARY_BYTE[0]} and set(phrases["Goodbye!"]) == {
         PRIMARY_BYTE[0]}

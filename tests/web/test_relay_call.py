@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from appliance.caller.relay_sim import RelayOptions, RelaySocket, run_relay_call
+from appliance.caller.relay_sim import RelayOptions, RelayReport, RelaySocket, run_relay_call
 from appliance.caller.report import CallFailed
 from appliance.caller.twilio_wire import RelayTarget, parse_twiml
 from appliance.config import Settings
@@ -257,7 +257,7 @@ def test_dtmf_zero_transfers_through_the_action_route(settings: Settings) -> Non
 
 
 def test_goodbye_ends_the_session_and_the_action_hangs_up(settings: Settings) -> None:
-    async def call(base: str) -> tuple[str, dict]:
+    async def call(base: str) -> tuple[RelayReport, dict]:
         report = await run_relay_call(RelayOptions.from_settings(
             settings, base_url=base, prompts=("Thanks, goodbye!", "Are you there?"),
             words_per_s=100.0, turn_timeout_s=5))
@@ -401,7 +401,7 @@ def test_relay_call_through_the_real_default_models(tmp_path: Path,
     answers = [t for t in record["turns"] if t["role"] == "assistant" and t["metrics"]]
     assert len(answers) == 2
     with capsys.disabled():
-        for turn, row in zip(report.turns, answers):
+        for turn, row in zip(report.turns, answers, strict=False):
             assert turn.reply and turn.first_token_s is not None
             print(f"\nrelay, real models: {turn.said!r} -> {turn.reply!r}\n  client first token "
                   f"{turn.first_token_s:.2f} s, whole reply {turn.reply_s:.2f} s; server "

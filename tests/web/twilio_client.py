@@ -86,7 +86,8 @@ class MediaStream:
         deadline = asyncio.get_running_loop().time() + timeout
         while not predicate():
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"timed out; received {[m['event'] for m in self.received][-20:]}")
+                kinds = [m["event"] for m in self.received][-20:]
+                raise TimeoutError(f"timed out; received {kinds}")
             await asyncio.sleep(0.02)
 
     async def ack_marks(self, upto: int | None = None) -> None:
