@@ -79,6 +79,10 @@ class _Turn:
     sent_at: float | None = None  # monotonic time the last voiced frame went out
     boundary: int = 0  # playback offset: server audio from here on is this turn's reply
     played_tick: int | None = None
+    # Where the answer itself starts, past any "one moment, please", and when it began to play:
+    # a caller barging in means to cut the answer, not the hold phrase.
+    answer_boundary: int = 0
+    answer_tick: int | None = None
 
 
 class _Stream:
@@ -150,7 +154,11 @@ class _Stream:
             if event == "media":
                 self._on_audio(base64.b64decode(message["media"]["payload"], validate=True))
             elif event == "mark":
-                self.playback.mark(str(message["mark"]["name"]))
+                name = str(message["mark"]["name"])
+                self.playback.mark(name)
+                if name.startswith(HOLD_MARK_PREFIX) and self.current is not None:
+                    self.current.answer_boundary = self.playback.received
+                    self.current.answer_tick = None  # what played so far was the hold phrase
             else:
                 if self.current is not None:
                     self.current.report.clear_received = True
@@ -209,10 +217,12 @@ class _Stream:
         turn = self.current
         if turn is None:
             self.greeting_played = True
-        elif turn.sent_at is not None and turn.played_tick is None and position is not None:
-            if position >= turn.boundary:
+        elif turn.sent_at is not None and position is not None:
+            if turn.played_tick is None and position >= turn.boundary:
                 turn.played_tick = self.tick_count
                 turn.report.v2v_played_s = time.monotonic() - turn.sent_at
+            if turn.answer_tick is None and position >= max(turn.boundary, turn.answer_boundary):
+                turn.answer_tick = self.tick_count
 
     def quiet_for(self, seconds: float) -> bool:
         return self.playback.pending == 0 and self.quiet_ticks * FRAME_S >= seconds
@@ -264,8 +274,8 @@ class _Stream:
     def _reply_over(self, turn: _Turn, barge: bool) -> bool:
         if turn.played_tick is None:
             return False
-        if barge and self.opts.interrupt_after_s is not None:
-            if (self.tick_count - turn.played_tick) * FRAME_S >= self.opts.interrupt_after_s:
+        if barge and self.opts.interrupt_after_s is not None and turn.answer_tick is not None:
+            if (self.tick_count - turn.answer_tick) * FRAME_S >= self.opts.interrupt_after_s:
                 return True
         if self.last_mark.startswith(HOLD_MARK_PREFIX):
             return False  # "one moment, please": a person would keep waiting for the answer

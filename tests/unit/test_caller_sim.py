@@ -47,9 +47,11 @@ class FakeAppliance:
     """The server side of the wire protocol, just enough to exercise the caller."""
 
     def __init__(
-        self, reply_s: float = 0.3, hang_up_after_greeting: bool = False, ws_token: str = TOKEN
+        self, reply_s: float = 0.3, hang_up_after_greeting: bool = False, ws_token: str = TOKEN,
+        hold_s: float = 0.0,
     ) -> None:
         self.reply_s = reply_s
+        self.hold_s = hold_s  # say "one moment" first, and the reply this much later
         self.ws_token = ws_token
         self.hang_up_after_greeting = hang_up_after_greeting
         self.messages: list[tuple[float, dict[str, Any]]] = []
@@ -61,8 +63,10 @@ class FakeAppliance:
         self.said_at: dict[str, float] = {}  # mark → when its audio went out
         self.heard_at = 0.0  # when the caller's latest voiced frame arrived
         self.replied_after: list[float] = []  # per reply: its start, after that frame
+        self.voiced_at: list[float] = []  # when each of the caller's voiced frames arrived
         self._voiced_run = self._silent_run = 0
         self._heard = False
+        self._later: set[asyncio.Task[None]] = set()
 
     def webhook(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET" and request.url.path.startswith("/api/calls/"):
@@ -120,6 +124,7 @@ class FakeAppliance:
     async def _hear(self, ws: ServerConnection, sid: str, frame: bytes) -> None:
         if is_voiced(frame):
             self.heard_at = time.monotonic()
+            self.voiced_at.append(self.heard_at)
             self._voiced_run, self._silent_run, self._heard = self._voiced_run + 1, 0, True
             if self._voiced_run == 3 and self.unechoed:  # barge-in
                 await ws.send(json.dumps({"event": "clear", "streamSid": sid}))
@@ -136,7 +141,19 @@ class FakeAppliance:
                                    "interrupted": False})
                 reply = tone(self.reply_s, 600.0)
                 self.replied_after.append(time.monotonic() - self.heard_at)
-                await self._say(ws, sid, reply, f"reply-{number}", f"reply {number}")
+                if not self.hold_s:
+                    await self._say(ws, sid, reply, f"reply-{number}", f"reply {number}")
+                    return
+                await self._say(ws, sid, tone(0.3, 500.0), f"hold-{number}", "")
+                self.turns.pop()  # the hold phrase is no turn of its own
+
+                async def answer() -> None:
+                    await asyncio.sleep(self.hold_s)
+                    await self._say(ws, sid, reply, f"reply-{number}", f"reply {number}")
+
+                task = asyncio.create_task(answer())
+                self._later.add(task)
+                task.add_done_callback(self._later.discard)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [message for _, message in self.messages if message["event"] == name]
@@ -209,6 +226,17 @@ def test_barge_in_gets_a_clear_and_pending_marks_back() -> None:
     echoed_at = next(at for at, m in fake.messages if m.get("mark", {}).get("name") == "reply-1")
     # Its audio was dropped, not played: the mark came back on the clear, before the next reply.
     assert fake.cleared_at <= echoed_at < fake.said_at["reply-2"]
+
+
+def test_barge_in_cuts_the_answer_not_the_hold_phrase() -> None:
+    fake = FakeAppliance(reply_s=0.8, hold_s=0.6)
+    script = (utterance("one"), utterance("two"))
+    report = asyncio.run(call(fake, utterances=script, interrupt_after_s=0.1))
+
+    assert report.ok, report
+    assert report.turns[1].clear_received and report.turns[0].interrupted
+    spoke_again = next(at for at in fake.voiced_at if at > fake.said_at["hold-1"])
+    assert spoke_again > fake.said_at["reply-1"]  # waited through "one moment" for the answer
 
 
 def test_busy_answer_is_reported_not_connected() -> None:
