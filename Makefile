@@ -56,4 +56,6 @@ serve: $(STAMP)
 	$(BIN)/appliance serve
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -ra

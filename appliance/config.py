@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 # Kubernetes "service links": a Service named ``appliance`` puts APPLIANCE_SERVICE_HOST,
 # APPLIANCE_SERVICE_PORT[_NAME], APPLIANCE_PORT=tcp://ip:port and APPLIANCE_PORT_<n>_TCP[_…]
 # into every pod of the namespace. They are not settings and must not stop start-up.
-SERVICE_LINK = re.compile(r"APPLIANCE_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)\w*)")
+SERVICE_LINK = re.compile(
+    r"APPLIANCE_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)\w*)")
 SERVICE_LINK_URL = re.compile(r"(tcp|udp|sctp)://", re.IGNORECASE)
 # A name this close to a setting is a typo and refused; anything else is some other program's
 # variable (a wrapper script's APPLIANCE_HOME) and only warned about.
@@ -90,6 +91,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     greeting: str = "Thanks for calling {business}. How can I help you today?"
     apology: str = "Sorry, I had trouble with that. Could you say it again?"
     goodbye: str = "Thanks for calling. Goodbye!"
+    transfer_phrase: str = "Sure, let me transfer you to a colleague now."
     hold_phrase: str = "One moment, please."
     hold_after_ms: int = 2500
     busy_message: str = "All our lines are busy right now. Please call again in a few minutes."
@@ -184,7 +186,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     relay_voice: str = ""
     relay_tts_provider: str = ""
     relay_transcription_provider: str = ""
-    relay_language: str = "en-US"
+    language: str = "en-US"  # BCP 47: Whisper hears its first part, ConversationRelay all of it
     relay_interruptible: str = "any"
     relay_dtmf_detection: bool = True
 
@@ -234,6 +236,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def greeting_text(self) -> str:
         return self.greeting.format(business=self.business_name)
+
+    @property
+    def stt_language(self) -> str:
+        """Whisper's language code: the primary subtag of ``language`` ("en-US" → "en")."""
+        return self.language.split("-")[0].lower()
 
     @property
     def system_prompt(self) -> str:

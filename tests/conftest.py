@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,17 +13,12 @@ import httpx
 import pytest
 import uvicorn
 
+from appliance.bench.runner import free_port
 from appliance.cli.serve_cmd import uvicorn_options
 from appliance.config import Settings, api_headers, load_settings
 
 AUTH_TOKEN = "test-auth-token-0123456789"
 pytest_plugins = ["tests.services"]  # PostgreSQL and Redis fixtures
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -37,12 +31,6 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return load_settings(environ={}, **values)
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """The app runs on asyncio; anyio would also run each async test on trio when installed."""
-    return "asyncio"
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlite_utils
-from sqlite_utils.db import Table
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlite_utils.db import Table
 
 from appliance.store.schema import migrate
 
@@ -90,7 +90,7 @@ def open_accounts_db(path: Path) -> sqlite_utils.Database:
 def check_role(role: str) -> Role:
     if role not in ROLES:
         raise AccountError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
-    return role  # type: ignore[return-value]
+    return role
 
 
 def check_password(password: str) -> None:

@@ -35,7 +35,7 @@ def first_token_s(llm: Llm, question: str, session: str) -> float:
     messages = [ChatMessage("system", DEFAULT_PERSONA.format(business="Harbor Dental")),
                 ChatMessage("user", question)]
     started = time.perf_counter()
-    with closing(llm.stream_chat(messages, max_tokens=8, temperature=0.0,  # type: ignore[type-var]
+    with closing(llm.stream_chat(messages, max_tokens=8, temperature=0.0,
                                  session_id=session)) as stream:
         next(iter(stream))
     return time.perf_counter() - started

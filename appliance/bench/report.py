@@ -9,7 +9,8 @@ from typing import Any
 from appliance.bench.stats import STAGE_LABELS, STAGES
 
 # Stacked in the plot, in pipeline order; together they make up what the caller waits.
-STACK = ("endpoint_s", "stt_s", "other_s", "first_sentence_s", "tts_first_audio_s", "transport_s")
+STACK = ("endpoint_s", "stt_s", "retrieval_s", "other_s", "first_sentence_s", "tts_first_audio_s",
+         "transport_s")
 ROWS = (*STAGES, "other_s", "server_v2v_s", "transport_s")
 TARGETS = ((1.0, "target p50, 1 call"), (1.5, "target p95, 4 calls"))
 COL = 20

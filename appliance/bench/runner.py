@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ import msgspec
 from appliance.bench import probes, utterances
 from appliance.bench.stats import LoopLag, ms, summarize, turn_stages
 from appliance.caller.audio_source import Utterance
-from appliance.caller.report import CallOptions, CallReport, new_sid
+from appliance.caller.report import CallOptions, CallReport, new_sid, pair_turns
 from appliance.caller.twilio_sim import run_call
 from appliance.config import (
     ENV_PREFIX,
@@ -109,13 +109,13 @@ def server_settings(settings: Settings, data_dir: Path, port: int,
     the answer. The answer's latency is what the benchmark is for.
     """
     base = f"http://127.0.0.1:{port}"
-    extra = {} if opts.hold or not hasattr(settings, "hold_after_ms") else {"hold_after_ms": 0}
     return msgspec.structs.replace(
         settings, data_dir=str(data_dir), host="127.0.0.1", port=port, public_base_url=base,
         mode="media-streams", validate_signatures=True,
         twilio_auth_token=secrets.token_hex(16),
         twilio_account_sid=settings.twilio_account_sid or new_sid("AC"),
-        max_calls=max(settings.max_calls, *opts.calls), **extra)
+        max_calls=max(settings.max_calls, *opts.calls),
+        hold_after_ms=settings.hold_after_ms if opts.hold else 0)
 
 
 def settings_toml(settings: Settings) -> str:
@@ -206,7 +206,7 @@ async def wait_ready(
                 resp = await http.get(server.base_url + "/healthz")
                 body = resp.json()
                 if resp.status_code == 200:
-                    return body  # type: ignore[no-any-return]
+                    return body
                 if body.get("status") == "failed":
                     raise BenchError(f"the server failed to load its models: {body.get('error')}")
             except (httpx.HTTPError, ValueError):
@@ -276,17 +276,7 @@ def server_lag(body: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def reply_metrics(report: CallReport) -> list[dict[str, Any] | None]:
     """The server's metrics of the first reply to each caller turn, in the caller's order."""
-    out: list[dict[str, Any] | None] = [None] * len(report.turns)
-    users = 0
-    for row in (report.server or {}).get("turns") or []:
-        if not isinstance(row, dict):
-            continue
-        if row.get("role") == "user":
-            users += 1
-        elif row.get("role") == "assistant" and 0 < users <= len(out) and out[users - 1] is None:
-            metrics = row.get("metrics")
-            out[users - 1] = metrics if isinstance(metrics, dict) else None
-    return out
+    return [turn.metrics for turn in pair_turns(report.server or {}, len(report.turns))[1]]
 
 
 def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
@@ -409,7 +399,7 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     lines = await asyncio.to_thread(utterances.load, settings, needed)  # before the server runs
     result: dict[str, Any] = {
         "schema": SCHEMA,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": probes.machine_info(),
         "options": {"calls": list(opts.calls), "turns": opts.turns, "stagger_s": opts.stagger_s,
                     "warmup": opts.warmup, "url": opts.url, "hold": opts.hold,
@@ -442,5 +432,5 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
                 result["levels"].append(await bench.level(calls, opts.turns))
         finally:
             await bench.lag.stop()
-    result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     return result

@@ -12,15 +12,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# Per-turn server metrics (the call log's turn_metrics), in pipeline order.
-STAGES = ("endpoint_s", "stt_s", "llm_ttft_s", "first_sentence_s", "tts_first_audio_s")
+from appliance.store.metrics import STAGES
+
 STAGE_LABELS = {
     "endpoint_s": "endpoint delay",
     "stt_s": "STT",
+    "retrieval_s": "KB retrieval",
     "llm_ttft_s": "LLM first token",
     "first_sentence_s": "first sentence ready",
     "tts_first_audio_s": "TTS first audio",
-    "other_s": "retrieval + queues",
+    "other_s": "worker queues + rest",
     "server_v2v_s": "server v2v",
     "transport_s": "socket + playout",
 }
@@ -73,13 +74,15 @@ def turn_stages(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     """One turn's server metrics, plus the time no stage accounts for.
 
     ``other_s`` is the server's voice-to-voice minus the stages on its critical path (endpoint,
-    STT, first sentence, first audio): knowledge-base retrieval and waits for a free worker.
+    STT, retrieval, first sentence, first audio): mostly waits for a free worker. Records from
+    before retrieval was stored count it in ``other_s``.
     """
     out: dict[str, float | None] = {k: _num(metrics.get(k)) for k in STAGES}
     out["server_v2v_s"] = v2v = _num(metrics.get("v2v_s"))
     parts = [out["endpoint_s"], out["stt_s"], out["first_sentence_s"], out["tts_first_audio_s"]]
     if v2v is not None and all(p is not None for p in parts):
-        out["other_s"] = max(0.0, v2v - sum(p for p in parts if p is not None))
+        spent = sum(p for p in parts if p is not None) + (out["retrieval_s"] or 0.0)
+        out["other_s"] = max(0.0, v2v - spent)
     else:
         out["other_s"] = None
     return out

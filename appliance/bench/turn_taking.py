@@ -94,7 +94,8 @@ def espeak_voice() -> Speak:
         wav = subprocess.run([exe, "-v", "en-us", "--stdout", text],
                              check=True, capture_output=True, timeout=30).stdout
         with wave.open(io.BytesIO(wav)) as reader:  # espeak streams: its header's size is bogus
-            return np.frombuffer(reader.readframes(reader.getnframes()), "<i2"), reader.getframerate()
+            audio = np.frombuffer(reader.readframes(reader.getnframes()), "<i2")
+            return audio, reader.getframerate()
 
     return speak
 
@@ -245,7 +246,8 @@ def run(settings: Settings, voice_names: Sequence[str] = ("piper", "espeak-ng"))
                            settings.preroll_ms / 1000) for s in spoken]
         report["results"][name] = {
             "all": summarize(outcomes),
-            **{voice: summarize([o for o in outcomes if o.voice == voice]) for voice in voice_names},
+            **{voice: summarize([o for o in outcomes if o.voice == voice])
+               for voice in voice_names},
         }
         report["utterances"] += [{"config": name, **asdict(o)} for o in outcomes]
     return report

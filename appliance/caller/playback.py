@@ -48,11 +48,6 @@ class Playback:
         """Bytes queued but not yet played."""
         return len(self._queue)
 
-    @property
-    def played_s(self) -> float:
-        """Playout time elapsed: one frame per tick."""
-        return self.ticks * FRAME_S
-
     def append(self, ulaw: bytes) -> None:
         """Queue server audio behind whatever is still unplayed."""
         self._queue += ulaw

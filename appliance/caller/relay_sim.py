@@ -19,16 +19,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from twilio.request_validator import RequestValidator
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
-from appliance.caller.report import CallFailed, fetch_record, new_sid, server_target
-from appliance.caller.twilio_sim import media_url
+from appliance.caller.report import CallFailed, fetch_record, new_sid, rounded, server_target
+from appliance.caller.twilio_wire import (
+    VOICE_PATH,
+    Rejected,
+    RelayTarget,
+    describe,
+    open_socket,
+    parse_twiml,
+    ringing_form,
+    signed_post,
+)
 from appliance.config import Settings
 from appliance.telephony import twilio_relay as tr
 
-VOICE_PATH = "/twilio/voice"
 KEYS_REPLY_WAIT_S = 2.0  # keys need not be answered: wait this long for a reply to them
 TokenSink = Callable[["RelayTurnReport", str], None]  # each token, then "" when the reply ends
 
@@ -55,7 +62,7 @@ class RelayOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RelayOptions:
-        values = server_target(settings) | {"language": settings.relay_language}
+        values = server_target(settings) | {"language": settings.language}
         return cls(**(values | overrides))
 
 
@@ -87,70 +94,11 @@ class RelayReport:
         return {
             "call_sid": self.call_sid, "session_id": self.session_id, "ok": self.ok,
             "rejected": self.rejected, "greeting": self.greeting,
-            "turns": [{"said": t.said, "reply": t.reply, "first_token_s": _round(t.first_token_s),
-                       "reply_s": _round(t.reply_s), "timed_out": t.timed_out}
+            "turns": [{"said": t.said, "reply": t.reply, "first_token_s": rounded(t.first_token_s),
+                       "reply_s": rounded(t.reply_s), "timed_out": t.timed_out}
                       for t in self.turns],
             "handoff": self.handoff, "after": self.after, "server": self.server,
         }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-@dataclass(frozen=True, slots=True)
-class RelayTarget:
-    url: str
-    action: str
-    greeting: str
-    parameters: dict[str, str]
-
-
-class Rejected(Exception):
-    """The webhook answered without <Connect><ConversationRelay> (busy, not ready): a result."""
-
-
-def parse_relay_twiml(body: str) -> RelayTarget:
-    """The <Connect><ConversationRelay> in a webhook answer; ``Rejected`` for other verbs."""
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError as err:
-        raise CallFailed(f"webhook answer is not TwiML ({err}): {body[:200]!r}") from err
-    relay = root.find("Connect/ConversationRelay")
-    if relay is not None:
-        if not relay.get("url"):
-            raise CallFailed("TwiML <ConversationRelay> has no url attribute")
-        connect_el = root.find("Connect")
-        action = connect_el.get("action", "") if connect_el is not None else ""
-        params = {p.get("name", ""): p.get("value", "") for p in relay.findall("Parameter")}
-        return RelayTarget(relay.get("url", ""), action, relay.get("welcomeGreeting", ""), params)
-    if root.find("Connect/Stream") is not None:
-        raise CallFailed("server answered <Stream> (media-streams mode); use `appliance call`")
-    raise Rejected(describe(root))
-
-
-def describe(root: ET.Element) -> str:
-    """TwiML verbs in one line, e.g. '<Dial> +15550001111'."""
-    verbs = [f"<{el.tag}> {' '.join(el.itertext()).strip()}".strip() for el in root]
-    return "; ".join(verbs) or "empty <Response>"
-
-
-async def signed_post(http: httpx.AsyncClient, opts: RelayOptions, url: str,
-                      form: dict[str, str]) -> str:
-    """POST ``form`` to one of the server's public URLs, signed as Twilio signs it."""
-    public = opts.public_base_url.rstrip("/")
-    local = opts.base_url.rstrip("/") + url[len(public):] if url.startswith(public) else url
-    signature = RequestValidator(opts.auth_token).compute_signature(url, form)
-    try:
-        resp = await http.post(local, data=form, headers={"X-Twilio-Signature": signature})
-    except httpx.HTTPError as err:
-        raise CallFailed(f"cannot reach {local}: {type(err).__name__}: {err}") from err
-    if resp.status_code == 403:
-        raise CallFailed(f"{local} refused the signature (HTTP 403): the auth token and public "
-                         f"base URL ({opts.public_base_url}) must match the server's")
-    if resp.status_code != 200:
-        raise CallFailed(f"{local} answered HTTP {resp.status_code}: {resp.text[:200]!r}")
-    return resp.text
 
 
 class RelaySocket:
@@ -166,17 +114,8 @@ class RelaySocket:
     async def open(cls, base_url: str, url: str, auth_token: str,
                    timeout_s: float = 10.0) -> RelaySocket:
         """Connect to ``url``'s path on ``base_url``, signed over ``url`` as Twilio signs it."""
-        signature = RequestValidator(auth_token).compute_signature(url, {})
-        local = media_url(base_url, url)
-        try:
-            ws = await connect(local, additional_headers={"X-Twilio-Signature": signature},
-                               open_timeout=timeout_s, ping_interval=None, close_timeout=2)
-        except InvalidStatus as err:
-            raise CallFailed(f"relay socket {local} refused: HTTP "
-                             f"{err.response.status_code}") from err
-        except (OSError, TimeoutError, WebSocketException) as err:
-            raise CallFailed(f"cannot open relay socket {local}: {err}") from err
-        return cls(ws)
+        return cls(await open_socket(base_url, url, auth_token, what="relay socket",
+                                     timeout_s=timeout_s))
 
     async def _read(self) -> None:
         try:
@@ -227,6 +166,11 @@ class RelaySocket:
         await asyncio.gather(self._reader, return_exceptions=True)
 
 
+async def _post(http: httpx.AsyncClient, opts: RelayOptions, url: str,
+                form: dict[str, str]) -> str:
+    return await signed_post(http, opts.base_url, opts.public_base_url, opts.auth_token, url, form)
+
+
 async def run_relay_call(opts: RelayOptions, on_token: TokenSink | None = None,
                          http: httpx.AsyncClient | None = None) -> RelayReport:
     """Place one simulated relay call and report it; raises CallFailed on faults."""
@@ -235,15 +179,15 @@ async def run_relay_call(opts: RelayOptions, on_token: TokenSink | None = None,
             return await run_relay_call(opts, on_token, own)
     account_sid = opts.account_sid or new_sid("AC")
     report = RelayReport(call_sid=new_sid("CA"), session_id=new_sid("VX"))
-    form = {"CallSid": report.call_sid, "AccountSid": account_sid, "From": opts.caller,
-            "To": opts.callee, "CallStatus": "ringing", "Direction": "inbound",
-            "ApiVersion": "2010-04-01"}
+    form = ringing_form(report.call_sid, account_sid, opts.caller, opts.callee)
     voice_url = opts.public_base_url.rstrip("/") + VOICE_PATH
     try:
-        target = parse_relay_twiml(await signed_post(http, opts, voice_url, form))
+        target = parse_twiml(await _post(http, opts, voice_url, form))
     except Rejected as rejected:
         report.rejected = str(rejected)
         return report
+    if not isinstance(target, RelayTarget):
+        raise CallFailed("server answered <Stream> (media-streams mode); use `appliance call`")
     report.greeting = target.greeting
     socket = await RelaySocket.open(opts.base_url, target.url, opts.auth_token,
                                     opts.connect_timeout_s)
@@ -255,7 +199,7 @@ async def run_relay_call(opts: RelayOptions, on_token: TokenSink | None = None,
     if end is not None:
         report.handoff = end.handoff_data
         if target.action:
-            after = await signed_post(http, opts, target.action, {
+            after = await _post(http, opts, target.action, {
                 "AccountSid": account_sid, "CallSid": report.call_sid,
                 "SessionId": report.session_id, "SessionStatus": "ended",
                 "SessionDuration": str(round(time.monotonic() - started)),

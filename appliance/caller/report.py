@@ -105,7 +105,7 @@ class CallReport:
             "stream_sid": self.stream_sid,
             "ok": self.ok,
             "rejected": self.rejected,
-            "greeting_s": _round(self.greeting_s),
+            "greeting_s": rounded(self.greeting_s),
             "greeting": self.greeting,
             "ended_by_server": self.ended_by_server,
             "turns": [
@@ -115,9 +115,9 @@ class CallReport:
                     "agent": t.agent,
                     "heard": t.heard,
                     "interrupted": t.interrupted,
-                    "v2v_s": _round(t.v2v_s),
-                    "v2v_played_s": _round(t.v2v_played_s),
-                    "barge_in_s": _round(t.barge_in_s),
+                    "v2v_s": rounded(t.v2v_s),
+                    "v2v_played_s": rounded(t.v2v_played_s),
+                    "barge_in_s": rounded(t.barge_in_s),
                     "clear_received": t.clear_received,
                     "timed_out": t.timed_out,
                 }
@@ -128,7 +128,8 @@ class CallReport:
         }
 
 
-def _round(value: float | None) -> float | None:
+def rounded(value: float | None) -> float | None:
+    """Seconds to the millisecond for reports; None stays None."""
     return None if value is None else round(value, 3)
 
 
@@ -150,15 +151,30 @@ async def fetch_record(
     return data if isinstance(data, dict) else None
 
 
-def apply_record(report: CallReport, record: dict[str, Any]) -> None:
-    """Pair the server's turns with the caller's: the n-th user turn is utterance n."""
-    rows = [r for r in record.get("turns") or [] if isinstance(r, dict)]
+@dataclass(slots=True)
+class ServerTurn:
+    """The server's record of one caller turn: what it heard, what it said, how fast."""
+
+    transcript: str | None = None
+    agent: str | None = None  # every assistant turn after it, joined
+    heard: str | None = None
+    interrupted: bool | None = None  # None: no assistant turn followed
+    metrics: dict[str, Any] | None = None  # the first reply's (its latencies)
+
+
+def pair_turns(record: dict[str, Any], count: int) -> tuple[str | None, list[ServerTurn]]:
+    """The greeting and, for each of ``count`` caller turns, the server's side of it: the n-th
+    user turn in the record is utterance n, and the assistant turns up to the next are its reply.
+    """
+    turns = [ServerTurn() for _ in range(count)]
     greeting: list[str] = []
-    current: TurnReport | None = None
+    current: ServerTurn | None = None
     users = 0
-    for row in rows:
+    for row in record.get("turns") or []:
+        if not isinstance(row, dict):
+            continue
         if row.get("role") == "user":
-            current = report.turns[users] if users < len(report.turns) else None
+            current = turns[users] if users < count else None
             users += 1
             if current is not None:
                 current.transcript = row.get("text")
@@ -171,4 +187,14 @@ def apply_record(report: CallReport, record: dict[str, Any]) -> None:
                 if heard is not None:
                     current.heard = " ".join(filter(None, (current.heard, heard)))
                 current.interrupted = bool(current.interrupted) or bool(row.get("interrupted"))
-    report.greeting = " ".join(greeting) or None
+                if current.metrics is None and isinstance(row.get("metrics"), dict):
+                    current.metrics = row["metrics"]
+    return " ".join(greeting) or None, turns
+
+
+def apply_record(report: CallReport, record: dict[str, Any]) -> None:
+    """Fill the caller's turns with the server's side of them."""
+    report.greeting, server = pair_turns(record, len(report.turns))
+    for turn, theirs in zip(report.turns, server, strict=True):
+        turn.transcript, turn.agent = theirs.transcript, theirs.agent
+        turn.heard, turn.interrupted = theirs.heard, theirs.interrupted

@@ -14,19 +14,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from twilio.request_validator import RequestValidator
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from appliance.caller.audio_source import Utterance
 from appliance.caller.playback import FRAME_S, Playback
@@ -39,81 +37,37 @@ from appliance.caller.report import (
     fetch_record,
     new_sid,
 )
+from appliance.caller.twilio_wire import (
+    VOICE_PATH,
+    Rejected,
+    StreamTarget,
+    open_socket,
+    parse_twiml,
+    ringing_form,
+    signed_post,
+)
 from appliance.core.audio import FRAME_BYTES, ULAW_SILENCE, frames, is_voiced
-from appliance.telephony.twilio_media import HOLD_MARK_PREFIX
+from appliance.core.playout import HOLD_MARK_PREFIX
 
 logger = logging.getLogger(__name__)
 
-VOICE_PATH = "/twilio/voice"
 SILENCE = bytes([ULAW_SILENCE]) * FRAME_BYTES
 POLICY_VIOLATION = 1008  # how the server refuses a badly signed media socket
 DTMF_GAP_TICKS = 5  # 100 ms between key presses
-
-
-class _Rejected(Exception):
-    """The webhook answered without ``<Connect><Stream>`` (busy, not ready): a result."""
 
 
 class _ServerHungUp(Exception):
     """The server closed the media socket mid-script."""
 
 
-@dataclass(frozen=True, slots=True)
-class StreamTarget:
-    url: str
-    parameters: dict[str, str]
-
-
-def parse_twiml(body: str) -> StreamTarget:
-    """The ``<Connect><Stream>`` in a webhook answer; raises ``_Rejected`` for other verbs."""
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError as err:
-        raise CallFailed(f"webhook answer is not TwiML ({err}): {body[:200]!r}") from err
-    if root.tag != "Response":
-        raise CallFailed(f"webhook answer is not a TwiML <Response>: {body[:200]!r}")
-    stream = root.find("Connect/Stream")
-    if stream is not None:
-        if not stream.get("url"):
-            raise CallFailed("TwiML <Stream> has no url attribute")
-        params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-        return StreamTarget(stream.get("url", ""), params)
-    if root.find("Connect/ConversationRelay") is not None:
-        raise CallFailed("server answered <ConversationRelay>; this caller speaks Media Streams")
-    verbs = [f"<{el.tag}> {' '.join(el.itertext()).strip()}".strip() for el in root]
-    raise _Rejected("; ".join(verbs) or "empty <Response>")
-
-
-def media_url(base_url: str, stream_url: str, public_base_url: str = "") -> str:
-    """The Stream URL's path on the server we can actually reach (no TLS proxy in between).
-
-    A Stream URL on another host than ``public_base_url`` means the webhook handed the call to
-    another box of a cluster: that URL is used as it is.
-    """
-    if public_base_url and urlsplit(stream_url).netloc != urlsplit(public_base_url).netloc:
-        return stream_url
-    base = urlsplit(base_url)
-    scheme = "wss" if base.scheme == "https" else "ws"
-    return urlunsplit((scheme, base.netloc, urlsplit(stream_url).path or "/", "", ""))
-
-
 async def _answer(http: httpx.AsyncClient, opts: CallOptions, form: dict[str, str]) -> StreamTarget:
     """POST the signed voice webhook, as Twilio does when the call rings."""
-    signed_url = opts.public_base_url.rstrip("/") + VOICE_PATH
-    url = opts.base_url.rstrip("/") + VOICE_PATH
-    signature = RequestValidator(opts.auth_token).compute_signature(signed_url, form)
-    try:
-        resp = await http.post(url, data=form, headers={"X-Twilio-Signature": signature})
-    except httpx.HTTPError as err:
-        raise CallFailed(f"cannot reach {url}: {type(err).__name__}: {err}") from err
-    if resp.status_code == 403:
-        raise CallFailed(
-            f"{url} refused the signature (HTTP 403): the auth token and public base URL "
-            f"({opts.public_base_url}) must match the server's"
-        )
-    if resp.status_code != 200:
-        raise CallFailed(f"{url} answered HTTP {resp.status_code}: {resp.text[:200]!r}")
-    return parse_twiml(resp.text)
+    target = parse_twiml(await signed_post(http, opts.base_url, opts.public_base_url,
+                                           opts.auth_token,
+                                           opts.public_base_url.rstrip("/") + VOICE_PATH, form))
+    if not isinstance(target, StreamTarget):
+        raise CallFailed("server answered <ConversationRelay>; this caller speaks Media Streams")
+    return target
 
 
 @dataclass(slots=True)
@@ -126,6 +80,10 @@ class _Turn:
     boundary: int = 0  # playback offset: server audio from here on is this turn's reply
     played_tick: int | None = None
     barged: bool = False  # the caller went on to talk over this turn's reply while it played
+    # Where the answer itself starts, past any "one moment, please", and when it began to play:
+    # a caller barging in means to cut the answer, not the hold phrase.
+    answer_boundary: int = 0
+    answer_tick: int | None = None
 
 
 class _Stream:
@@ -198,7 +156,11 @@ class _Stream:
             if event == "media":
                 self._on_audio(base64.b64decode(message["media"]["payload"], validate=True))
             elif event == "mark":
-                self.playback.mark(str(message["mark"]["name"]))
+                name = str(message["mark"]["name"])
+                self.playback.mark(name)
+                if name.startswith(HOLD_MARK_PREFIX) and self.current is not None:
+                    self.current.answer_boundary = self.playback.received
+                    self.current.answer_tick = None  # what played so far was the hold phrase
             else:
                 if self.current is not None:
                     self.current.report.clear_received = True
@@ -258,10 +220,12 @@ class _Stream:
         turn = self.current
         if turn is None:
             self.greeting_played = True
-        elif turn.sent_at is not None and turn.played_tick is None and position is not None:
-            if position >= turn.boundary:
+        elif turn.sent_at is not None and position is not None:
+            if turn.played_tick is None and position >= turn.boundary:
                 turn.played_tick = self.tick_count
                 turn.report.v2v_played_s = time.monotonic() - turn.sent_at
+            if turn.answer_tick is None and position >= max(turn.boundary, turn.answer_boundary):
+                turn.answer_tick = self.tick_count
 
     def quiet_for(self, seconds: float) -> bool:
         return self.playback.pending == 0 and self.quiet_ticks * FRAME_S >= seconds
@@ -285,7 +249,7 @@ class _Stream:
             barge = opts.interrupt_after_s is not None and index + 1 < len(self.turns)
             await self._speak(receiver, turn)
             done = await self._listen(
-                receiver, opts.turn_timeout_s, lambda: self._reply_over(turn, barge)
+                receiver, opts.turn_timeout_s, functools.partial(self._reply_over, turn, barge)
             )
             turn.report.timed_out = not done
             if self.awaiting is turn:
@@ -323,8 +287,8 @@ class _Stream:
     def _reply_over(self, turn: _Turn, barge: bool) -> bool:
         if turn.played_tick is None:
             return False
-        if barge and self.opts.interrupt_after_s is not None:
-            if (self.tick_count - turn.played_tick) * FRAME_S >= self.opts.interrupt_after_s:
+        if barge and self.opts.interrupt_after_s is not None and turn.answer_tick is not None:
+            if (self.tick_count - turn.answer_tick) * FRAME_S >= self.opts.interrupt_after_s:
                 turn.barged = self.playback.pending > 0 or self.quiet_ticks == 0  # still playing
                 return True
         if self.last_mark.startswith(HOLD_MARK_PREFIX):
@@ -343,24 +307,9 @@ async def _stream(
     opts: CallOptions, report: CallReport, target: StreamTarget, account_sid: str
 ) -> Playback:
     """Open the media socket, run the script, hang up; returns the playout with its timeline."""
-    url = media_url(opts.base_url, target.url, opts.public_base_url)
-    signature = RequestValidator(opts.auth_token).compute_signature(target.url, {})
-    try:
-        ws = await connect(
-            url,
-            additional_headers={"X-Twilio-Signature": signature},
-            user_agent_header="Twilio.TmeWs/1.0",
-            compression=None,
-            open_timeout=opts.connect_timeout_s,
-            ping_interval=None,
-            close_timeout=2,
-        )
-    except InvalidStatus as err:
-        status = err.response.status_code
-        hint = ": check the auth token and public base URL" if status == 403 else ""
-        raise CallFailed(f"media socket {url} refused: HTTP {status}{hint}") from err
-    except (OSError, TimeoutError, WebSocketException) as err:
-        raise CallFailed(f"cannot open media socket {url}: {type(err).__name__}: {err}") from err
+    ws = await open_socket(opts.base_url, target.url, opts.auth_token, what="media socket",
+                           timeout_s=opts.connect_timeout_s,
+                           public_base_url=opts.public_base_url)
     call = _Stream(ws, opts, report, account_sid)
     receiver: asyncio.Task[None] | None = None
     try:
@@ -397,18 +346,10 @@ async def run_call(opts: CallOptions, http: httpx.AsyncClient | None = None) -> 
             return await run_call(opts, own)
     account_sid = opts.account_sid or new_sid("AC")
     report = CallReport(call_sid=new_sid("CA"))
-    form = {
-        "CallSid": report.call_sid,
-        "AccountSid": account_sid,
-        "From": opts.caller,
-        "To": opts.callee,
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-        "ApiVersion": "2010-04-01",
-    }
+    form = ringing_form(report.call_sid, account_sid, opts.caller, opts.callee)
     try:
         target = await _answer(http, opts, form)
-    except _Rejected as rejected:
+    except Rejected as rejected:
         report.rejected = str(rejected)
         return report
     report.stream_sid = new_sid("MZ")

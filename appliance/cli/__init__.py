@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from appliance.cli import (
     ask_cmd,
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
+def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
     """Load settings for a verb, turning a bad value into a clean exit naming the setting."""
     try:
         return load_settings(args.config, **overrides)

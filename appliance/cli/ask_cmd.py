@@ -11,7 +11,7 @@ from typing import Any
 from appliance.config import Settings
 from appliance.core.agent import Agent, Conversation
 from appliance.core.workers import Workers
-from appliance.engines.registry import load_llm, open_knowledge_base
+from appliance.wiring import load_llm, open_knowledge_base
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +48,7 @@ async def answer(agent: Agent, text: str,
         "relevance": {k: round(float(v), 3) for k, v in  # type: ignore[arg-type]
                       (reply.sources[0].metadata if reply.sources else {}).items()
                       if k in ("best_distance", "best_bm25", "coverage")},
-        "timings": {"retrieval_s": round(reply.retrieval_s, 3),
+        "timings": {"retrieval_s": round(reply.retrieval_s or 0.0, 3),
                     "first_token_s": round(first or 0.0, 3),
                     "total_s": round(time.monotonic() - started, 3)},
     }

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from appliance.config import Settings
-from appliance.engines.registry import load_llm
 from appliance.evaluation.dataset import DEFAULT_DIR, DatasetError, load_businesses
 from appliance.evaluation.scoring import Verdict
+from appliance.wiring import load_llm
 
 COLUMNS = [(v.value, v.value.replace("_", " ")) for v in Verdict]
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from appliance.config import Settings
-from appliance.store.calls import CallStore
+from appliance.store.calls import SqliteCallStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _read(settings: Settings, limit: int) -> list[dict[str, Any]]:
-    store = CallStore(settings.db_path)
+    store = SqliteCallStore(settings.db_path)
     await store.open()
     try:
         return await store.messages(limit)

@@ -11,8 +11,13 @@ import asyncio
 import json
 import sys
 
-from appliance.caller.relay_sim import (RelayOptions, RelayReport, RelayTurnReport, TokenSink,
-                                        run_relay_call)
+from appliance.caller.relay_sim import (
+    RelayOptions,
+    RelayReport,
+    RelayTurnReport,
+    TokenSink,
+    run_relay_call,
+)
 from appliance.caller.report import CallFailed
 from appliance.config import Settings
 

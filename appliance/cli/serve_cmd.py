@@ -15,10 +15,10 @@ import uvicorn
 
 from appliance.config import Settings
 from appliance.doctor.runner import run_check
-from appliance.engines.registry import load_engines
 from appliance.private_files import UMASK, private_dir
 from appliance.web.app import create_app
 from appliance.web.runtime import Runtime
+from appliance.wiring import load_engines
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ database connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
+from appliance.auth.accounts import Accounts
 from appliance.console import metrics
 from appliance.console.api import api_router
 from appliance.console.pages import TEMPLATES, pages_router, when
@@ -51,14 +53,17 @@ async def console_lifespan(app: Litestar) -> AsyncIterator[None]:
         await console.close()
 
 
+def audit_purge(accounts: Accounts, *, days: float, count: int) -> None:
+    accounts.audit("system", "calls.purge", f"{days:g} days", calls=count)
+
+
 async def purge_daily(console: Console) -> None:
     """The retention policy, applied at start-up and then every day."""
     days = console.settings.retention_days
     while True:
         count = await console.db(lambda db: purge_older_than(db, days))
         if count:
-            await console.accounts(lambda a: a.audit("system", "calls.purge", f"{days:g} days",
-                                                     calls=count))
+            await console.accounts(functools.partial(audit_purge, days=days, count=count))
             log.info("retention: purged %d call(s) older than %g days", count, days)
         await asyncio.sleep(DAY_S)
 

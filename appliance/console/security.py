@@ -67,7 +67,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any],
 
 
 def principal_of(request: Request[Any, Any, Any]) -> Principal:
-    return request.state.principal  # type: ignore[no-any-return]
+    return request.state.principal
 
 
 def secure_cookies(settings: Settings) -> bool:

@@ -60,4 +60,4 @@ class Console:
 
 
 def console_of(connection: Request[Any, Any, Any] | ASGIConnection[Any, Any, Any, Any]) -> Console:
-    return connection.app.state.console  # type: ignore[no-any-return]
+    return connection.app.state.console

@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -117,7 +117,7 @@ class Reply:
     tokens: AsyncIterator[str]
     tool: Tool | None = None
     sources: list[KbChunk] = field(default_factory=list)
-    retrieval_s: float = 0.0
+    retrieval_s: float | None = None  # None: nothing was looked up (a tool's phrase)
     grounded: bool = True
     guard: GuardLog = field(default_factory=GuardLog)  # filled as ``tokens`` streams
     message: TakenMessage | None = None  # a message the caller just confirmed: store it
@@ -136,9 +136,12 @@ class Agent:
         return bool(self.settings.transfer_number)
 
     def phrase_for(self, tool: Tool) -> str:
-        if tool is Tool.TRANSFER:
-            return "Sure, let me transfer you to a colleague now."
-        return self.settings.goodbye
+        return self.settings.transfer_phrase if tool is Tool.TRANSFER else self.settings.goodbye
+
+    def dtmf_tool(self, digit: str) -> Tool | None:
+        """The tool a key press asks for, if this line can use it (0: a person)."""
+        tool = DTMF_TOOLS.get(digit)
+        return tool if tool is Tool.TRANSFER and self.can_transfer else None
 
     @property
     def unknown_answer(self) -> str:
@@ -452,9 +455,8 @@ async def _brief(tokens: AsyncIterator[str], max_sentences: int) -> AsyncIterato
                 return
             yield token
     finally:
-        close = getattr(tokens, "aclose", None)
-        if close is not None:
-            await close()
+        if isinstance(tokens, AsyncGenerator):
+            await tokens.aclose()
 
 
 def _extract(facts: list[str], question: str) -> str:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 _SENTENCE_END = re.compile(r"([.!?]+[\"')\]]*)(\s+|$)")
 _CLAUSE_END = re.compile(r"([,;:])\s+")
-_ABBREVIATIONS = {"dr", "mr", "mrs", "ms", "st", "ave", "no", "vs", "etc", "e.g", "i.e", "a.m", "p.m"}
+_ABBREVIATIONS = {"dr", "mr", "mrs", "ms", "st", "ave", "no", "vs", "etc", "e.g", "i.e", "a.m",
+                  "p.m"}
 _MARKUP = re.compile(r"[*_#`]+|<[^>]*>")
 
 

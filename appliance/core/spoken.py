@@ -1,5 +1,7 @@
 """What the agent said in a turn, piece by piece, and how much of it the caller heard.
 
+One record for both front doors: Media Streams fills ``pieces`` as it plays sentences, and
+ConversationRelay (where Twilio speaks) sets ``streamed`` once its text has all gone out.
 Twilio echoes a mark once the audio before it has played, so each spoken piece (a sentence)
 carries a mark; what the caller heard is every piece whose mark came back, plus the share of the
 playing piece that its elapsed time covers.
@@ -9,7 +11,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+
+from appliance.store.metrics import TurnMetrics
 
 
 @dataclass
@@ -29,8 +32,10 @@ class AgentTurn:
     pieces: list[SpokenPiece] = field(default_factory=list)
     text: str = ""
     kb_chunks: list[str] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: TurnMetrics | None = None  # None for fixed phrases: no model in the way
     play_started: float | None = None  # monotonic time the current piece began playing
+    streamed: bool = False  # relay: `last: true` went out
+    recorded: bool = False
 
     def heard_text(self, now: float) -> str:
         """Played pieces in full, plus the share of the playing piece its elapsed time covers."""

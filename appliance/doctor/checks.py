@@ -51,7 +51,8 @@ def check_stt(settings: Settings) -> tuple[str, str]:
     from appliance.engines.faster_whisper_stt import FasterWhisperStt
 
     stt = FasterWhisperStt(resolve_models(settings).stt, device=settings.device,
-                           threads=settings.stt_threads, beam_size=settings.stt_beam_size)
+                           threads=settings.stt_threads, beam_size=settings.stt_beam_size,
+                           language=settings.stt_language)
     text = stt.transcribe(clip16k()).text
     if not text:
         raise RuntimeError("transcribed the shipped clip as silence")

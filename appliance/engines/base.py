@@ -2,15 +2,20 @@
 
 Blocking engines (VAD, STT, LLM, embeddings) expose synchronous methods that callers run in a
 worker thread; TTS is natively async because it streams audio and may talk to the network.
+Optional abilities (a voice that warms a connection, caches phrases, reports who spoke) are
+Protocols of their own, checked with ``isinstance``. The call log is an interface here too:
+SQLite today, PostgreSQL for several servers.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from appliance.store.metrics import TurnMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +68,6 @@ class Transcript:
     text: str
     language: str = "en"
     no_speech_prob: float = 0.0
-    avg_logprob: float = 0.0
 
 
 class Stt(Protocol):
@@ -90,8 +94,8 @@ class Llm(Protocol):
         max_tokens: int,
         temperature: float,
         session_id: str = "",
-    ) -> Iterator[str]:
-        """Blocking token stream: iterate it in a worker. Closing the iterator stops generation.
+    ) -> Generator[str, None, None]:
+        """Blocking token stream: iterate it in a worker. Closing the generator stops generation.
 
         ``session_id`` lets a pool of model instances route a conversation back to the instance
         that already holds its prompt prefix in cache.
@@ -107,6 +111,35 @@ class Tts(Protocol):
     def synthesize(self, text: str) -> AsyncIterator[bytes]:
         """Async stream of μ-law 8 kHz mono chunks (any size) for ``text``."""
         ...
+
+
+@runtime_checkable
+class Warmable(Protocol):
+    """A voice that can open its connection ahead of the first sentence (while a greeting plays)."""
+
+    async def warm(self) -> None: ...
+
+
+@runtime_checkable
+class PhraseCache(Protocol):
+    """A voice that synthesizes fixed phrases itself (per voice, for failover)."""
+
+    async def prewarm(self, texts: Iterable[str]) -> Mapping[str, bytes]: ...
+
+
+@runtime_checkable
+class NamesSpeaker(Protocol):
+    """A voice made of several providers that says which one spoke this task's last sentence."""
+
+    @property
+    def last_provider(self) -> str: ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """An engine holding a connection to close at shut-down."""
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,4 +158,48 @@ class KnowledgeBase(Protocol):
 
     def search(self, query: str, k: int) -> list[KbChunk]:
         """Blocking: nearest chunks for ``query``, best first."""
+        ...
+
+
+class CallStore(Protocol):
+    """The call log: calls, their turns with metrics, and events. Every write survives a failing
+    disk (logged, never raised into a call); all methods are coroutines."""
+
+    async def open(self) -> int:
+        """Create or migrate; mark calls a crash left open as abandoned (returns how many)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def call_started(self, call_sid: str, *, mode: str, from_number: str = "",
+                           to_number: str = "", status: str = "ringing") -> None: ...
+
+    async def update_call(self, call_sid: str, **fields: Any) -> None: ...
+
+    async def call_ended(self, call_sid: str, *, status: str, reason: str) -> None: ...
+
+    async def add_turn(self, call_sid: str, *, idx: int, role: str, text: str,
+                       started: float, ended: float | None = None, heard_text: str | None = None,
+                       interrupted: bool = False,
+                       kb_chunks: list[str] | None = None) -> int | None: ...
+
+    async def add_assistant_turn(self, call_sid: str, *, idx: int, text: str, heard_text: str,
+                                 started: float, interrupted: bool, kb_chunks: list[str],
+                                 metrics: TurnMetrics | None) -> None: ...
+
+    async def add_event(self, call_sid: str, type_: str, **detail: Any) -> None: ...
+
+    async def add_message(self, call_sid: str, *, name: str, callback_number: str,
+                          message: str) -> dict[str, Any] | None:
+        """Store a caller's message; an empty ``callback_number`` becomes the caller ID."""
+        ...
+
+    async def message_delivered(self, message_id: int, error: str = "") -> None: ...
+
+    async def messages(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest messages first."""
+        ...
+
+    async def call_record(self, call_sid: str) -> dict[str, Any] | None:
+        """The call, its turns (with metrics) and events, as plain JSON-able data."""
         ...

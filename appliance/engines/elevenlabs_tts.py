@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -132,7 +132,7 @@ class ElevenLabsTts:
         except httpx.HTTPError:
             pass  # best effort: the sentence itself will report what is wrong
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Raw μ-law 8 kHz chunks as ElevenLabs streams them; raises an ``ElevenLabsError``."""
         body: dict[str, Any] = {"text": speakable(text), "model_id": self._model_id}
         if self._voice_settings:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 
 from appliance.config import ConfigError, Settings
@@ -50,9 +50,9 @@ class FailoverLlm:
         max_tokens: int,
         temperature: float,
         session_id: str = "",
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """The server's tokens; on its failure, the in-process model's (from where it broke)."""
-        def ask(llm: Llm) -> Iterator[str]:
+        def ask(llm: Llm) -> Generator[str, None, None]:
             return llm.stream_chat(messages, max_tokens=max_tokens, temperature=temperature,
                                    session_id=session_id)
 
@@ -61,7 +61,7 @@ class FailoverLlm:
             allowed = self._breaker.allow()
         if allowed:
             try:
-                with closing(ask(self.primary)) as stream:  # type: ignore[type-var]
+                with closing(ask(self.primary)) as stream:
                     for token in stream:
                         said.append(token)
                         yield token
@@ -74,7 +74,7 @@ class FailoverLlm:
             else:
                 self._succeeded()
                 return
-        with closing(ask(self.fallback)) as stream:  # type: ignore[type-var]
+        with closing(ask(self.fallback)) as stream:
             yield from continue_from("".join(said), stream)
 
     def _succeeded(self) -> None:

@@ -15,13 +15,13 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from contextvars import ContextVar
 
 from appliance.config import Settings
 from appliance.core.audio import TELEPHONE_RATE
-from appliance.engines.base import EngineInfo, Tts
+from appliance.engines.base import Closable, EngineInfo, Tts, Warmable
 from appliance.engines.breaker import CircuitBreaker
 from appliance.engines.elevenlabs_tts import (
     AuthError,
@@ -39,7 +39,6 @@ PREWARM_TIMEOUT_S = 10.0  # start-up phrases are not latency-critical
 
 # Per task, so concurrent calls sharing one engine each read their own last sentence's numbers.
 _last_provider: ContextVar[str] = ContextVar("tts_last_provider")
-_last_first_audio_s: ContextVar[float] = ContextVar("tts_last_first_audio_s")
 
 
 def unspoken(text: str, spoken_s: float, chars_per_s: float) -> str:
@@ -86,11 +85,6 @@ class FailoverTts:
     def last_provider(self) -> str:
         """Who spoke this task's last sentence (``elevenlabs+piper``: Piper finished it)."""
         return _last_provider.get(self.provider_in_use)
-
-    @property
-    def last_first_audio_s(self) -> float | None:
-        """Seconds from request to first audio of this task's last sentence."""
-        return _last_first_audio_s.get(None)
 
     @property
     def provider_in_use(self) -> str:
@@ -142,13 +136,12 @@ class FailoverTts:
 
     # --- speech ---------------------------------------------------------------------------
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """μ-law 8 kHz for ``text``: a cached phrase, else ElevenLabs, finished by Piper if it
         fails."""
-        started = time.monotonic()
         cached = self._cache.get((self.provider_in_use, text))
         if cached is not None:
-            self._spoke(self.provider_in_use, started)
+            _last_provider.set(self.provider_in_use)
             yield cached
             return
         spoken = 0
@@ -158,7 +151,7 @@ class FailoverTts:
                 async with aclosing(self._primary_audio(text)) as stream:
                     async for chunk in stream:
                         if not spoken:
-                            self._spoke(PRIMARY, started)
+                            _last_provider.set(PRIMARY)
                         spoken += len(chunk)
                         audio.append(chunk)
                         yield chunk
@@ -178,13 +171,10 @@ class FailoverTts:
         async for chunk in self._fallback.synthesize(rest):
             if first:
                 first = False
-                if spoken:  # first-audio latency stays ElevenLabs'
-                    _last_provider.set(f"{PRIMARY}+{FALLBACK}")
-                else:
-                    self._spoke(FALLBACK, started)
+                _last_provider.set(f"{PRIMARY}+{FALLBACK}" if spoken else FALLBACK)
             yield chunk
 
-    async def _primary_audio(self, text: str) -> AsyncIterator[bytes]:
+    async def _primary_audio(self, text: str) -> AsyncGenerator[bytes, None]:
         """The primary's chunks; no audio within the deadline (first byte, or a stall) fails.
 
         Mid-stream, the deadline grows with the audio already sent ahead of the caller's ear
@@ -211,10 +201,6 @@ class FailoverTts:
                     first_at = first_at or time.monotonic()
                     received_s += len(chunk) / TELEPHONE_RATE
                     yield chunk
-
-    def _spoke(self, provider: str, started: float) -> None:
-        _last_provider.set(provider)
-        _last_first_audio_s.set(time.monotonic() - started)
 
     def _succeeded(self, text: str = "", audio: list[bytes] | None = None) -> bool:
         """Close the breaker, learn ElevenLabs' pace, keep a phrase; True if it was not closed."""
@@ -256,14 +242,14 @@ class FailoverTts:
 
     async def warm(self) -> None:
         """At call start, while the greeting plays: have ElevenLabs' connection ready."""
-        if self._breaker.closed and (warm := getattr(self._primary, "warm", None)) is not None:
-            await warm()
+        if self._breaker.closed and isinstance(self._primary, Warmable):
+            await self._primary.warm()
 
     async def aclose(self) -> None:
         if self._warming is not None:
             self._warming.cancel()
-        if (close := getattr(self._primary, "aclose", None)) is not None:
-            await close()
+        if isinstance(self._primary, Closable):
+            await self._primary.aclose()
 
 
 class PhraseView(Mapping[str, bytes]):

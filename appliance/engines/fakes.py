@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 
 import numpy as np
 
@@ -131,11 +131,11 @@ class FakeLlm:
         max_tokens: int,
         temperature: float,
         session_id: str = "",
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         self.requests.append(list(messages))
         return self._stream(max_tokens)
 
-    def _stream(self, max_tokens: int) -> Iterator[str]:
+    def _stream(self, max_tokens: int) -> Generator[str, None, None]:
         with self._lock:
             self.active += 1
         try:
@@ -175,7 +175,7 @@ class FakeTts:
         pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
         self._chunk = pcm16_to_ulaw8k(pcm, TELEPHONE_RATE)
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         self.texts.append(text)
         await asyncio.sleep(self._first_chunk_delay_s)
         if self.error is not None:

@@ -21,8 +21,6 @@ from appliance.engines.base import EngineInfo, Transcript
 
 logger = logging.getLogger(__name__)
 
-LANGUAGE = "en"
-
 
 def resolve_device(device: str) -> str:
     """``auto`` means CUDA when CTranslate2 sees a GPU, else CPU."""
@@ -39,9 +37,11 @@ class FasterWhisperStt:
     """
 
     def __init__(
-        self, model_dir: str | Path, device: str = "auto", threads: int = 1, beam_size: int = 1
+        self, model_dir: str | Path, device: str = "auto", threads: int = 1, beam_size: int = 1,
+        language: str = "en",
     ) -> None:
         self._device = resolve_device(device)
+        self._language = language
         self._beam_size = beam_size
         started = time.perf_counter()
         self._model = WhisperModel(
@@ -66,7 +66,7 @@ class FasterWhisperStt:
     def transcribe(self, audio16k: np.ndarray) -> Transcript:
         segments, _ = self._model.transcribe(
             np.asarray(audio16k, dtype=np.float32),
-            language=LANGUAGE,
+            language=self._language,
             beam_size=self._beam_size,
             condition_on_previous_text=False,
             vad_filter=False,
@@ -74,10 +74,9 @@ class FasterWhisperStt:
         )
         segments = list(segments)
         if not segments:
-            return Transcript(text="", language=LANGUAGE, no_speech_prob=1.0)
+            return Transcript(text="", language=self._language, no_speech_prob=1.0)
         return Transcript(
             text=" ".join(s.text.strip() for s in segments).strip(),
-            language=LANGUAGE,
+            language=self._language,
             no_speech_prob=max(s.no_speech_prob for s in segments),
-            avg_logprob=float(np.mean([s.avg_logprob for s in segments])),
         )

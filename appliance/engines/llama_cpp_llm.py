@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Any, cast
 
 import llama_cpp
 
@@ -128,7 +129,7 @@ class LlamaCppLlm:
         max_tokens: int,
         temperature: float,
         session_id: str = "",
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Blocking generator of content deltas; the instance is held only while it runs.
 
         Iterate it to the end or ``close()`` it: an abandoned generator keeps its instance busy
@@ -140,13 +141,17 @@ class LlamaCppLlm:
             # oversubscribed cores make llama.cpp collapse (measured: ~40 vs ~150 tokens/s).
             batch = self.batch_threads if self.pool.busy == 1 else self.threads
             llama_cpp.llama_set_n_threads(instance.llama.ctx, self.threads, batch)
-            stream = instance.llama.create_chat_completion(
-                messages=[{"role": m.role, "content": m.content} for m in messages],
-                max_tokens=max_tokens,
-                temperature=temperature,
-                repeat_penalty=REPEAT_PENALTY,
-                stream=True,
-            )
+            # llama-cpp-python types each message role as its own TypedDict, and the result as
+            # one of two shapes whatever ``stream`` says: the stream is a generator of chunks.
+            stream = cast(Generator[dict[str, Any], None, None],
+                          instance.llama.create_chat_completion(
+                              messages=cast(Any, [{"role": m.role, "content": m.content}
+                                                  for m in messages]),
+                              max_tokens=max_tokens,
+                              temperature=temperature,
+                              repeat_penalty=REPEAT_PENALTY,
+                              stream=True,
+                          ))
             with closing(stream):
                 for chunk in stream:
                     delta = chunk["choices"][0]["delta"].get("content")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -92,7 +92,7 @@ class OpenAiLlm:
         max_tokens: int,
         temperature: float,
         session_id: str = "",
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Blocking generator of content deltas; ``close()`` it to cancel the request.
 
         The same messages in the same order as in-process (persona, history, new turn) keep the

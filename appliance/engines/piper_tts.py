@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -70,7 +70,7 @@ class PiperTts:
         )
         logger.info("loaded %s (%d Hz)", model_path, self.sample_rate)
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """μ-law 8 kHz audio, one chunk per sentence of ``text`` (numbers said in words)."""
         chunks = iter(self._voice.synthesize(speakable(text), syn_config=SYNTHESIS))
         while (ulaw := await asyncio.to_thread(_next_ulaw, chunks)) is not None:

@@ -23,9 +23,9 @@ from appliance.core.agent import Agent, Conversation
 from appliance.core.grounding import Support
 from appliance.core.workers import Workers
 from appliance.engines.base import Llm
-from appliance.engines.registry import open_knowledge_base
 from appliance.evaluation.dataset import Business
 from appliance.evaluation.scoring import Verdict, score
+from appliance.wiring import open_knowledge_base
 
 
 @dataclass(slots=True)

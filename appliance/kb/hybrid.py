@@ -44,7 +44,7 @@ class LexicalIndex:
         with self._lock:
             out = bm25s.tokenize(texts, stopwords=list(STOP_WORDS), stemmer=self._stemmer,
                                  return_ids=False, show_progress=False)
-        return [list(tokens) for tokens in out]  # type: ignore[union-attr]
+        return [list(tokens) for tokens in out]
 
     def coverage(self, query: str) -> float:
         """The share of the question's words (stemmed) found in the documents, rare ones

@@ -186,7 +186,7 @@ class KbStore:
                 report.unchanged.append(source)
                 return
             chunks = chunk_sections(load(file, data))
-        except Exception as err:  # noqa: BLE001 - any one bad document must not stop the ingest
+        except Exception as err:  # any one bad document must not stop the ingest
             report.skipped.append((source, f"unreadable: {err}"))
             return
         if not chunks:  # an emptied document must stop answering questions

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from appliance.config import Settings
+from appliance.engines.base import CallStore
 from appliance.messages.flow import TakenMessage
-from appliance.store.calls import CallStore
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,26 +21,40 @@ from typing import Any, TypeVar
 import sqlite_utils
 
 from appliance.private_files import private_file
+from appliance.store.metrics import TurnMetrics
 from appliance.store.schema import migrate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-METRIC_FIELDS = (
-    "endpoint_s",
-    "stt_s",
-    "llm_ttft_s",
-    "first_sentence_s",
-    "tts_first_audio_s",
-    "v2v_s",
-    "first_token_sent_s",
-    "tts_provider",
-    "tts_sentences",
-)
+
+class AssistantTurns(ABC):
+    """The assistant's side of a turn as the two writes every call log has (the turn, then its
+    metrics), composed once for both back ends."""
+
+    @abstractmethod
+    async def add_turn(self, call_sid: str, *, idx: int, role: str, text: str,
+                       started: float, ended: float | None = None, heard_text: str | None = None,
+                       interrupted: bool = False, kb_chunks: list[str] | None = None) -> int | None:
+        ...
+
+    @abstractmethod
+    async def add_metrics(self, turn_id: int, call_sid: str, metrics: TurnMetrics) -> None: ...
+
+    async def add_assistant_turn(self, call_sid: str, *, idx: int, text: str, heard_text: str,
+                                 started: float, interrupted: bool, kb_chunks: list[str],
+                                 metrics: TurnMetrics | None) -> None:
+        """The agent's side of a turn (what it said, what the caller heard) and its latencies."""
+        turn_id = await self.add_turn(call_sid, idx=idx, role="assistant", text=text,
+                                      heard_text=heard_text, started=started,
+                                      interrupted=interrupted, kb_chunks=kb_chunks)
+        if turn_id is not None and metrics is not None:
+            await self.add_metrics(turn_id, call_sid, metrics)
 
 
-class CallStore:
-    """The SQLite call log. Open with :meth:`open`; all public methods are coroutines."""
+class SqliteCallStore(AssistantTurns):
+    """The SQLite call log (implements ``engines.base.CallStore``). Open with :meth:`open`; all
+    public methods are coroutines."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -72,7 +87,10 @@ class CallStore:
         return cursor.rowcount
 
     async def close(self) -> None:
-        await self._run(lambda: self._db and self._db.conn.close())
+        def close() -> None:
+            if self._db is not None:
+                self._db.conn.close()
+        await self._run(close)
         self._executor.shutdown(wait=True)
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -89,7 +107,7 @@ class CallStore:
     @property
     def db(self) -> sqlite_utils.Database:
         if self._db is None:
-            raise RuntimeError("CallStore is not open")
+            raise RuntimeError("the call log is not open")
         return self._db
 
     # --- writes -----------------------------------------------------------------------------
@@ -98,12 +116,12 @@ class CallStore:
                            to_number: str = "", status: str = "ringing") -> None:
         row = {"call_sid": call_sid, "mode": mode, "from_number": from_number,
                "to_number": to_number, "started": time.time(), "status": status}
-        await self._write("call start", lambda: self.db["calls"].insert(row, ignore=True))
+        await self._write("call start", lambda: self.db.table("calls").insert(row, ignore=True))
 
     async def update_call(self, call_sid: str, **fields: Any) -> None:
         """Update known columns of a call, creating the row if Twilio told us of it first."""
         def write() -> None:
-            table = self.db["calls"]
+            table = self.db.table("calls")
             if not table.count_where("call_sid = ?", [call_sid]):
                 table.insert({"call_sid": call_sid, "started": time.time(), "status": "unknown",
                               "mode": ""})
@@ -113,7 +131,8 @@ class CallStore:
     async def call_ended(self, call_sid: str, *, status: str, reason: str) -> None:
         def write() -> None:
             self.db.execute(
-                "UPDATE calls SET ended=?, status=?, end_reason=? WHERE call_sid=? AND ended IS NULL",
+                "UPDATE calls SET ended=?, status=?, end_reason=? "
+                "WHERE call_sid=? AND ended IS NULL",
                 [time.time(), status, reason, call_sid],
             )
         await self._write("call end", write)
@@ -125,27 +144,20 @@ class CallStore:
                "heard_text": heard_text, "started": started, "ended": ended or time.time(),
                "interrupted": int(interrupted),
                "kb_chunks": json.dumps(kb_chunks) if kb_chunks is not None else None}
-        return await self._write("turn", lambda: self.db["turns"].insert(row).last_pk)
+        return await self._write("turn", lambda: self.db.table("turns").insert(row).last_pk)
 
-    async def add_assistant_turn(self, call_sid: str, *, idx: int, text: str, heard_text: str,
-                                 started: float, interrupted: bool, kb_chunks: list[str],
-                                 metrics: dict[str, Any]) -> None:
-        """The agent's side of a turn (what it said, what the caller heard) and its latencies."""
-        turn_id = await self.add_turn(call_sid, idx=idx, role="assistant", text=text,
-                                      heard_text=heard_text, started=started,
-                                      interrupted=interrupted, kb_chunks=kb_chunks)
-        if turn_id is not None and metrics:
-            await self.add_metrics(turn_id, call_sid, metrics)
-
-    async def add_metrics(self, turn_id: int, call_sid: str, metrics: dict[str, Any]) -> None:
-        row = {"turn_id": turn_id, "call_sid": call_sid}
-        row.update({k: v for k, v in metrics.items() if k in METRIC_FIELDS})
-        await self._write("metrics", lambda: self.db["turn_metrics"].insert(row, replace=True))
+    async def add_metrics(self, turn_id: int, call_sid: str, metrics: TurnMetrics) -> None:
+        """One turn's metrics row; nothing when nothing was measured."""
+        if not (columns := metrics.row()):
+            return
+        row = {"turn_id": turn_id, "call_sid": call_sid, **columns}
+        table = self.db.table("turn_metrics")
+        await self._write("metrics", lambda: table.insert(row, replace=True))
 
     async def add_event(self, call_sid: str, type_: str, **detail: Any) -> None:
         row = {"call_sid": call_sid, "at": time.time(), "type": type_,
                "detail": json.dumps(detail, default=str)}
-        await self._write("event", lambda: self.db["events"].insert(row))
+        await self._write("event", lambda: self.db.table("events").insert(row))
 
     async def add_message(self, call_sid: str, *, name: str, callback_number: str,
                           message: str) -> dict[str, Any] | None:
@@ -153,42 +165,43 @@ class CallStore:
         def write() -> dict[str, Any]:
             number = callback_number
             if not number:
-                call = next(self.db["calls"].rows_where("call_sid = ?", [call_sid]), None)
+                call = next(self.db.table("calls").rows_where("call_sid = ?", [call_sid]), None)
                 number = (call or {}).get("from_number") or ""
             row = {"call_sid": call_sid, "at": time.time(), "name": name,
                    "callback_number": number, "message": message, "delivered": 0,
                    "delivery_error": ""}
-            row["id"] = self.db["messages"].insert(row).last_pk
+            row["id"] = self.db.table("messages").insert(row).last_pk
             return row
         return await self._write("message", write)
 
     async def message_delivered(self, message_id: int, error: str = "") -> None:
         row = {"delivered": int(not error), "delivery_error": error}
         await self._write("message delivery",
-                          lambda: self.db["messages"].update(message_id, row))
+                          lambda: self.db.table("messages").update(message_id, row))
 
     # --- reads ------------------------------------------------------------------------------
 
     async def messages(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest messages first."""
-        return await self._run(lambda: list(self.db["messages"].rows_where(
+        return await self._run(lambda: list(self.db.table("messages").rows_where(
             order_by="id desc", limit=limit)))
 
     async def call_record(self, call_sid: str) -> dict[str, Any] | None:
         """The call, its turns (with metrics) and events, as plain JSON-able data."""
         def read() -> dict[str, Any] | None:
-            calls = list(self.db["calls"].rows_where("call_sid = ?", [call_sid]))
+            calls = list(self.db.table("calls").rows_where("call_sid = ?", [call_sid]))
             if not calls:
                 return None
             metrics = {m["turn_id"]: m for m in
-                       self.db["turn_metrics"].rows_where("call_sid = ?", [call_sid])}
+                       self.db.table("turn_metrics").rows_where("call_sid = ?", [call_sid])}
             turns = []
-            for turn in self.db["turns"].rows_where("call_sid = ?", [call_sid], order_by="id"):
+            rows = self.db.table("turns").rows_where("call_sid = ?", [call_sid], order_by="id")
+            for turn in rows:
                 turn["interrupted"] = bool(turn["interrupted"])
                 turn["kb_chunks"] = json.loads(turn["kb_chunks"]) if turn["kb_chunks"] else []
                 turn["metrics"] = metrics.get(turn["id"])
                 turns.append(turn)
             events = [dict(e, detail=json.loads(e["detail"] or "{}")) for e in
-                      self.db["events"].rows_where("call_sid = ?", [call_sid], order_by="id")]
+                      self.db.table("events").rows_where("call_sid = ?", [call_sid], order_by="id")]
             return {"call": calls[0], "turns": turns, "events": events}
         return await self._run(read)

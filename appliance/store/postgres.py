@@ -1,11 +1,12 @@
 """The call log on PostgreSQL, for several boxes sharing one log (psycopg 3, async).
 
-Same tables, columns and public methods as the SQLite ``CallStore``, so the web layer and the
-console use either unchanged; ``call_store`` picks one from the settings. Postgres adds one
-column, ``calls.box`` (the box that answered the webhook, then the one holding the stream): on
-start-up a box marks as abandoned only the open calls *it* owned, never the live calls of the
-boxes beside it. Like the SQLite store, a failing write is logged and
-survived, never raised into a call; a connection the server dropped is reopened once.
+Same tables, columns and public methods as the SQLite ``SqliteCallStore`` (both implement
+``engines.base.CallStore``), so the web layer and the console use either unchanged;
+``call_store`` picks one from the settings. Postgres adds one column, ``calls.box`` (the box
+that answered the webhook, then the one holding the stream): on start-up a box marks as
+abandoned only the open calls *it* owned, never the live calls of the boxes beside it. Like the
+SQLite store, a failing write is logged and survived, never raised into a call; a connection
+the server dropped is reopened once.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from psycopg.rows import dict_row
 
 from appliance.box import box_name
 from appliance.config import Settings
-from appliance.store.calls import METRIC_FIELDS, CallStore
+from appliance.store.calls import AssistantTurns, SqliteCallStore
+from appliance.store.metrics import TurnMetrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Versioned migrations, applied in order and recorded in ``schema_version``; append, never edit.
-# Versions 1 and 2 match store/schema.py's SQLite steps.
+# Versions 1 and 2 match store/schema.py's SQLite steps; 5 matches its _v5 (retrieval_s).
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE calls (
@@ -63,11 +65,12 @@ MIGRATIONS: list[str] = [
         delivered INTEGER, delivery_error TEXT);
     CREATE INDEX messages_call_sid ON messages (call_sid);
     """,
+    "ALTER TABLE turn_metrics ADD COLUMN retrieval_s DOUBLE PRECISION",
 ]
 MIGRATION_LOCK = 0x61707031  # pg_advisory_xact_lock key: boxes starting together migrate once
 
 
-class PostgresCallStore:
+class PostgresCallStore(AssistantTurns):
     """The PostgreSQL call log. Open with :meth:`open`; all public methods are coroutines."""
 
     def __init__(self, url: str, box: str) -> None:
@@ -121,7 +124,7 @@ class PostgresCallStore:
             return None
 
     async def _exec(self, query: str | sql.Composed, params: list[Any] | None = None) -> Any:
-        return await self.conn.execute(query, params)  # type: ignore[arg-type]
+        return await self.conn.execute(query, params)
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -167,11 +170,11 @@ class PostgresCallStore:
             return int(row["id"])
         return await self._write("turn", write)
 
-    add_assistant_turn = CallStore.add_assistant_turn  # same composition of the two writes
-
-    async def add_metrics(self, turn_id: int, call_sid: str, metrics: dict[str, Any]) -> None:
-        row = {"turn_id": turn_id, "call_sid": call_sid}
-        row.update({k: v for k, v in metrics.items() if k in METRIC_FIELDS})
+    async def add_metrics(self, turn_id: int, call_sid: str, metrics: TurnMetrics) -> None:
+        """One turn's metrics row; nothing when nothing was measured."""
+        if not (columns := metrics.row()):
+            return
+        row = {"turn_id": turn_id, "call_sid": call_sid, **columns}
         names = [sql.Identifier(name) for name in row]
         query = sql.SQL(
             "INSERT INTO turn_metrics ({}) VALUES ({}) ON CONFLICT (turn_id) DO UPDATE SET {}"
@@ -247,13 +250,13 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> int:
         version = (row["v"] if isinstance(row, dict) else row[0]) or 0  # type: ignore[index]
         for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
             async with conn.transaction():
-                await conn.execute(step)  # type: ignore[arg-type]
+                await conn.execute(step)
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", [number])
     return len(MIGRATIONS)
 
 
-def call_store(settings: Settings) -> CallStore | PostgresCallStore:
+def call_store(settings: Settings) -> SqliteCallStore | PostgresCallStore:
     """PostgreSQL when ``database_url`` is set, else the single box's SQLite file (default)."""
     if settings.database_url:
         return PostgresCallStore(settings.database_url, box_name(settings))
-    return CallStore(settings.db_path)
+    return SqliteCallStore(settings.db_path)

@@ -11,7 +11,7 @@ import sqlite_utils
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["calls"].create(
+    db.table("calls").create(
         {
             "call_sid": str,
             "stream_sid": str,
@@ -26,7 +26,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="call_sid",
         not_null={"call_sid", "started", "status"},
     )
-    db["turns"].create(
+    db.table("turns").create(
         {
             "id": int,
             "call_sid": str,
@@ -42,12 +42,12 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("call_sid", "calls", "call_sid")],
     )
-    db["events"].create(
+    db.table("events").create(
         {"id": int, "call_sid": str, "at": float, "type": str, "detail": str},
         pk="id",
         foreign_keys=[("call_sid", "calls", "call_sid")],
     )
-    db["turn_metrics"].create(
+    db.table("turn_metrics").create(
         {
             "turn_id": int,
             "call_sid": str,
@@ -63,48 +63,55 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="turn_id",
         foreign_keys=[("turn_id", "turns", "id"), ("call_sid", "calls", "call_sid")],
     )
-    db["turns"].create_index(["call_sid"])
-    db["events"].create_index(["call_sid"])
-    db["calls"].create_index(["status"])
+    db.table("turns").create_index(["call_sid"])
+    db.table("events").create_index(["call_sid"])
+    db.table("calls").create_index(["status"])
 
 
 def _v2(db: sqlite_utils.Database) -> None:
     """Which voice spoke each sentence of a turn, and how soon: a JSON list of
     ``{"provider", "first_audio_s"}``."""
-    db["turn_metrics"].add_column("tts_sentences", str)
+    db.table("turn_metrics").add_column("tts_sentences", str)
 
 
 def _v3(db: sqlite_utils.Database) -> None:
     """Messages callers left (take-a-message), linked to their call; ``callback_number`` is the
     caller ID when the caller chose "this number"; ``delivered`` says the webhook took it."""
-    db["messages"].create(
+    db.table("messages").create(
         {"id": int, "call_sid": str, "at": float, "name": str, "callback_number": str,
          "message": str, "delivered": int, "delivery_error": str},
         pk="id",
         foreign_keys=[("call_sid", "calls", "call_sid")],
     )
-    db["messages"].create_index(["call_sid"])
+    db.table("messages").create_index(["call_sid"])
 
 
 def _v4(db: sqlite_utils.Database) -> None:
     """Operator console: accounts, API tokens, browser sessions and the audit log
     (see appliance/auth). Secrets are stored only as hashes."""
-    db["users"].create({"username": str, "role": str, "password_hash": str, "created": float},
+    db.table("users").create({"username": str, "role": str, "password_hash": str, "created": float},
                        pk="username", not_null={"role", "password_hash", "created"})
-    db["api_tokens"].create({"id": int, "name": str, "prefix": str, "token_sha256": str,
+    db.table("api_tokens").create({"id": int, "name": str, "prefix": str, "token_sha256": str,
                              "role": str, "created": float, "created_by": str,
                              "revoked": float, "last_used": float},
                             pk="id", not_null={"token_sha256", "role", "created"})
-    db["api_tokens"].create_index(["token_sha256"], unique=True)
-    db["web_sessions"].create({"id_sha256": str, "username": str, "csrf": str, "created": float,
-                               "expires": float},
-                              pk="id_sha256", foreign_keys=[("username", "users", "username")])
-    db["audit_log"].create({"id": int, "at": float, "actor": str, "action": str, "target": str,
-                            "detail": str}, pk="id", not_null={"at", "actor", "action"})
-    db["calls"].create_index(["started"])
+    db.table("api_tokens").create_index(["token_sha256"], unique=True)
+    db.table("web_sessions").create({"id_sha256": str, "username": str, "csrf": str,
+                                     "created": float, "expires": float},
+                                    pk="id_sha256",
+                                    foreign_keys=[("username", "users", "username")])
+    db.table("audit_log").create({"id": int, "at": float, "actor": str, "action": str,
+                                  "target": str, "detail": str},
+                                 pk="id", not_null={"at", "actor", "action"})
+    db.table("calls").create_index(["started"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    """Knowledge-base retrieval time per turn (measured since the start, stored since v5)."""
+    db.table("turn_metrics").add_column("retrieval_s", float)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

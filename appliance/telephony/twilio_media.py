@@ -10,11 +10,10 @@ import binascii
 
 import msgspec
 
+from appliance.telephony.errors import ProtocolError
+
 MAX_MESSAGE_BYTES = 16 * 1024  # a 20 ms frame is ~400 bytes of JSON; anything huge is abuse
 MAX_PAYLOAD_BYTES = 8000  # one second of μ-law: far more than any real frame
-# Our naming convention for marks after a "please hold" phrase (not Twilio's): the answer is
-# still coming, so a listener should not take the quiet that follows for the end of the reply.
-HOLD_MARK_PREFIX = "hold-"
 
 
 class MediaFormat(msgspec.Struct, rename="camel"):
@@ -86,10 +85,6 @@ InboundMessage = Connected | Start | Media | Mark | Dtmf | Stop
 
 _decoder = msgspec.json.Decoder(InboundMessage)
 _encoder = msgspec.json.Encoder()
-
-
-class ProtocolError(ValueError):
-    """A frame we refuse; the message is the logged reason."""
 
 
 def decode(frame: str | bytes) -> InboundMessage:

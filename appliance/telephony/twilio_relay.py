@@ -6,9 +6,13 @@ so the simulated client and the tests build Twilio's side from the same Structs 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
+
+from appliance.telephony.errors import ProtocolError
 
 MAX_MESSAGE_BYTES = 16 * 1024  # a setup with its parameters is ~1 KB; anything huge is abuse
 MAX_PROMPT_CHARS = 1000  # ~20 s of speech is ~400 characters; longer is not a caller talking
@@ -70,10 +74,6 @@ _outbound = msgspec.json.Decoder(OutboundMessage)
 _encoder = msgspec.json.Encoder()
 
 
-class ProtocolError(ValueError):
-    """A message we refuse; the message is the logged reason."""
-
-
 def decode(frame: str | bytes) -> InboundMessage:
     """Parse one message from Twilio, raising ProtocolError with a short reason on anything bad."""
     message = _decode(_inbound, frame)
@@ -104,3 +104,17 @@ def _decode(decoder: msgspec.json.Decoder[Any], frame: str | bytes) -> Any:
 
 def encode(message: InboundMessage | OutboundMessage) -> bytes:
     return _encoder.encode(message)
+
+
+def handoff_data(tool: str, call_sid: str) -> str:
+    """The ``end`` message's payload; Twilio posts it back to the <Connect> action URL."""
+    return json.dumps({"tool": tool, "callSid": call_sid})
+
+
+def handoff_tool(data: str, known: Collection[str]) -> str | None:
+    """The tool a ``HandoffData`` form field names, if it is one of ``known``; else None."""
+    try:
+        tool = json.loads(data).get("tool")
+    except (ValueError, AttributeError):
+        return None
+    return tool if isinstance(tool, str) and tool in known else None

@@ -29,9 +29,10 @@ from litestar.status_codes import (
 from appliance import console
 from appliance.config import Settings
 from appliance.core.agent import Tool
-from appliance.core.relay_session import handoff_tool
 from appliance.core.session import Engines
+from appliance.engines.base import Closable
 from appliance.engines.failover_llm import token_counts
+from appliance.telephony import twilio_relay as tr
 from appliance.telephony.sids import is_call_sid
 from appliance.web import twiml
 from appliance.web.cluster import admit, cluster_from_settings
@@ -51,7 +52,7 @@ WEBHOOK_MAX_BYTES = 64 * 1024
 
 
 def runtime_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Runtime:
-    return connection.app.state.runtime  # type: ignore[no-any-return]
+    return connection.app.state.runtime
 
 
 async def signed_form(request: Request[Any, Any, Any], path: str) -> dict[str, str]:
@@ -197,7 +198,7 @@ async def relay_action(request: Request[Any, Any, Any]) -> Response[str]:
     if call_sid := form.get("CallSid", ""):
         await runtime.store.add_event(call_sid, "relay_ended", handoff=handoff,
                                       session_status=form.get("SessionStatus", ""))
-    transfer = handoff_tool(handoff) is Tool.TRANSFER
+    transfer = tr.handoff_tool(handoff, {t.value for t in Tool}) == Tool.TRANSFER.value
     return Response(str(twiml.after_relay(runtime.settings, transfer)), media_type=XML)
 
 
@@ -262,8 +263,8 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
             await asyncio.gather(task, return_exceptions=True)
             if runtime.engines is not None:
                 runtime.engines.workers.shutdown()
-                if close := getattr(runtime.engines.tts, "aclose", None):
-                    await close()  # the cloud voice's kept-alive connection
+                if isinstance(runtime.engines.tts, Closable):
+                    await runtime.engines.tts.aclose()  # the cloud voice's kept-alive connection
             if runtime.cluster is not None:
                 await runtime.cluster.stop()
             await runtime.store.close()
@@ -294,7 +295,6 @@ async def _load(runtime: Runtime, load_engines: EngineLoader) -> None:
         return
     runtime.models = engines.infos
     runtime.engines = engines
-    runtime.ready.set()
     if runtime.cluster is not None:
         runtime.cluster.changed()  # ready: take calls from the pool now
     log.info("ready: %s", ", ".join(f"{m.slot}={m.name}" for m in runtime.models))

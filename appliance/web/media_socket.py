@@ -6,13 +6,12 @@ import asyncio
 import logging
 
 from litestar import WebSocket
-from litestar.exceptions import WebSocketDisconnect
 
 from appliance.core.session import CallSession
 from appliance.telephony import twilio_media as tm
 from appliance.telephony.twilio_calls import TwilioCalls
-from appliance.web.flood import FloodGuard
 from appliance.web.runtime import Runtime
+from appliance.web.socket_loop import run_socket
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +21,8 @@ MAX_BAD_FRAMES = 500  # a stream that is mostly garbage is closed
 
 class MediaTransport:
     """CallTransport over one Twilio media socket. Outbound messages go through one queue and one
-    sender task, so concurrent stages never interleave writes and a clear can drop what is queued."""
+    sender task, so concurrent stages never interleave writes and a clear can drop what is
+    queued."""
 
     def __init__(self, socket: WebSocket, stream_sid: str, call_sid: str,
                  calls: TwilioCalls) -> None:
@@ -70,68 +70,60 @@ class MediaTransport:
         await self._socket.close()
 
 
+class MediaFrames:
+    """The Media Streams side of :func:`run_socket`: start, media, mark, dtmf, stop."""
+
+    def __init__(self, socket: WebSocket, runtime: Runtime) -> None:
+        self.socket = socket
+        self.runtime = runtime
+        self.session: CallSession | None = None
+        self.transport: MediaTransport | None = None
+
+    async def handle(self, frame: str) -> str | None:
+        message = tm.decode(frame)
+        if isinstance(message, tm.Media):
+            if self.session is None:
+                raise tm.ProtocolError("media before start")
+            self.session.on_audio(tm.media_audio(message))
+        elif isinstance(message, tm.Start):
+            if self.session is not None:
+                raise tm.ProtocolError("duplicate start")
+            self.session = await self._start(message)
+        elif isinstance(message, tm.Mark) and self.session is not None:
+            self.session.on_mark(message.mark.name)
+        elif isinstance(message, tm.Dtmf) and self.session is not None:
+            self.session.on_dtmf(message.dtmf.digit)
+        elif isinstance(message, tm.Stop):
+            return "stop received"
+        return None
+
+    async def _start(self, message: tm.Start) -> CallSession:
+        info = message.start
+        call_sid = info.call_sid or info.custom_parameters.get("callSid", "")
+        if not call_sid or not info.stream_sid:
+            raise tm.ProtocolError("start without callSid/streamSid")
+        if info.media_format.encoding != "audio/x-mulaw" or info.media_format.sample_rate != 8000:
+            raise tm.ProtocolError(f"unsupported media format {info.media_format}")
+        if self.runtime.engines is None:
+            raise tm.ProtocolError("start before the models are ready")
+        self.transport = MediaTransport(self.socket, info.stream_sid, call_sid,
+                                        self.runtime.twilio)
+        self.runtime.calls.activate(call_sid)
+        await self.runtime.store.update_call(call_sid, stream_sid=info.stream_sid,
+                                             status="in-progress", mode="media-streams")
+        session = CallSession(call_sid, self.runtime.settings, self.runtime.engines,
+                              self.runtime.store, self.transport)
+        await session.start()
+        self.runtime.sessions[call_sid] = session  # the console's live page reads it
+        log.info("call %s: media stream %s started", call_sid, info.stream_sid)
+        return session
+
+    def stop(self) -> None:
+        if self.transport is not None:
+            self.transport.sender.cancel()
+
+
 async def handle_media_socket(socket: WebSocket, runtime: Runtime) -> None:
     """Run one media stream until `stop`, a socket close or an error; always close the call."""
-    session: CallSession | None = None
-    transport: MediaTransport | None = None
-    reason, status = "socket closed", "completed"
-    flood, bad = FloodGuard(MAX_FRAMES_PER_S, "media"), 0
-    try:
-        async for frame in socket.iter_data("text"):
-            if not flood.allow():
-                continue
-            try:
-                message = tm.decode(frame)
-                if isinstance(message, tm.Media):
-                    if session is None:
-                        raise tm.ProtocolError("media before start")
-                    session.on_audio(tm.media_audio(message))
-                elif isinstance(message, tm.Start):
-                    if session is not None:
-                        raise tm.ProtocolError("duplicate start")
-                    session, transport = await _start(socket, runtime, message)
-                elif isinstance(message, tm.Mark) and session is not None:
-                    session.on_mark(message.mark.name)
-                elif isinstance(message, tm.Dtmf) and session is not None:
-                    session.on_dtmf(message.dtmf.digit)
-                elif isinstance(message, tm.Stop):
-                    reason = "stop received"
-                    break
-            except tm.ProtocolError as err:
-                bad += 1
-                if bad <= 5 or bad % 100 == 0:
-                    log.warning("media socket: refused frame (%d so far): %s", bad, err)
-                if bad >= MAX_BAD_FRAMES:
-                    reason, status = "too many bad frames", "failed"
-                    break
-    except WebSocketDisconnect:
-        reason = "socket closed"
-    except Exception as err:
-        log.exception("media socket failed")
-        reason, status = f"error: {type(err).__name__}: {err}", "failed"
-    finally:
-        if session is not None:
-            await session.close(reason, status=status)
-            runtime.calls.release(session.call_sid)
-            runtime.sessions.pop(session.call_sid, None)
-        if transport is not None:
-            transport.sender.cancel()
-
-
-async def _start(socket: WebSocket, runtime: Runtime,
-                 message: tm.Start) -> tuple[CallSession, MediaTransport]:
-    info = message.start
-    call_sid = info.call_sid or info.custom_parameters.get("callSid", "")
-    if not call_sid or not info.stream_sid:
-        raise tm.ProtocolError("start without callSid/streamSid")
-    if info.media_format.encoding != "audio/x-mulaw" or info.media_format.sample_rate != 8000:
-        raise tm.ProtocolError(f"unsupported media format {info.media_format}")
-    transport = MediaTransport(socket, info.stream_sid, call_sid, runtime.twilio)
-    runtime.calls.activate(call_sid)
-    await runtime.store.update_call(call_sid, stream_sid=info.stream_sid, status="in-progress",
-                                    mode="media-streams")
-    session = CallSession(call_sid, runtime.settings, runtime.engines, runtime.store, transport)
-    await session.start()
-    runtime.sessions[call_sid] = session
-    log.info("call %s: media stream %s started", call_sid, info.stream_sid)
-    return session, transport
+    await run_socket(socket, runtime, MediaFrames(socket, runtime), what="media", noun="frame",
+                     max_per_s=MAX_FRAMES_PER_S, max_bad=MAX_BAD_FRAMES, log_bad_every=100)

@@ -8,10 +8,11 @@ import logging
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
+from appliance.core.agent import Tool
 from appliance.core.relay_session import RelaySession
 from appliance.telephony import twilio_relay as tr
-from appliance.web.flood import FloodGuard
 from appliance.web.runtime import Runtime
+from appliance.web.socket_loop import run_socket
 
 log = logging.getLogger(__name__)
 
@@ -40,46 +41,55 @@ class SocketRelayTransport:
     async def send_text(self, token: str, last: bool) -> None:
         self._queue.put_nowait(tr.encode(tr.Text(token=token, last=last)))
 
-    async def end(self, handoff_data: str) -> None:
-        self._queue.put_nowait(tr.encode(tr.End(handoff_data=handoff_data)))
+    async def end(self, tool: Tool, call_sid: str) -> None:
+        data = tr.handoff_data(tool.value, call_sid)
+        self._queue.put_nowait(tr.encode(tr.End(handoff_data=data)))
+
+
+class RelayFrames:
+    """The ConversationRelay side of :func:`run_socket`: setup, then prompts and the rest."""
+
+    def __init__(self, runtime: Runtime, transport: SocketRelayTransport) -> None:
+        self.runtime = runtime
+        self.transport = transport
+        self.session: RelaySession | None = None
+
+    async def handle(self, frame: str) -> str | None:
+        message = tr.decode(frame)
+        if isinstance(message, tr.Setup):
+            if self.session is not None:
+                raise tr.ProtocolError("duplicate setup")
+            self.session = await self._setup(message)
+        elif isinstance(message, NEEDS_SETUP) and self.session is None:
+            raise tr.ProtocolError(f"{type(message).__name__.lower()} before setup")
+        else:
+            _dispatch(self.session, message)
+        return None
+
+    async def _setup(self, message: tr.Setup) -> RelaySession:
+        call_sid = message.call_sid or message.custom_parameters.get("callSid", "")
+        if not call_sid:
+            raise tr.ProtocolError("setup without callSid")
+        if self.runtime.engines is None:
+            raise tr.ProtocolError("setup before the models are ready")
+        self.runtime.calls.activate(call_sid)
+        await self.runtime.store.update_call(call_sid, stream_sid=message.session_id,
+                                             status="in-progress", mode="conversation-relay")
+        session = RelaySession(call_sid, self.runtime.settings, self.runtime.engines.agent,
+                               self.runtime.store, self.transport)
+        await session.start()
+        log.info("call %s: relay session %s started", call_sid, message.session_id)
+        return session
+
+    def stop(self) -> None:
+        self.transport.sender.cancel()
 
 
 async def handle_relay_socket(socket: WebSocket, runtime: Runtime) -> None:
     """Run one relay session until Twilio closes the socket or an error; always close the call."""
-    transport = SocketRelayTransport(socket)
-    session: RelaySession | None = None
-    reason, status = "socket closed", "completed"
-    flood, bad = FloodGuard(MAX_MESSAGES_PER_S, "relay"), 0
-    try:
-        async for frame in socket.iter_data("text"):
-            if not flood.allow():
-                continue
-            try:
-                message = tr.decode(frame)
-                if isinstance(message, tr.Setup):
-                    if session is not None:
-                        raise tr.ProtocolError("duplicate setup")
-                    session = await _setup(runtime, message, transport)
-                elif isinstance(message, NEEDS_SETUP) and session is None:
-                    raise tr.ProtocolError(f"{type(message).__name__.lower()} before setup")
-                else:
-                    _dispatch(session, message)
-            except tr.ProtocolError as err:
-                bad += 1
-                log.warning("relay socket: refused message (%d so far): %s", bad, err)
-                if bad >= MAX_BAD_MESSAGES:
-                    reason, status = "too many bad messages", "failed"
-                    break
-    except WebSocketDisconnect:
-        reason = "socket closed"
-    except Exception as err:
-        log.exception("relay socket failed")
-        reason, status = f"error: {type(err).__name__}: {err}", "failed"
-    finally:
-        if session is not None:
-            await session.close(reason, status=status)
-            runtime.calls.release(session.call_sid)
-        transport.sender.cancel()
+    frames = RelayFrames(runtime, SocketRelayTransport(socket))
+    await run_socket(socket, runtime, frames, what="relay", noun="message",
+                     max_per_s=MAX_MESSAGES_PER_S, max_bad=MAX_BAD_MESSAGES)
 
 
 def _dispatch(session: RelaySession | None, message: tr.InboundMessage) -> None:
@@ -102,20 +112,3 @@ def _dispatch(session: RelaySession | None, message: tr.InboundMessage) -> None:
         if len(message.digit) != 1 or message.digit not in DTMF_KEYS:
             raise tr.ProtocolError(f"bad DTMF digit {message.digit[:8]!r}")
         session.on_dtmf(message.digit)
-
-
-async def _setup(runtime: Runtime, message: tr.Setup,
-                 transport: SocketRelayTransport) -> RelaySession:
-    call_sid = message.call_sid or message.custom_parameters.get("callSid", "")
-    if not call_sid:
-        raise tr.ProtocolError("setup without callSid")
-    if runtime.engines is None:
-        raise tr.ProtocolError("setup before the models are ready")
-    runtime.calls.activate(call_sid)
-    await runtime.store.update_call(call_sid, stream_sid=message.session_id,
-                                    status="in-progress", mode="conversation-relay")
-    session = RelaySession(call_sid, runtime.settings, runtime.engines.agent, runtime.store,
-                           transport)
-    await session.start()
-    log.info("call %s: relay session %s started", call_sid, message.session_id)
-    return session

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from appliance.config import Settings, api_token
-from appliance.core.session import Engines
-from appliance.engines.base import EngineInfo
-from appliance.store.calls import CallStore
-from appliance.store.postgres import PostgresCallStore, call_store
+from appliance.core.session import CallSession, Engines
+from appliance.engines.base import CallStore, EngineInfo
+from appliance.store.postgres import call_store
 from appliance.telephony.twilio_calls import TwilioCalls
 from appliance.web.loop_monitor import LoopLagMonitor
 from appliance.web.refusals import RefusalLog
@@ -59,7 +57,7 @@ class CallSlots:
 @dataclass
 class Runtime:
     settings: Settings
-    store: CallStore | PostgresCallStore
+    store: CallStore
     twilio: TwilioCalls
     signatures: SignatureChecker
     calls: CallSlots
@@ -69,11 +67,10 @@ class Runtime:
     load_error: str = ""
     draining: bool = False  # shutting down: live calls finish, new ones are refused
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
     refusals: RefusalLog = field(
         default_factory=lambda: RefusalLog(logging.getLogger("appliance.web.refusals")))
     cluster: Cluster | None = None  # several boxes sharing admission through Redis
-    sessions: dict[str, Any] = field(default_factory=dict)  # live sessions, for the console
+    sessions: dict[str, CallSession] = field(default_factory=dict)  # live, for the console
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:

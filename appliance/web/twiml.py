@@ -47,7 +47,7 @@ def connect_relay(settings: Settings, url: str, action: str,
         voice=settings.relay_voice or None,
         tts_provider=settings.relay_tts_provider or None,
         transcription_provider=settings.relay_transcription_provider or None,
-        language=settings.relay_language or None,
+        language=settings.language or None,
         interruptible=settings.relay_interruptible or None,
         dtmf_detection=settings.relay_dtmf_detection,
     )

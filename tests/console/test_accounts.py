@@ -24,7 +24,8 @@ def test_password_is_hashed_with_argon2_and_verified(accounts: Accounts) -> None
     accounts.add_user("ada", "long enough pw", "admin", actor="t")
     stored = accounts.db.execute("SELECT password_hash FROM users").fetchone()[0]
     assert stored.startswith("$argon2id$") and "long enough pw" not in stored
-    assert accounts.verify_password("ada", "long enough pw").role == "admin"
+    user = accounts.verify_password("ada", "long enough pw")
+    assert user is not None and user.role == "admin"
     assert accounts.verify_password("ada", "wrong password") is None
     assert accounts.verify_password("nobody", "long enough pw") is None
 

@@ -23,7 +23,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from appliance.config import Settings
-from appliance.engines.registry import load_llm
+from appliance.wiring import load_llm
 from tests.console.helpers import ADMIN, PASSWORD, VIEWER, console_server
 from tests.web.fake_engines import FakeSet
 from tests.web.twilio_client import SILENCE, greeted_call, tone
@@ -40,8 +40,9 @@ FACT = "# Parking\n\nThe parking garage entry code is 4417. The garage is under 
 
 
 @pytest.fixture
-def browser() -> Iterator[object]:
+def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
+    assert CHROMIUM and CHROMEDRIVER
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                 "--window-size=1280,900", "--disable-gpu"):
@@ -81,18 +82,19 @@ class HeldCall:
         self._thread.join(timeout=30)
 
 
-def shot(driver: object, folder: Path, name: str) -> None:
-    driver.save_screenshot(str(folder / f"{name}.png"))  # type: ignore[attr-defined]
+def shot(driver: webdriver.Chrome, folder: Path, name: str) -> None:
+    driver.save_screenshot(str(folder / f"{name}.png"))
 
 
-def log_in(driver: object, base: str, username: str) -> None:
-    driver.get(f"{base}/console/login")  # type: ignore[attr-defined]
-    driver.find_element(By.ID, "username").send_keys(username)  # type: ignore[attr-defined]
-    driver.find_element(By.ID, "password").send_keys(PASSWORD)  # type: ignore[attr-defined]
-    driver.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
+def log_in(driver: webdriver.Chrome, base: str, username: str) -> None:
+    driver.get(f"{base}/console/login")
+    driver.find_element(By.ID, "username").send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login").click()
 
 
-def test_console_in_a_real_browser(settings: Settings, browser: object, tmp_path: Path) -> None:
+def test_console_in_a_real_browser(settings: Settings, browser: webdriver.Chrome,
+                                   tmp_path: Path) -> None:
     shots = Path(os.environ.get("APPLIANCE_SCREENSHOTS_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     wait = WebDriverWait(browser, 60)
@@ -104,50 +106,50 @@ def test_console_in_a_real_browser(settings: Settings, browser: object, tmp_path
 
         call = HeldCall(base, settings)
         assert call.answered.wait(90), "the simulated call was not answered"
-        browser.get(f"{base}/console/live")  # type: ignore[attr-defined]
+        browser.get(f"{base}/console/live")
         wait.until(ec.text_to_be_present_in_element((By.ID, "live"),
                                                     "What time do you open tomorrow?"))
-        assert call.call_sid in browser.find_element(  # type: ignore[attr-defined]
-            By.CSS_SELECTOR, ".live-call").get_attribute("data-sid")
+        assert call.call_sid in (browser.find_element(
+            By.CSS_SELECTOR, ".live-call").get_attribute("data-sid") or "")
         shot(browser, shots, "live")
         call.end()
         wait.until(ec.presence_of_element_located((By.ID, "no-calls")))
 
-        browser.get(f"{base}/console/calls")  # type: ignore[attr-defined]
+        browser.get(f"{base}/console/calls")
         wait.until(ec.presence_of_element_located((By.CLASS_NAME, "call-link"))).click()
         transcript = wait.until(ec.presence_of_element_located((By.ID, "transcript"))).text
         assert "What time do you open tomorrow?" in transcript
-        assert call.call_sid in browser.page_source  # type: ignore[attr-defined]
+        assert call.call_sid in browser.page_source
         shot(browser, shots, "call-detail")
-        browser.get(f"{base}/console/calls")  # type: ignore[attr-defined]
+        browser.get(f"{base}/console/calls")
         shot(browser, shots, "calls")
 
         document = tmp_path / FACT_FILE
         document.write_text(FACT)
-        browser.get(f"{base}/console/kb")  # type: ignore[attr-defined]
-        browser.find_element(By.ID, "file").send_keys(str(document))  # type: ignore[attr-defined]
-        browser.find_element(By.ID, "upload").click()  # type: ignore[attr-defined]
+        browser.get(f"{base}/console/kb")
+        browser.find_element(By.ID, "file").send_keys(str(document))
+        browser.find_element(By.ID, "upload").click()
         flash = wait.until(ec.presence_of_element_located((By.ID, "flash"))).text
         assert "1 added" in flash, flash
-        assert FACT_FILE in browser.find_element(By.ID, "documents").text  # type: ignore[attr-defined]
-        browser.find_element(By.ID, "question").send_keys(  # type: ignore[attr-defined]
+        assert FACT_FILE in browser.find_element(By.ID, "documents").text
+        browser.find_element(By.ID, "question").send_keys(
             "What is the parking garage entry code?")
-        browser.find_element(By.ID, "ask").click()  # type: ignore[attr-defined]
+        browser.find_element(By.ID, "ask").click()
         answer = wait.until(ec.presence_of_element_located((By.ID, "answer-text")))
         assert "4417" in answer.text
-        assert f"source: {FACT_FILE}" in browser.find_element(By.ID, "answer").text  # type: ignore[attr-defined]
+        assert f"source: {FACT_FILE}" in browser.find_element(By.ID, "answer").text
         shot(browser, shots, "knowledge-base")
 
-        browser.get(f"{base}/console/system")  # type: ignore[attr-defined]
-        assert "********" in browser.find_element(By.ID, "settings").text  # type: ignore[attr-defined]
+        browser.get(f"{base}/console/system")
+        assert "********" in browser.find_element(By.ID, "settings").text
         shot(browser, shots, "system")
-        browser.get(f"{base}/console/audit")  # type: ignore[attr-defined]
-        assert "kb.upload" in browser.find_element(By.ID, "audit").text  # type: ignore[attr-defined]
+        browser.get(f"{base}/console/audit")
+        assert "kb.upload" in browser.find_element(By.ID, "audit").text
 
-        browser.find_element(By.ID, "logout").click()  # type: ignore[attr-defined]
+        browser.find_element(By.ID, "logout").click()
         wait.until(ec.presence_of_element_located((By.ID, "username")))
         log_in(browser, base, VIEWER)
         wait.until(ec.presence_of_element_located((By.ID, "calls")))
-        browser.get(f"{base}/console/kb")  # type: ignore[attr-defined]
-        assert browser.find_element(By.ID, "error-status").text == "403"  # type: ignore[attr-defined]
-        assert "Knowledge base" not in browser.find_element(By.TAG_NAME, "nav").text  # type: ignore[attr-defined]
+        browser.get(f"{base}/console/kb")
+        assert browser.find_element(By.ID, "error-status").text == "403"
+        assert "Knowledge base" not in browser.find_element(By.TAG_NAME, "nav").text

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from appliance.auth import Accounts, open_accounts_db
-from appliance.store.calls import CallStore
+from appliance.store.calls import SqliteCallStore
 from appliance.store.retention import DAY_S, purge_older_than
 
 
 def seed(db_path: Path) -> None:
     async def write() -> None:
-        store = CallStore(db_path)
+        store = SqliteCallStore(db_path)
         await store.open()
         for sid in ("CAold", "CAnew", "CAopen"):
             await store.call_started(sid, mode="media-streams")

@@ -17,8 +17,8 @@ from tests.conftest import make_settings
 pytestmark = pytest.mark.slow
 
 KB = Path(__file__).resolve().parents[2] / "kb"
-STAGE_KEYS = {"endpoint_s", "stt_s", "llm_ttft_s", "first_sentence_s", "tts_first_audio_s",
-              "server_v2v_s", "other_s", "transport_s"}
+STAGE_KEYS = {"endpoint_s", "stt_s", "retrieval_s", "llm_ttft_s", "first_sentence_s",
+              "tts_first_audio_s", "server_v2v_s", "other_s", "transport_s"}
 SUMMARY_KEYS = {"n", "p50", "p95", "p99", "max", "mean"}
 
 

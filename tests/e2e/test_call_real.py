@@ -10,9 +10,9 @@ import pytest
 
 from appliance.caller import CallOptions, CallReport, from_texts, run_call
 from appliance.config import Settings
-from appliance.engines.registry import load_engines
 from appliance.models.locate import default_path
 from appliance.web.app import create_app
+from appliance.wiring import load_engines
 from tests.conftest import make_settings, running_server
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def test_caller_hears_greeting_and_a_spoken_answer(server: tuple[str, Settings],
     assert report.greeting_s is not None and report.greeting_s < 5
     turn = report.turns[0]
     assert turn.v2v_s is not None and turn.agent
-    words = turn.transcript.lower()
+    words = (turn.transcript or "").lower()
     assert "open" in words and "tomorrow" in words, words
     record = report.server
     assert record is not None and record["call"]["ended"] and record["call"]["status"]

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,9 +79,11 @@ def test_piper_stops_working_when_the_consumer_stops(
 ) -> None:
     sentences: list[int] = []
     real = tts._voice.phoneme_ids_to_audio
-    monkeypatch.setattr(
-        tts._voice, "phoneme_ids_to_audio", lambda *a, **k: sentences.append(1) or real(*a, **k)
-    )
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        sentences.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tts._voice, "phoneme_ids_to_audio", counted)
 
     async def first_only() -> bytes:
         stream = tts.synthesize("One sentence. Another sentence. And a third one.")

@@ -15,10 +15,10 @@ import pytest
 
 from appliance.config import Settings, load_settings
 from appliance.engines.base import Llm
-from appliance.engines.registry import load_llm
 from appliance.evaluation.dataset import load_businesses
 from appliance.evaluation.runner import BusinessResult, evaluate_all
 from appliance.evaluation.scoring import Verdict
+from appliance.wiring import load_llm
 
 pytestmark = pytest.mark.slow
 

@@ -42,8 +42,8 @@ import pytest
 from appliance.config import load_settings
 from appliance.core.agent import Agent, Conversation, Reply
 from appliance.core.workers import Workers
-from appliance.engines.registry import load_llm, open_knowledge_base
 from appliance.models.resolve import resolve_models
+from appliance.wiring import load_llm, open_knowledge_base
 
 pytestmark = pytest.mark.slow
 

@@ -165,7 +165,7 @@ def test_search_contract(sample_kb: ChromaKnowledgeBase) -> None:
     assert [h.distance for h in hits] == sorted(h.distance for h in hits)
     assert hits[0].source == "prices.md" and "$1,200" in hits[0].text
     assert hits[0].heading.startswith("Harbor Dental prices")
-    assert hits[0].metadata["path"].endswith("prices.md")
+    assert str(hits[0].metadata["path"]).endswith("prices.md")
     assert sample_kb.search("anything", 0) == [] and sample_kb.search("  ", 3) == []
     assert sample_kb.count() > 10
     assert sample_kb.info.slot == "kb" and "model.onnx@" in sample_kb.info.name
@@ -273,7 +273,7 @@ def test_ingest_caps_size_and_stays_inside_the_folder(
 def test_a_bad_pdf_is_logged_and_skipped_at_start_up(
     tmp_path: Path, kb_copy: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from appliance.engines.registry import open_knowledge_base
+    from appliance.wiring import open_knowledge_base
 
     (kb_copy / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R")
     (kb_copy / "bomb.pdf").write_bytes(b"%PDF-1.4\n" + b"[" * 50_000)

@@ -82,7 +82,7 @@ def test_a_server_killed_mid_answer_is_finished_by_the_in_process_model(server, 
         for token in stream:
             tokens.append(token)
             if len(tokens) == 3:
-                os.kill(proc.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+                os.kill(proc.pid, signal.SIGKILL)
     assert len(tokens) > 3 and llm.provider_in_use == SERVER  # one failure: not open yet
     assert "".join(tokens) == expected  # resumed where the server broke, no word repeated
     assert answer(llm, SHORT) == answer(local, SHORT)  # down: answered in-process
@@ -154,6 +154,6 @@ def test_appliance_ask_answers_through_the_server_and_survives_its_death(server,
 
     served = ask()
     assert served and "POST /v1/chat/completions" in log.read_text()
-    os.kill(proc.pid, signal.SIGKILL)  # type: ignore[attr-defined]
-    proc.wait()  # type: ignore[attr-defined]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
     assert ask() == served

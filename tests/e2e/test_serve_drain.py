@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 def test_sigterm_drains_live_calls(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, kb_dir=str(tmp_path / "no-kb"))
-    env = {**os.environ, "APPLIANCE_DATA_DIR": settings.data_dir, "APPLIANCE_PORT": str(settings.port),
+    env = {**os.environ, "APPLIANCE_DATA_DIR": settings.data_dir,
+           "APPLIANCE_PORT": str(settings.port),
            "APPLIANCE_PUBLIC_BASE_URL": settings.public_base_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
            "APPLIANCE_KB_DIR": settings.kb_dir}
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve"], env=env,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,7 +64,7 @@ class FakeKb:
 
 
 def make_agent(tmp_path: Path, llm: FakeLlm | None = None, kb: FakeKb | None = None,
-               **overrides: object) -> Agent:
+               **overrides: Any) -> Agent:
     settings = load_settings(environ={}, data_dir=str(tmp_path), **overrides)
     return Agent(settings, llm or FakeLlm(), kb, Workers.sized(1, 1))
 
@@ -264,17 +266,35 @@ def test_the_decline_offers_a_transfer_when_there_is_a_number(tmp_path: Path) ->
     assert "take a message" in make_agent(tmp_path).unknown_answer
 
 
+class HeldLlm(FakeLlm):
+    """Holds its stream after the fifth token until the test lets it go, so whether the model
+    was stopped does not depend on which thread runs first."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        super().__init__(tokens)
+        self.hold = threading.Event()
+
+    def _stream(self, max_tokens: int) -> Generator[str, None, None]:
+        inner = super()._stream(max_tokens)
+        try:
+            for index, token in enumerate(inner):
+                yield token
+                if index == 4:
+                    self.hold.wait(30)
+        finally:
+            inner.close()
+
+
 def test_the_reply_stops_after_two_sentences_and_stops_the_model(tmp_path: Path) -> None:
-    llm = FakeLlm(["Dr. Chen", " is in.", " She works", " Monday.", " Also", " Tuesday.", " And"],
-                  token_delay_s=0.02)  # paced like a model, so stopping early is observable
+    llm = HeldLlm(["Dr. Chen", " is in.", " She works", " Monday.", " Also", " Tuesday.", " And"])
     agent = make_agent(tmp_path, llm)
     text, _ = say(agent, Conversation("c"), "is doctor chen in")
     assert text == "Dr. Chen is in. She works Monday."
-    for _ in range(200):  # the worker notices the close before its next token
-        if llm.active == 0:
-            break
+    llm.hold.set()
+    deadline = time.monotonic() + 30
+    while llm.active and time.monotonic() < deadline:  # the worker closes the stream
         time.sleep(0.01)
-    assert llm.active == 0 and llm.produced < 7
+    assert llm.active == 0 and llm.produced == 6  # one token past the cut, never the rest
 
 
 def test_a_reply_without_a_sentence_end_streams_whole(tmp_path: Path) -> None:

@@ -56,6 +56,8 @@ def test_turn_stages_accounts_for_the_unattributed_time() -> None:
     stages = turn_stages(METRICS)
     assert stages["server_v2v_s"] == 1.05
     assert stages["other_s"] == pytest.approx(1.05 - (0.4 + 0.3 + 0.2 + 0.1))
+    retrieved = turn_stages(dict(METRICS, retrieval_s=0.02))
+    assert retrieved["other_s"] == pytest.approx(1.05 - (0.4 + 0.3 + 0.2 + 0.1) - 0.02)
     partial = turn_stages({"endpoint_s": 0.4, "v2v_s": 1.0, "tts_provider": "piper"})
     assert partial["other_s"] is None and partial["stt_s"] is None
 
@@ -193,7 +195,8 @@ def test_spawned_server_gets_exactly_these_settings(tmp_path: Path,
     assert child.twilio_auth_token not in text  # secrets travel by environment only
     monkeypatch.setenv("APPLIANCE_LLM_THREADS", "9")
     env = server_env(child)
-    assert "APPLIANCE_LLM_THREADS" not in env and env["TWILIO_AUTH_TOKEN"] == child.twilio_auth_token
+    assert "APPLIANCE_LLM_THREADS" not in env
+    assert env["TWILIO_AUTH_TOKEN"] == child.twilio_auth_token
     loaded = load_settings(environ={"TWILIO_AUTH_TOKEN": env["TWILIO_AUTH_TOKEN"]},
                            **tomllib.loads(text))
     assert loaded == child

@@ -6,7 +6,7 @@ import wave
 
 import numpy as np
 
-from appliance.caller.playback import FRAME_S, Playback
+from appliance.caller.playback import Playback
 from appliance.core.audio import FRAME_BYTES, pcm16_to_ulaw8k, ulaw_decode
 
 
@@ -31,7 +31,7 @@ def test_marks_are_echoed_in_order_when_playout_reaches_them() -> None:
 
     assert marks == [(), ("a",), ("b", "c"), ()]
     assert playback.pending == 0
-    assert playback.played_s == 4 * FRAME_S
+    assert playback.ticks == 4 and len(playback.timeline) == 4 * FRAME_BYTES
 
 
 def test_mark_on_an_empty_buffer_comes_back_on_the_next_tick() -> None:

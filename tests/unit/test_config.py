@@ -48,7 +48,8 @@ def test_kubernetes_service_links_are_ignored_with_a_warning(
 
 
 def test_variables_plainly_not_settings_only_warn(caplog: pytest.LogCaptureFixture) -> None:
-    settings = load_settings(environ={"APPLIANCE_HOME": "/opt/appliance", "APPLIANCE_MAX_CALLS": "2"})
+    settings = load_settings(environ={"APPLIANCE_HOME": "/opt/appliance",
+                                      "APPLIANCE_MAX_CALLS": "2"})
     assert settings.max_calls == 2
     assert any("ignoring APPLIANCE_HOME" in r.getMessage() for r in caplog.records)
 

@@ -186,17 +186,16 @@ async def test_a_healthy_primary_speaks_everything(caplog: pytest.LogCaptureFixt
     tts, primary, fallback = failover(Step(audio_s=0.5))
     audio = await say(tts, "Hello there.")
     assert audio == PRIMARY_BYTE * 4000 and not fallback.texts
-    assert tts.last_provider == "elevenlabs" and tts.last_first_audio_s is not None
+    assert tts.last_provider == "elevenlabs"
     assert not records(caplog, logging.WARNING)
 
 
 async def test_slow_first_byte_falls_back_per_sentence_and_logs_once(
         caplog: pytest.LogCaptureFixture) -> None:
-    tts, primary, fallback = failover(Step(delay_s=1.0), first_byte_s=0.05)
+    # A primary that would answer only after the test's timeout: waiting for it cannot pass.
+    tts, primary, fallback = failover(Step(delay_s=600.0), first_byte_s=0.05)
     for text in ("One.", "Two."):
-        started = asyncio.get_running_loop().time()
         assert set(await say(tts, text)) == {FALLBACK_BYTE[0]}
-        assert asyncio.get_running_loop().time() - started < 0.3
         assert tts.last_provider == "piper"
     assert fallback.texts == ["One.", "Two."] and primary.closed == 2
     warnings = records(caplog, logging.WARNING)
@@ -328,6 +327,7 @@ async def test_phrases_missing_a_voice_are_fetched_when_it_comes_back() -> None:
     assert set(phrases["Goodbye!"]) == {FALLBACK_BYTE[0]}
     clock.now += 30.0
     await say(tts, "Back again.")
+    assert tts._warming is not None
     await tts._warming
     assert set(phrases["Hello!"]) == {PRIMARY_BYTE[0]} and set(phrases["Goodbye!"]) == {
         PRIMARY_BYTE[0]}

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -32,13 +33,19 @@ SHA = hashlib.sha256(BODY).hexdigest()
 DEST = "llm/model.gguf"
 
 
+class Server(ThreadingHTTPServer):
+    routes: dict[str, tuple[int, bytes, int | None]]
+    hits: list[str]
+
+
 class Handler(BaseHTTPRequestHandler):
     """Serves ``server.routes[path] = (status, body, declared length)``, then closes; a declared
     length of -1 sends no Content-Length (the body ends when the connection closes)."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.server.hits.append(self.path)
-        status, body, declared = self.server.routes.get(self.path, (404, b"not found", None))
+    def do_GET(self) -> None:  # http.server calls it by this name
+        server = cast(Server, self.server)
+        server.hits.append(self.path)
+        status, body, declared = server.routes.get(self.path, (404, b"not found", None))
         self.send_response(status)
         if declared != -1:
             self.send_header("Content-Length", str(len(body) if declared is None else declared))
@@ -51,8 +58,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server() -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+def server() -> Iterator[Server]:
+    httpd = Server(("127.0.0.1", 0), Handler)
     httpd.routes, httpd.hits = {}, []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -67,7 +74,7 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-def serve(httpd: ThreadingHTTPServer, body: bytes = BODY, declared: int | None = None) -> str:
+def serve(httpd: Server, body: bytes = BODY, declared: int | None = None) -> str:
     httpd.routes["/model.gguf"] = (200, body, declared)
     return f"http://127.0.0.1:{httpd.server_port}/model.gguf"
 

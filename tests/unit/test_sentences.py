@@ -23,7 +23,8 @@ def test_decimals_and_abbreviations_do_not_split() -> None:
 
 
 def test_long_first_sentence_is_cut_at_a_clause() -> None:
-    out = chunk(["Yes, we are open on Saturdays from nine, ", "and we close at one in the afternoon."])
+    out = chunk(["Yes, we are open on Saturdays from nine, ",
+                 "and we close at one in the afternoon."])
     assert out[0] == "Yes, we are open on Saturdays from nine,"
     assert len(out) == 2
 

@@ -1,6 +1,7 @@
 """The call log's suite, run against every back end: SQLite (default) and PostgreSQL."""
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -8,7 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from appliance.store.calls import CallStore
+from appliance.store.calls import SqliteCallStore as CallStore
+from appliance.store.metrics import METRIC_FIELDS, SentenceVoice, TurnMetrics
 from appliance.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from appliance.store.postgres import PostgresCallStore
 from appliance.store.schema import MIGRATIONS
@@ -34,15 +36,18 @@ async def _exercise(store: Store) -> dict:
                                heard_text="Hello", interrupted=True, started=2.0,
                                kb_chunks=["hours.md#0"])
     assert user and bot
-    await store.add_metrics(bot, "CA1", {"stt_s": 0.2, "v2v_s": 0.9, "junk": 1})
-    await store.add_metrics(bot, "CA1", {"stt_s": 0.2, "v2v_s": 0.8})  # replaces
+    await store.add_metrics(bot, "CA1", TurnMetrics(stt_s=0.2, v2v_s=0.9))
+    await store.add_metrics(bot, "CA1", TurnMetrics(  # replaces
+        stt_s=0.2, v2v_s=0.8, retrieval_s=0.05, tts_sentences=[SentenceVoice("piper", 0.1)]))
     await store.add_assistant_turn("CA1", idx=2, text="Bye", heard_text="Bye", started=3.0,
-                                   interrupted=False, kb_chunks=[], metrics={"v2v_s": 0.5})
+                                   interrupted=False, kb_chunks=[],
+                                   metrics=TurnMetrics(v2v_s=0.5))
     await store.add_event("CA1", "dtmf", digit="5")
     await store.call_ended("CA1", status="completed", reason="stop received")
     record = await store.call_record("CA1")
     assert await store.call_record("CAnone") is None
     await store.close()
+    assert record is not None
     return record
 
 
@@ -55,6 +60,10 @@ def test_call_log_round_trip(new_store: Callable[..., Store]) -> None:
     assert assistant["interrupted"] is True and assistant["heard_text"] == "Hello"
     assert assistant["metrics"]["v2v_s"] == 0.8 and assistant["kb_chunks"] == ["hours.md#0"]
     assert record["turns"][2]["metrics"]["v2v_s"] == 0.5
+    assert assistant["metrics"]["retrieval_s"] == 0.05
+    assert assistant["metrics"]["llm_ttft_s"] is None
+    assert json.loads(assistant["metrics"]["tts_sentences"]) == [
+        {"provider": "piper", "first_audio_s": 0.1}]
     assert record["events"][0]["detail"] == {"digit": "5"}
 
 
@@ -92,6 +101,7 @@ def test_update_of_an_unknown_call_creates_it(new_store: Callable[..., Store]) -
         await store.update_call("CAlate", status="in-progress")
         record = await store.call_record("CAlate")
         await store.close()
+        assert record is not None
         return record
     assert asyncio.run(run())["call"]["status"] == "in-progress"
 
@@ -106,6 +116,7 @@ def test_open_calls_are_marked_abandoned_on_restart(new_store: Callable[..., Sto
         fixed = await store.open()
         record = await store.call_record("CA2")
         await store.close()
+        assert record is not None
         return fixed, record
 
     fixed, record = asyncio.run(run())
@@ -125,6 +136,7 @@ def test_a_restarting_box_leaves_the_other_boxes_calls_alone(postgres_url: str) 
         mine, theirs = await a.call_record("CAa"), await a.call_record("CAb")
         await a.close()
         await b.close()
+        assert mine is not None and theirs is not None
         return fixed, mine, theirs
 
     fixed, mine, theirs = asyncio.run(run())
@@ -144,7 +156,9 @@ def test_migrations_are_idempotent(new_store: Callable[..., Store], tmp_path: Pa
             version = store.db.execute("PRAGMA user_version").fetchone()[0]
         else:
             cursor = await store.conn.execute("SELECT max(version) AS v FROM schema_version")
-            version = (await cursor.fetchone())["v"]
+            row = await cursor.fetchone()
+            assert row is not None
+            version = row["v"]
         await store.close()
         return version
 
@@ -192,6 +206,7 @@ def test_a_dropped_postgres_connection_is_reopened(postgres_url: str) -> None:
         await store.call_started("CA4b", mode="media-streams")
         record = await store.call_record("CA4b")
         await store.close()
+        assert record is not None
         return record
     assert asyncio.run(run())["call"]["status"] == "ringing"
 
@@ -204,7 +219,8 @@ def test_a_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
     db = sqlite_utils.Database(tmp_path / "calls.db")
     STEPS[0](db)
     db.execute("PRAGMA user_version = 1")
-    db["calls"].insert({"call_sid": "CAold", "started": 1.0, "status": "completed", "ended": 2.0})
+    db.table("calls").insert({"call_sid": "CAold", "started": 1.0, "status": "completed",
+                              "ended": 2.0})
     db.conn.commit()
     db.conn.close()
 
@@ -213,12 +229,13 @@ def test_a_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
         await store.open()
         record = await store.call_record("CAold")
         await store.close()
+        assert record is not None
         return record
 
     assert asyncio.run(run())["call"]["status"] == "completed"  # data kept, schema upgraded
     columns = {c[1] for c in sqlite3.connect(tmp_path / "calls.db").execute(
         "PRAGMA table_info(turn_metrics)")}
-    assert "tts_sentences" in columns
+    assert set(METRIC_FIELDS) <= columns  # every field of the typed record has its column
 
 
 def test_a_failing_migration_leaves_the_previous_version_whole(
@@ -228,8 +245,8 @@ def test_a_failing_migration_leaves_the_previous_version_whole(
     from appliance.store import schema
 
     def broken(db: sqlite_utils.Database) -> None:
-        db["turn_metrics"].add_column("half_done", str)
-        db["extra"].create({"id": int}, pk="id")
+        db.table("turn_metrics").add_column("half_done", str)
+        db.table("extra").create({"id": int}, pk="id")
         raise RuntimeError("disk full")
 
     conn = sqlite3.connect(tmp_path / "calls.db", isolation_level=None)  # as CallStore opens it
@@ -239,10 +256,10 @@ def test_a_failing_migration_leaves_the_previous_version_whole(
         schema.migrate(db)
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     assert "extra" not in db.table_names()
-    assert "half_done" not in db["turn_metrics"].columns_dict
+    assert "half_done" not in db.table("turn_metrics").columns_dict
     monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS)
     assert schema.migrate(db) == len(MIGRATIONS)
-    assert "tts_sentences" in db["turn_metrics"].columns_dict
+    assert "tts_sentences" in db.table("turn_metrics").columns_dict
 
 
 def test_a_v1_postgres_database_is_migrated_in_place(postgres_url: str) -> None:
@@ -258,6 +275,7 @@ def test_a_v1_postgres_database_is_migrated_in_place(postgres_url: str) -> None:
         await store.open()
         record = await store.call_record("CAold")
         await store.close()
+        assert record is not None
         return record
 
     assert asyncio.run(run())["call"]["status"] == "completed"
@@ -265,4 +283,4 @@ def test_a_v1_postgres_database_is_migrated_in_place(postgres_url: str) -> None:
         columns = {r[0] for r in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name='turn_metrics' "
             "AND table_schema = current_schema()")}
-    assert "tts_sentences" in columns
+    assert set(METRIC_FIELDS) <= columns  # every field of the typed record has its column

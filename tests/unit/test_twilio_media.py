@@ -24,7 +24,8 @@ def test_decodes_the_real_message_sequence() -> None:
                       tm.Connected)
     mark = tm.decode('{"event":"mark","streamSid":"MZ1","mark":{"name":"t1-0"}}')
     assert isinstance(mark, tm.Mark) and mark.mark.name == "t1-0"
-    dtmf = tm.decode('{"event":"dtmf","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"5"}}')
+    dtmf = tm.decode(
+        '{"event":"dtmf","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"5"}}')
     assert isinstance(dtmf, tm.Dtmf) and dtmf.dtmf.digit == "5"
     assert isinstance(tm.decode('{"event":"stop","streamSid":"MZ1","stop":{}}'), tm.Stop)
 

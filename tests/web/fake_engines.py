@@ -9,7 +9,7 @@ from appliance.core.agent import Agent
 from appliance.core.session import Engines
 from appliance.core.workers import Workers
 from appliance.engines.fakes import FakeLlm, FakeStt, FakeTts, FakeVad
-from appliance.engines.registry import fixed_phrases, synthesize_phrases
+from appliance.wiring import fixed_phrases, synthesize_phrases
 
 
 @dataclass

@@ -11,8 +11,8 @@ from appliance.core.session import Engines
 from appliance.core.workers import Workers
 from appliance.engines.base import EngineInfo, KbChunk
 from appliance.engines.fakes import FakeLlm, FakeStt
-from appliance.engines.registry import fixed_phrases, synthesize_phrases
 from appliance.web.app import create_app
+from appliance.wiring import fixed_phrases, synthesize_phrases
 from tests.conftest import make_settings, running_server
 from tests.web.fake_engines import FakeSet
 from tests.web.test_media_call import wait_record

@@ -15,7 +15,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from appliance.caller.relay_sim import RelaySocket, parse_relay_twiml
+from appliance.caller.relay_sim import RelaySocket
+from appliance.caller.twilio_wire import RelayTarget, parse_twiml
 from appliance.config import Settings
 from appliance.telephony import twilio_relay as tr
 from appliance.web.app import create_app
@@ -24,6 +25,13 @@ from tests.conftest import api_auth, make_settings, running_server
 from tests.web.fake_engines import FakeSet
 from tests.web.test_media_call import wait_record
 from tests.web.twilio_client import SILENCE, greeted_call, place_call, sign, tone
+
+
+def relay_target(body: str) -> RelayTarget:
+    target = parse_twiml(body)
+    assert isinstance(target, RelayTarget), target
+    return target
+
 
 NESTED = '{"event":"media","x":' + "[" * 5000 + "]" * 5000 + "}"
 
@@ -56,7 +64,7 @@ def test_deeply_nested_json_on_the_relay_socket_is_skipped(tmp_path: Path) -> No
 
     async def call(base: str) -> str:
         call_sid, body = await place_call(base, settings)
-        target = parse_relay_twiml(body)
+        target = relay_target(body)
         socket = await RelaySocket.open(base, target.url, settings.twilio_auth_token)
         await socket.send(tr.Setup(session_id="VX" + uuid.uuid4().hex, call_sid=call_sid,
                                    custom_parameters=target.parameters))
@@ -226,7 +234,7 @@ def test_relay_caller_words_are_not_logged_at_info(tmp_path: Path,
 
     async def call(base: str) -> None:
         call_sid, body = await place_call(base, settings)
-        target = parse_relay_twiml(body)
+        target = relay_target(body)
         socket = await RelaySocket.open(base, target.url, settings.twilio_auth_token)
         await socket.send(tr.Setup(session_id="VX" + uuid.uuid4().hex, call_sid=call_sid,
                                    custom_parameters=target.parameters))

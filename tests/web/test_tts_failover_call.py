@@ -24,7 +24,7 @@ import pytest
 from appliance.config import Settings
 from appliance.core.audio import TELEPHONE_RATE, is_voiced
 from appliance.core.session import Engines
-from appliance.engines.base import Tts
+from appliance.engines.base import Closable, Tts
 from appliance.engines.elevenlabs_tts import (
     AuthError,
     ElevenLabsTts,
@@ -71,7 +71,7 @@ class Heard:
     @property
     def max_gap_s(self) -> float:
         voiced = [at for at, frame in self.frames if is_voiced(frame)]
-        return max((b - a for a, b in zip(voiced, voiced[1:])), default=0.0)
+        return max((b - a for a, b in zip(voiced, voiced[1:], strict=False)), default=0.0)
 
     @property
     def seconds(self) -> float:
@@ -107,8 +107,9 @@ class Rig:
         with running_server(create_app(self.settings, load), self.settings) as base:
             case_starts()
             heard = asyncio.run(converse(base, self.settings))
-            if close := getattr(self.fakes.tts, "aclose", None):  # its kept-alive connection
-                asyncio.run_coroutine_threadsafe(close(), server_loop[0]).result(5)
+            if isinstance(self.fakes.tts, Closable):  # its kept-alive connection
+                closing = self.fakes.tts.aclose()
+                asyncio.run_coroutine_threadsafe(closing, server_loop[0]).result(5)
         return heard
 
 

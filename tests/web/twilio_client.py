@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import numpy as np
-from twilio.request_validator import RequestValidator
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
+from appliance.caller import twilio_wire as wire
 from appliance.config import Settings, signing_token
 from appliance.core.audio import FRAME_BYTES, pcm16_to_ulaw8k
 
@@ -25,20 +25,18 @@ def tone(seconds: float) -> bytes:
 
 
 def sign(settings: Settings, url: str, params: dict[str, str]) -> str:
-    return RequestValidator(signing_token(settings)).compute_signature(url, params)
+    return wire.sign(signing_token(settings), url, params)
 
 
 async def place_call(base: str, settings: Settings, call_sid: str | None = None) -> tuple[str, str]:
     """Signed voice webhook; returns (call_sid, TwiML)."""
     call_sid = call_sid or "CA" + uuid.uuid4().hex
-    form = {"CallSid": call_sid, "AccountSid": settings.twilio_account_sid, "From": "+15550001111",
-            "To": "+15550002222", "CallStatus": "ringing", "Direction": "inbound"}
-    url = settings.public_base_url + "/twilio/voice"
+    form = wire.ringing_form(call_sid, settings.twilio_account_sid, "+15550001111", "+15550002222")
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"{base}/twilio/voice", data=form,
-                                     headers={"X-Twilio-Signature": sign(settings, url, form)})
-    response.raise_for_status()
-    return call_sid, response.text
+        twiml = await wire.signed_post(client, base, settings.public_base_url,
+                                       signing_token(settings),
+                                       settings.public_base_url + wire.VOICE_PATH, form)
+    return call_sid, twiml
 
 
 class MediaStream:
@@ -55,8 +53,7 @@ class MediaStream:
     @classmethod
     async def open(cls, base: str, settings: Settings, call_sid: str) -> MediaStream:
         url = settings.public_base_url.replace("http", "ws", 1) + "/twilio/media"
-        ws = await connect(base.replace("http", "ws", 1) + "/twilio/media",
-                           additional_headers={"X-Twilio-Signature": sign(settings, url, {})})
+        ws = await wire.open_socket(base, url, signing_token(settings), what="media socket")
         stream = cls(ws, call_sid)
         await stream.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await stream.send({"event": "start", "start": {
@@ -89,7 +86,8 @@ class MediaStream:
         deadline = asyncio.get_running_loop().time() + timeout
         while not predicate():
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"timed out; received {[m['event'] for m in self.received][-20:]}")
+                kinds = [m["event"] for m in self.received][-20:]
+                raise TimeoutError(f"timed out; received {kinds}")
             await asyncio.sleep(0.02)
 
     async def ack_marks(self, upto: int | None = None) -> None:

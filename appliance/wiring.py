@@ -1,18 +1,23 @@
-"""The one place that names concrete engine classes: settings → loaded, shared engines."""
+"""The composition root: the one place that names concrete engine classes and builds, from
+settings, the shared engines every call uses.
+
+It sits above ``core`` and ``engines`` (it imports both) so that neither imports the other's
+orchestration: engines know only their Protocols, core only those Protocols.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 
 from appliance.config import Settings
 from appliance.core.agent import Agent, Tool
 from appliance.core.session import Engines
 from appliance.core.workers import Workers
-from appliance.engines.base import KnowledgeBase, Llm, Tts, TurnDetector
+from appliance.engines.base import KnowledgeBase, Llm, PhraseCache, Stt, Tts, TurnDetector, Vad
 from appliance.models.resolve import resolve_models
 
 log = logging.getLogger(__name__)
@@ -25,8 +30,8 @@ def fixed_phrases(settings: Settings, agent: Agent) -> list[str]:
 
 
 async def synthesize_phrases(tts: Tts, texts: list[str]) -> Mapping[str, bytes]:
-    if (prewarm := getattr(tts, "prewarm", None)) is not None:
-        return await prewarm(texts)  # cached per voice; answers in the voice in use (failover)
+    if isinstance(tts, PhraseCache):
+        return await tts.prewarm(texts)  # cached per voice; answers in the voice in use (failover)
     phrases: dict[str, bytes] = {}
     for text in texts:
         phrases[text] = b"".join([chunk async for chunk in tts.synthesize(text)])
@@ -71,9 +76,7 @@ def load_turn_detector(settings: Settings, path: Path) -> TurnDetector | None:
     return SmartTurn(path)
 
 
-def load_blocking(
-    settings: Settings,
-) -> tuple[Workers, Agent, object, object, Tts, TurnDetector | None]:
+def load_blocking(settings: Settings) -> tuple[Workers, Agent, Vad, Stt, Tts, TurnDetector | None]:
     """Load every model (blocking; run in a thread at start-up)."""
     from appliance.engines.failover_tts import with_cloud_voice
     from appliance.engines.faster_whisper_stt import FasterWhisperStt
@@ -85,7 +88,7 @@ def load_blocking(
     workers = Workers.sized(settings.llm_instances, settings.max_calls)
     vad = SileroVad(paths.vad)
     stt = FasterWhisperStt(paths.stt, device=settings.device, threads=settings.stt_threads,
-                           beam_size=settings.stt_beam_size)
+                           beam_size=settings.stt_beam_size, language=settings.stt_language)
     llm = load_llm(settings, paths.llm)
     tts = with_cloud_voice(settings, PiperTts(paths.tts, threads=settings.tts_threads))
     turn = load_turn_detector(settings, paths.turn)
@@ -98,5 +101,5 @@ def load_blocking(
 async def load_engines(settings: Settings) -> Engines:
     workers, agent, vad, stt, tts, turn = await asyncio.to_thread(load_blocking, settings)
     phrases = await synthesize_phrases(tts, fixed_phrases(settings, agent))
-    return Engines(vad=vad, stt=stt, tts=tts, agent=agent, workers=workers,  # type: ignore[arg-type]
-                   phrases=phrases, turn=turn)
+    return Engines(vad=vad, stt=stt, tts=tts, agent=agent, workers=workers, phrases=phrases,
+                   turn=turn)

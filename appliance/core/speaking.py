@@ -1,0 +1,118 @@
+"""Speaking to a Media Streams caller: one reply as it is produced, fixed phrases, and the hold
+phrase when an answer is slow.
+
+A reply is a producer and a consumer. The producer reads the model's tokens and cuts them into
+sentences; the consumer synthesizes each sentence and plays it while the model writes the next,
+so the caller hears the first sentence long before the last one exists. Each stage is announced
+as a stage event, and the turn's metrics are the times between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from appliance.core.agent import Reply
+from appliance.core.clock import Clock
+from appliance.core.events import ErrorCode, StageError, StageEventType, stage
+from appliance.core.playout import Playout
+from appliance.core.recorder import CallRecorder
+from appliance.core.sentences import SentenceChunker
+from appliance.core.spoken import AgentTurn
+from appliance.engines.base import NamesSpeaker, Tts
+from appliance.store.metrics import SentenceVoice, TurnMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Speaker:
+    def __init__(self, tts: Tts, phrases: Mapping[str, bytes], playout: Playout,
+                 recorder: CallRecorder, clock: Clock) -> None:
+        self.tts = tts
+        self.phrases = phrases  # pre-synthesized μ-law for fixed phrases
+        self.playout = playout
+        self.recorder = recorder
+        self.clock = clock
+        self.answered = False  # the current turn's reply has started to play
+
+    async def reply(self, turn: AgentTurn, reply: Reply, voice_end: float) -> None:
+        """Speak ``reply`` sentence by sentence into ``turn``, timing the stages in its metrics."""
+        metrics = turn.metrics = turn.metrics or TurnMetrics()
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        llm_start = self.recorder.stage(StageEventType.LLM_START)
+
+        def ready(sentence: str) -> None:
+            at = self.recorder.stage(StageEventType.SENTENCE_READY, text=sentence)
+            if metrics.first_sentence_s is None:
+                metrics.first_sentence_s = at - llm_start
+            sentences.put_nowait(sentence)
+
+        async def produce() -> None:
+            chunker = SentenceChunker()
+            try:
+                with stage(ErrorCode.LLM_FAILED):
+                    async for token in reply.tokens:
+                        if metrics.llm_ttft_s is None:
+                            at = self.recorder.stage(StageEventType.LLM_FIRST_TOKEN)
+                            metrics.llm_ttft_s = at - llm_start
+                        turn.text += token
+                        for sentence in chunker.push(token):
+                            ready(sentence)
+                for sentence in chunker.flush():
+                    ready(sentence)
+            finally:
+                sentences.put_nowait(None)
+
+        producer = asyncio.create_task(produce())
+        try:
+            while (sentence := await sentences.get()) is not None:
+                self.answered = True
+                started = self.clock.now()
+                first = await self.synthesize(turn, sentence)
+                provider = (self.tts.last_provider if isinstance(self.tts, NamesSpeaker)
+                            else self.tts.info.name)
+                metrics.tts_sentences.append(SentenceVoice(
+                    provider, None if first is None else round(first - started, 3)))
+                if first is not None:
+                    self.recorder.stage(StageEventType.TTS_FIRST_AUDIO, provider=provider)
+                    if metrics.tts_first_audio_s is None:
+                        metrics.tts_first_audio_s = first - started
+                        metrics.v2v_s = first - voice_end
+                        metrics.tts_provider = provider
+            await producer
+        finally:
+            producer.cancel()
+        turn.text = turn.text.strip()
+        if not turn.pieces:
+            raise StageError(ErrorCode.EMPTY_REPLY, "the model produced nothing to say")
+
+    async def synthesize(self, turn: AgentTurn, text: str) -> float | None:
+        """Synthesize one sentence and play it; the time its first frame went out."""
+        async with self.playout.lock:
+            with stage(ErrorCode.TTS_FAILED):
+                return await self.playout.stream(turn, text, self.tts.synthesize(text))
+
+    async def say(self, turn: AgentTurn, text: str, *, hold: bool = False) -> None:
+        """Play a pre-synthesized phrase (greeting, apology, goodbye): no model in the way.
+
+        A ``hold`` phrase is skipped if the answer started meanwhile, and its mark is named so
+        that a listener can tell "please wait" from the end of an answer."""
+        audio = self.phrases.get(text)
+        if audio is None:
+            log.warning("phrase not pre-synthesized; synthesizing now: %r", text)
+            await self.synthesize(turn, text)
+        else:
+            async with self.playout.lock:
+                if hold and self.answered:
+                    return
+                await self.playout.play(turn, text, audio, hold=hold)
+        turn.text = text
+
+    async def hold_on(self, phrase: str, at: float, turn: AgentTurn,
+                      waiting: Callable[[], bool]) -> None:
+        """At ``at`` (session clock), if the caller is ``waiting`` and no answer has started, say
+        ``phrase`` rather than leave them in silence (a loaded box, a cold model)."""
+        await self.clock.sleep(max(0.0, at - self.clock.now()))
+        if not self.answered and waiting():
+            await self.say(turn, phrase, hold=True)
