@@ -62,7 +62,7 @@ async def live(console: Console) -> list[dict[str, Any]]:
     out = []
     for sid in sids:
         session = runtime.sessions.get(sid)
-        state = getattr(getattr(session, "state", None), "value", "connecting")
+        state = session.state.value if session is not None else "connecting"
         row = info.get(sid, {})
         out.append({"call_sid": sid, "from_number": row.get("from_number", ""),
                     "mode": row.get("mode", ""), "state": state,
@@ -75,9 +75,9 @@ async def live_action(console: Console, principal: Principal, call_sid: str,
                       action: str) -> None:
     """Hang up or transfer a live call, as the agent's own tools would."""
     session = console.runtime.sessions.get(call_sid)
-    transport = getattr(session, "transport", None)
-    if transport is None:
+    if session is None:
         raise NotFound(f"no live call {call_sid}")
+    transport = session.transport
     try:
         if action == "transfer":
             number = console.settings.transfer_number

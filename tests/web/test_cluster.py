@@ -14,6 +14,7 @@ import httpx
 import msgspec
 import pytest
 
+from appliance.caller.report import CallFailed
 from appliance.config import Settings
 from appliance.web.app import create_app
 from appliance.web.runtime import Runtime
@@ -144,7 +145,7 @@ def test_a_box_accepts_webhooks_signed_for_the_shared_number_url(tmp_path: Path)
         _, twiml = asyncio.run(place_call(base, shared))
         assert stream_target(twiml) == base  # the stream still goes to this box's own URL
         asyncio.run(place_call(base, settings))  # its own URL is still accepted
-        with pytest.raises(httpx.HTTPStatusError, match="403"):
+        with pytest.raises(CallFailed, match="HTTP 403"):
             asyncio.run(place_call(base, foreign))
 
 

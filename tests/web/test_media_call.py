@@ -245,8 +245,15 @@ def test_goodbye_is_said_then_the_server_hangs_up(settings: Settings) -> None:
         call_sid, stream = await greeted_call(base, settings)
         await stream.send_audio(tone(0.8) + SILENCE * 30)
         await stream.wait_for(lambda: len(stream.events("mark")) >= 2)
-        await stream.ack_marks()  # goodbye played: the server closes the stream
-        await asyncio.wait_for(stream._reader, 10)
+
+        async def play_until_closed() -> None:
+            # Echo each mark as it comes (a loaded box may say "one moment" before the goodbye):
+            # once the goodbye has played, the server closes the stream.
+            while not stream._reader.done():
+                await stream.ack_marks()
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(play_until_closed(), 10)
         return stream, await wait_record(base, call_sid, lambda r: r["call"]["ended"])
 
     with serve(settings, fakes) as base:
