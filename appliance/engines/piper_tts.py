@@ -16,13 +16,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from piper import AudioChunk, PiperVoice, SynthesisConfig
 from piper.config import PiperConfig
 
 from appliance.core.audio import pcm16_to_ulaw8k
 from appliance.core.speakable import speakable
 from appliance.engines.base import EngineInfo
+from appliance.engines.onnx import cpu_session
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +53,7 @@ class PiperTts:
         model_path = Path(model_path)
         with open(f"{model_path}.json", encoding="utf-8") as fh:
             config = PiperConfig.from_dict(json.load(fh))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = cpu_session(model_path, threads)
         self._voice = PiperVoice(session=session, config=config)
         self.sample_rate = config.sample_rate
         self.info = EngineInfo(

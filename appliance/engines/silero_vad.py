@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from appliance.engines.base import EngineInfo
+from appliance.engines.onnx import cpu_session
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +64,7 @@ class SileroVad:
     """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = cpu_session(path, threads)
         self.info = EngineInfo(
             slot="vad",
             name=Path(path).stem,

@@ -23,6 +23,7 @@ from faster_whisper.feature_extractor import FeatureExtractor
 
 from appliance.core.audio import MODEL_RATE
 from appliance.engines.base import EngineInfo
+from appliance.engines.onnx import cpu_session
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +46,7 @@ class SmartTurn:
     and on two cores a second thread only steals time from the calls' STT and LLM work."""
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = cpu_session(path, threads)
         self._features = FeatureExtractor(chunk_length=WINDOW_S)
         self.info = EngineInfo(
             slot="turn",

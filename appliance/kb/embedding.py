@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from tokenizers import Tokenizer
 
 from appliance.config import Settings
+from appliance.engines.onnx import cpu_session
 from appliance.kb import KbError
 from appliance.models.locate import ModelMissing, default_path
 
@@ -106,12 +106,7 @@ class _Model:
     """The loaded ONNX session and tokenizer."""
 
     def __init__(self, model_path: str, tokenizer_path: str, threads: int) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # leave the other cores to STT, LLM and TTS
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            model_path, options, providers=["CPUExecutionProvider"]
-        )
+        self._session = cpu_session(model_path, threads)  # the other cores: STT, LLM and TTS
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._output = self._session.get_outputs()[0].name  # last_hidden_state
         self._tokenizer = Tokenizer.from_file(tokenizer_path)
