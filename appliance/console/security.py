@@ -35,9 +35,17 @@ def bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
+# The operator's configured token (APPLIANCE_API_TOKEN, else <data>/local-api-token) is the one
+# credential that exists before any user does: it reads and manages everything, as an admin.
+CONFIGURED_TOKEN = Principal(name="configured API token", role="admin", via="token")
+
+
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
     console = console_of(connection)
     if token := bearer(connection):
+        configured = connection.app.state.runtime.api_token
+        if configured and secrets.compare_digest(token.encode(), configured.encode()):
+            return CONFIGURED_TOKEN
         return await console.accounts(lambda a: a.token_principal(token))
     if cookie := connection.cookies.get(SESSION_COOKIE):
         return await console.accounts(lambda a: a.session_principal(cookie))

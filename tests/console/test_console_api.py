@@ -17,6 +17,7 @@ from appliance.auth import Accounts, open_accounts_db
 from appliance.config import Settings
 from appliance.console import FIRST_ADMIN
 from appliance.web.app import create_app
+from tests.conftest import api_auth
 from tests.console.helpers import ADMIN, PASSWORD, VIEWER, console_server, login, login_form_token
 from tests.web.fake_engines import FakeSet
 from tests.web.twilio_client import SILENCE, greeted_call, tone
@@ -108,6 +109,17 @@ def test_login_rate_limit_per_address_and_user(settings: Settings) -> None:
         login(base, ADMIN)  # another user from the same address is not locked out
         audit = login(base, ADMIN)[0].get("/api/v1/audit").json()
         assert sum(r["action"] == "login.failed" for r in audit) == 5
+
+
+def test_the_configured_api_token_is_an_admin_credential(settings: Settings) -> None:
+    """The one credential that exists before any user: APPLIANCE_API_TOKEN (else the local one)."""
+    with console_server(settings) as base:
+        configured = httpx.Client(base_url=base, headers=api_auth(base))
+        assert configured.get("/api/v1/system").status_code == 200
+        assert configured.get("/api/v1/calls").json()["total"] == 0
+        wrong = api_auth(base)["Authorization"] + "x"
+        assert httpx.get(base + "/api/v1/system",
+                         headers={"Authorization": wrong}).status_code == 401
 
 
 def test_roles_tokens_and_the_calls_api(settings: Settings) -> None:
