@@ -28,7 +28,7 @@ VENDOR_ENV = {
     "ELEVENLABS_API_KEY": "elevenlabs_api_key",
 }
 SECRET_FIELDS = frozenset({"twilio_auth_token", "elevenlabs_api_key", "api_token",
-                           "message_webhook_secret", "smtp_password", "llm_api_key",
+                           "message_webhook_secret", "smtp_password", "llm_api_key", "stt_api_key",
                            "database_url", "redis_url"})
 REDACTED = "********"
 
@@ -173,6 +173,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     llm_first_token_ms: int = 1500  # also the longest pause between two tokens
     llm_failures_to_open: int = 2
     llm_cooldown_s: float = 15.0
+    stt_backend: Literal["in-process", "openai"] = "in-process"
+    stt_url: str = ""  # OpenAI-compatible base URL with /v1/audio/transcriptions under it
+    stt_server_model: str = "whisper-1"  # the model name the server expects
+    stt_api_key: str = ""
+    stt_timeout_ms: int = 2000  # a transcription not back by then is done in-process
+    stt_failures_to_open: int = 2
+    stt_cooldown_s: float = 15.0
     database_url: str = ""  # postgresql://user@host/db: the call log on PostgreSQL
     kb_url: str = ""  # http://host:8000: the knowledge base on a Chroma server
     redis_url: str = ""  # redis://host:6379/0: call admission across boxes

@@ -80,6 +80,7 @@ def load_blocking(settings: Settings) -> tuple[Workers, Agent, Vad, Stt, Tts, Tu
     """Load every model (blocking; run in a thread at start-up)."""
     from appliance.engines.failover_tts import with_cloud_voice
     from appliance.engines.faster_whisper_stt import FasterWhisperStt
+    from appliance.engines.openai_stt import with_stt_server
     from appliance.engines.piper_tts import PiperTts
     from appliance.engines.silero_vad import SileroVad
 
@@ -87,8 +88,9 @@ def load_blocking(settings: Settings) -> tuple[Workers, Agent, Vad, Stt, Tts, Tu
     started = time.monotonic()
     workers = Workers.sized(settings.llm_instances, settings.max_calls)
     vad = SileroVad(paths.vad)
-    stt = FasterWhisperStt(paths.stt, device=settings.device, threads=settings.stt_threads,
-                           beam_size=settings.stt_beam_size, language=settings.stt_language)
+    stt = with_stt_server(settings, lambda: FasterWhisperStt(
+        paths.stt, device=settings.device, threads=settings.stt_threads,
+        beam_size=settings.stt_beam_size, language=settings.stt_language))
     llm = load_llm(settings, paths.llm)
     tts = with_cloud_voice(settings, PiperTts(paths.tts, threads=settings.tts_threads))
     turn = load_turn_detector(settings, paths.turn)
