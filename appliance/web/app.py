@@ -14,7 +14,7 @@ from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import WebSocket
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery
-from litestar.status_codes import WS_1008_POLICY_VIOLATION
+from litestar.status_codes import WS_1008_POLICY_VIOLATION, WS_1013_TRY_AGAIN_LATER
 
 from appliance.config import Settings
 from appliance.core.agent import Tool
@@ -24,7 +24,7 @@ from appliance.telephony import twilio_relay as tr
 from appliance.web import twiml
 from appliance.web.media_socket import handle_media_socket
 from appliance.web.relay_socket import handle_relay_socket
-from appliance.web.runtime import Runtime
+from appliance.web.runtime import CALL_SID, Runtime
 from appliance.web.twilio_auth import public_url, socket_url
 
 log = logging.getLogger(__name__)
@@ -48,16 +48,22 @@ async def signed_form(request: Request[Any, Any, Any], path: str) -> dict[str, s
     return form
 
 
-async def signed_socket(socket: WebSocket[Any, Any, Any], path: str) -> bool:
-    """Check a WebSocket upgrade's signature (same algorithm, exact ws(s) URL, no params);
-    refuse the socket with a policy-violation close when it fails."""
+async def admitted_socket(socket: WebSocket[Any, Any, Any], path: str, what: str) -> bool:
+    """Check a WebSocket upgrade before it takes anything: its signature (same algorithm, exact
+    ws(s) URL, no params), then that calls are being taken at all (models loaded, not draining).
+    A refusal closes the socket without touching a call slot; the ticket check comes at start."""
     runtime = runtime_of(socket)
-    if runtime.signatures.valid(socket_url(runtime.settings, path), {},
-                                socket.headers.get("x-twilio-signature")):
-        return True
-    log.warning("%s: bad or missing X-Twilio-Signature; refused", path)
-    await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
-    return False
+    if not runtime.signatures.valid(socket_url(runtime.settings, path), {},
+                                    socket.headers.get("x-twilio-signature")):
+        runtime.refuse(what, "bad-signature")
+        await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
+        return False
+    if runtime.engines is None or runtime.draining:
+        reason = "draining" if runtime.draining else "not-ready"
+        runtime.refuse(what, reason)
+        await socket.close(code=WS_1013_TRY_AGAIN_LATER, reason=reason)
+        return False
+    return True
 
 
 @get("/healthz")
@@ -82,14 +88,18 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
     runtime = runtime_of(request)
     form = await signed_form(request, "/twilio/voice")
     call_sid = form.get("CallSid", "")
-    if not call_sid:
-        return Response("missing CallSid", status_code=400, media_type="text/plain")
+    if not CALL_SID.fullmatch(call_sid):
+        log.warning("voice webhook: missing or malformed CallSid; refused")
+        return Response("missing or malformed CallSid", status_code=400, media_type="text/plain")
     settings = runtime.settings
     if runtime.engines is None or runtime.draining:
         log.warning("call %s refused: %s", call_sid,
                     "shutting down" if runtime.draining else "models not ready")
         return Response(str(twiml.busy(settings)), media_type=XML)
-    if not runtime.calls.reserve(call_sid):
+    if call_sid in runtime.calls.active:
+        log.warning("call %s: webhook again for a live call; refused", call_sid)
+        return Response(str(twiml.busy(settings)), media_type=XML)
+    if (ticket := runtime.calls.reserve(call_sid)) is None:
         log.warning("call %s refused: %d calls is the limit", call_sid, settings.max_calls)
         await runtime.store.call_started(call_sid, mode=settings.mode, status="busy",
                                          from_number=form.get("From", ""),
@@ -100,9 +110,9 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
                                      from_number=form.get("From", ""), to_number=form.get("To", ""))
     if settings.mode == "conversation-relay":
         answer = twiml.connect_relay(settings, socket_url(settings, "/twilio/relay"),
-                                     public_url(settings, "/twilio/relay/action"), form)
+                                     public_url(settings, "/twilio/relay/action"), form, ticket)
     else:
-        answer = twiml.connect_stream(socket_url(settings, "/twilio/media"), form)
+        answer = twiml.connect_stream(socket_url(settings, "/twilio/media"), form, ticket)
     return Response(str(answer), media_type=XML)
 
 
@@ -121,7 +131,7 @@ async def status_callback(request: Request[Any, Any, Any]) -> None:
 @websocket("/twilio/media")
 async def media_socket(socket: WebSocket[Any, Any, Any]) -> None:
     runtime = runtime_of(socket)
-    if not await signed_socket(socket, "/twilio/media"):
+    if not await admitted_socket(socket, "/twilio/media", "media"):
         return
     await socket.accept()
     await handle_media_socket(socket, runtime)
@@ -130,7 +140,7 @@ async def media_socket(socket: WebSocket[Any, Any, Any]) -> None:
 @websocket("/twilio/relay")
 async def relay_socket(socket: WebSocket[Any, Any, Any]) -> None:
     runtime = runtime_of(socket)
-    if not await signed_socket(socket, "/twilio/relay"):
+    if not await admitted_socket(socket, "/twilio/relay", "relay"):
         return
     await socket.accept()
     await handle_relay_socket(socket, runtime)
@@ -167,6 +177,7 @@ async def metrics(request: Request[Any, Any, Any], reset: FromQuery[bool] = Fals
         return Response({"error": "local access only"}, status_code=403)
     runtime = runtime_of(request)
     body = {"loop_lag": runtime.loop_lag.stats(), "active_calls": len(runtime.calls.active),
+            "slots_used": runtime.calls.count(), "refused_sockets": dict(runtime.refused),
             "pid": os.getpid()}
     if reset:
         runtime.loop_lag.reset()
