@@ -51,7 +51,7 @@ class AudioBudget:
         now = self._now()
         self._level = min(self.burst_s, self._level + (now - self._last))
         self._last = now
-        if seconds <= self._level:
+        if seconds <= self._level + 1e-3:  # a millisecond of slack for float drift
             self._level -= seconds
             self._over = False
             return True
