@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--hold", action="store_true",
         help="keep the spawned server's hold phrase (off by default: on a slow turn the caller "
         "would time \"one moment, please\" instead of the answer)")
+    add("--adversary", action="store_true",
+        help="run each level twice: clean, then beside one misbehaving socket client cycling "
+        "through attacks (idle, forged, garbage, socket bursts, audio flood, endless talker)")
     add("--turn-timeout", type=float, default=20.0, metavar="S",
         help="give up on a reply after S seconds (default 20)")
     parser.set_defaults(func=bench)
@@ -70,13 +73,16 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--no-warmup")
     if args.hold:
         parts.append("--hold")
+    if args.adversary:
+        parts.append("--adversary")
     return " ".join(parts)
 
 
 def bench(args: argparse.Namespace, settings: Settings) -> int:
     opts = BenchOptions(calls=args.calls, turns=args.turns, url=args.url,
                         stagger_s=args.stagger_ms / 1000, warmup=args.warmup,
-                        turn_timeout_s=args.turn_timeout, hold=args.hold)
+                        turn_timeout_s=args.turn_timeout, hold=args.hold,
+                        adversary=args.adversary)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the table
     try:
         result = asyncio.run(run_bench(settings, opts))
