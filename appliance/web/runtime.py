@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 STREAM_SID = re.compile(r"MZ[0-9a-f]{32}")
+REFUSALS_LOGGED = 20  # per reason, then every 100th
 TICKET_PARAMETER = "ticket"  # the <Parameter> that carries a call's socket ticket
 
 
@@ -99,9 +100,13 @@ class Runtime:
     refused: Counter[str] = field(default_factory=Counter)  # sockets refused, by reason
 
     def refuse(self, what: str, reason: str, detail: str = "") -> None:
-        """Count and log one refused socket (the bench reports them by reason)."""
+        """Count and log one refused socket (the bench reports them by reason); a burst of
+        refusals logs its first few and then every 100th, so an attack cannot flood the log."""
         self.refused[reason] += 1
-        log.warning("%s socket refused (%s)%s", what, reason, f": {detail}" if detail else "")
+        count = self.refused[reason]
+        if count <= REFUSALS_LOGGED or count % 100 == 0:
+            log.warning("%s socket refused (%s, %d so far)%s", what, reason, count,
+                        f": {detail}" if detail else "")
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
