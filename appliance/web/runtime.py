@@ -46,7 +46,9 @@ class CallSlots:
     The webhook (signed by Twilio) reserves a slot and mints a one-use ticket bound to the
     callSid; the socket's start/setup must bring that ticket back before ``ticket_s`` passes.
     So the socket signature, which never changes, is not enough on its own: a socket opens a
-    call only the webhook admitted moments before, once, and never beyond ``limit``.
+    call only the webhook admitted moments before, once, and never beyond ``limit``. In a
+    cluster the tickets live in Redis instead (``web.cluster.ClusterSlots``), so the box a
+    webhook hands a call to can check them.
     """
 
     limit: int
