@@ -72,6 +72,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     mode: Literal["media-streams", "conversation-relay"] = "media-streams"
     max_calls: int = 4
     validate_signatures: bool = True
+    # Socket admission and per-call budgets (README "Call behaviour").
+    socket_ticket_s: float = 30.0  # a webhook's one-use socket ticket expires after this
+    start_timeout_s: float = 5.0  # a socket that sends no start/setup by then is closed
+    media_timeout_s: float = 15.0  # a Media Streams call with no audio this long is ended
+    max_call_s: float = 1800.0  # the longest a call may last
+    audio_burst_s: float = 2.0  # audio a socket may send ahead of real time
+    audio_flood_close_s: float = 10.0  # audio dropped over budget before the socket is closed
+    history_turns: int = 20  # exchanges the agent keeps in a call's conversation
     log_level: str = "INFO"
     # Bearer token for /api/* (call records, metrics); empty: a random one in the data dir.
     api_token: str = ""
@@ -221,6 +229,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "turn_complete_ms": 0 < self.turn_complete_ms <= self.turn_incomplete_ms,
             "turn_incomplete_ms": self.turn_incomplete_ms <= 5000,
             "turn_threshold": 0.0 < self.turn_threshold < 1.0,
+            "socket_ticket_s": self.socket_ticket_s > 0,
+            "start_timeout_s": self.start_timeout_s > 0,
+            "media_timeout_s": self.media_timeout_s > 0,
+            "max_call_s": self.max_call_s > 0,
+            "audio_burst_s": self.audio_burst_s >= 1.0,
+            "audio_flood_close_s": self.audio_flood_close_s > 0,
+            "history_turns": self.history_turns >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

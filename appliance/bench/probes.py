@@ -178,10 +178,13 @@ class Window:
 
     def result(self) -> dict[str, Any]:
         wall = max(time.monotonic() - self.started, 1e-9)
-        server: dict[str, Any] = {"cpu_pct": None, "rss_peak_mb": None, "rss_hwm_mb": None}
+        server: dict[str, Any] = {"cpu_pct": None, "rss_peak_mb": None, "rss_hwm_mb": None,
+                                  "rss_start_mb": None, "rss_end_mb": None}
         if self.first and self.last:
             server["cpu_pct"] = round((self.last.cpu_s - self.first.cpu_s) / wall * 100, 1)
             server["rss_peak_mb"] = round(self.rss_peak_mb or self.last.rss_mb, 1)
+            server["rss_start_mb"] = round(self.first.rss_mb, 1)
+            server["rss_end_mb"] = round(self.last.rss_mb, 1)
             server["rss_hwm_mb"] = None if self.last.hwm_mb is None else round(self.last.hwm_mb, 1)
         machine_busy = None
         if self.sys_first and self.sys_last and self.sys_last[1] > self.sys_first[1]:

@@ -65,7 +65,8 @@ def table(result: dict[str, Any]) -> str:
     def row(label: str, cells: list[str]) -> None:
         lines.append(f"{label:<34}" + "".join(f"{c:>{COL}}" for c in cells))
 
-    row("", [f"{lv['calls']} call{'s' * (lv['calls'] > 1)}" for lv in levels])
+    row("", [f"{lv['calls']} call{'s' * (lv['calls'] > 1)}"
+             + (" +adv" if "adversary" in lv else "") for lv in levels])
     row("calls completed / failed", [f"{lv['completed']} / {lv['failed']}" for lv in levels])
     row("turns answered", [f"{lv['turns_answered']} / {lv['turns_total']}" for lv in levels])
     row("replies replaced (ungrounded)", [str(lv.get("replies_replaced", 0)) for lv in levels])
@@ -82,7 +83,9 @@ def table(result: dict[str, Any]) -> str:
     row("  bench (callers') loop", [_lag(lv["loop_lag_ms"]["bench"]) for lv in levels])
     lines.append("resources:")
     row("  server CPU, % of one core", [_num(lv["server"]["cpu_pct"]) for lv in levels])
-    row("  server RSS peak, MB", [_num(lv["server"]["rss_peak_mb"]) for lv in levels])
+    row("  server RSS start/peak/end, MB",
+        [f"{_num(lv['server'].get('rss_start_mb'))}/{_num(lv['server']['rss_peak_mb'])}/"
+         f"{_num(lv['server'].get('rss_end_mb'))}" for lv in levels])
     row("  GPU memory peak, MB", [_num(lv["gpu_memory_peak_mb"]) for lv in levels])
     row("  callers' CPU, % of one core", [_num(lv["bench_cpu_pct"]) for lv in levels])
     row("  machine CPU busy, % of all", [_num(lv["machine_cpu_busy_pct"]) for lv in levels])
@@ -91,11 +94,26 @@ def table(result: dict[str, Any]) -> str:
     for lv in levels:
         for error in lv["errors"][:8]:
             lines.append(f"! {lv['calls']} call(s): {error}")
+    for lv in levels:
+        if (adv := lv.get("adversary")) is not None:
+            lines += adversary_lines(lv["calls"], adv)
     warm = result.get("warmup")
     if warm:
         lines.append(f"warm-up call: voice-to-voice {_s(warm['v2v_heard_s'], ('p50',))} s, "
                      f"{'ok' if warm['completed'] else 'FAILED: ' + '; '.join(warm['errors'])}")
     return "\n".join(lines)
+
+
+def adversary_lines(calls: int, adv: dict[str, Any]) -> list[str]:
+    """What the misbehaving client tried beside ``calls`` good calls, and how it was refused."""
+    def counts(values: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(values.items())) or "none"
+
+    return [f"adversary beside {calls} call(s): tried {counts(adv['tried'])}",
+            f"  its sockets ended: {counts(adv['endings'])}",
+            f"  server refused sockets: {counts(adv['refused_sockets'])}",
+            f"  after it left: {adv['slots_used_after']} slot(s) used, "
+            f"RSS {_num(adv['rss_after_mb'])} MB"]
 
 
 def plot(result: dict[str, Any], path: str | Path) -> None:

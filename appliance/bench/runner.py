@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ import httpx
 import msgspec
 
 from appliance.bench import probes, utterances
+from appliance.bench.adversary import Adversary
 from appliance.bench.stats import LoopLag, ms, summarize, turn_stages
 from appliance.caller.audio_source import Utterance
 from appliance.caller.report import CallOptions, CallReport, new_sid, pair_turns
@@ -79,6 +81,7 @@ class BenchOptions:
     level_pause_s: float = 2.0
     hold: bool = False  # keep the server's "one moment" hold phrase (see server_settings)
     barge_in_s: float | None = None  # callers talk over replies this long after they start
+    adversary: bool = False  # each level twice: clean, then beside one misbehaving client
 
 
 @dataclass
@@ -114,7 +117,7 @@ def server_settings(settings: Settings, data_dir: Path, port: int,
         mode="media-streams", validate_signatures=True,
         twilio_auth_token=secrets.token_hex(16),
         twilio_account_sid=settings.twilio_account_sid or new_sid("AC"),
-        max_calls=max(settings.max_calls, *opts.calls),
+        max_calls=max(settings.max_calls, *opts.calls) + (1 if opts.adversary else 0),
         hold_after_ms=settings.hold_after_ms if opts.hold else 0)
 
 
@@ -356,6 +359,28 @@ class Bench:
         await asyncio.sleep(delay_s)
         return await run_call(self.call_options(index, turns), self.http)
 
+    async def attacked_level(self, calls: int, turns: int) -> dict[str, Any]:
+        """:meth:`level` with one :class:`Adversary` attacking throughout; what it tried, how
+        the server ended its sockets, the server's refusals by reason and RSS after it left."""
+        before = await server_metrics(self.http, self.server.base_url) or {}
+        adversary = Adversary(self.server.base_url, self.server.settings, self.http)
+        attacking = asyncio.create_task(adversary.run(), name="adversary")
+        try:
+            result = await self.level(calls, turns)
+        finally:
+            attacking.cancel()
+            await asyncio.gather(attacking, return_exceptions=True)
+        await asyncio.sleep(self.opts.level_pause_s + self.server.settings.start_timeout_s)
+        after = await server_metrics(self.http, self.server.base_url) or {}
+        refused = Counter(after.get("refused_sockets", {}))
+        refused.subtract(before.get("refused_sockets", {}))
+        settled = probes.process_sample(self.server.pid) if self.server.pid else None
+        result["adversary"] = {**adversary.result(),
+                               "refused_sockets": {k: v for k, v in refused.items() if v},
+                               "slots_used_after": after.get("slots_used"),
+                               "rss_after_mb": settled and round(settled.rss_mb, 1)}
+        return result
+
     async def level(self, calls: int, turns: int, warmup: bool = False) -> dict[str, Any]:
         """``calls`` callers at once (staggered), ``turns`` turns each; figures for the level."""
         pid = self.server.pid
@@ -403,7 +428,7 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
         "machine": probes.machine_info(),
         "options": {"calls": list(opts.calls), "turns": opts.turns, "stagger_s": opts.stagger_s,
                     "warmup": opts.warmup, "url": opts.url, "hold": opts.hold,
-                    "barge_in_s": opts.barge_in_s},
+                    "barge_in_s": opts.barge_in_s, "adversary": opts.adversary},
     }
     server_cm = (external_server(settings, opts.url, opts) if opts.url
                  else spawned_server(settings, opts))
@@ -430,6 +455,10 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
                 await asyncio.sleep(opts.level_pause_s)
                 log.info("level: %d concurrent call(s), %d turn(s) each", calls, opts.turns)
                 result["levels"].append(await bench.level(calls, opts.turns))
+                if opts.adversary:
+                    await asyncio.sleep(opts.level_pause_s)
+                    log.info("the same level beside one misbehaving client")
+                    result["levels"].append(await bench.attacked_level(calls, opts.turns))
         finally:
             await bench.lag.stop()
     result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--barge-in-ms", type=_positive, metavar="MS",
         help="callers talk over every reply but the last this long after it starts playing; "
         "reports how soon the reply stops (needs --turns 2 or more)")
+    add("--adversary", action="store_true",
+        help="run each level twice: clean, then beside one misbehaving socket client cycling "
+        "through attacks (idle, forged, garbage, socket bursts, audio flood, endless talker)")
     add("--turn-timeout", type=float, default=20.0, metavar="S",
         help="give up on a reply after S seconds (default 20)")
     parser.set_defaults(func=bench)
@@ -75,6 +78,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--hold")
     if args.barge_in_ms:
         parts += ["--barge-in-ms", str(args.barge_in_ms)]
+    if args.adversary:
+        parts.append("--adversary")
     return " ".join(parts)
 
 
@@ -82,7 +87,8 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
     opts = BenchOptions(calls=args.calls, turns=args.turns, url=args.url,
                         stagger_s=args.stagger_ms / 1000, warmup=args.warmup,
                         turn_timeout_s=args.turn_timeout, hold=args.hold,
-                        barge_in_s=args.barge_in_ms / 1000 if args.barge_in_ms else None)
+                        barge_in_s=args.barge_in_ms / 1000 if args.barge_in_ms else None,
+                        adversary=args.adversary)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the table
     try:
         result = asyncio.run(run_bench(settings, opts))

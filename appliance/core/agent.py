@@ -99,15 +99,18 @@ def wants_a_person(text: str) -> bool:
 
 @dataclass
 class Conversation:
-    """What the agent remembers of one call."""
+    """What the agent remembers of one call: the latest ``max_messages`` only, so an hours-long
+    call holds bounded memory (the prompt keeps only what fits in the context anyway)."""
 
     session_id: str
     history: list[ChatMessage] = field(default_factory=list)
     message: MessageFlow | None = None  # a message being taken
+    max_messages: int = 40
 
     def add(self, role: str, text: str) -> None:
         if text:
             self.history.append(ChatMessage(role, text))
+            del self.history[:-self.max_messages]
 
 
 @dataclass

@@ -67,22 +67,38 @@ class Listener:
         keep_s = self._preroll_s + self.endpointer.config.min_speech_s + 0.5
         self._recent: deque[np.ndarray] = deque(maxlen=int(keep_s / FRAME_S) + 1)
         self._utterance: list[np.ndarray] = []
-        self._carry: list[np.ndarray] = []
+        self._carry = np.zeros(0, np.float32)
+        # The hard ceiling on what one call buffers and hands to STT: one maximal utterance.
+        self.max_samples = int(settings.max_utterance_s * MODEL_RATE)
 
     def carry_over(self, audio: list[np.ndarray]) -> None:
-        """Prepend ``audio`` to the next utterance: the caller kept talking before we answered."""
-        self._carry = audio
+        """Prepend ``audio`` to the next utterance: the caller kept talking before we answered.
+        Only the latest :attr:`max_samples` are kept, however long they kept talking."""
+        self._carry = np.concatenate(audio)[-self.max_samples:] if audio else self._carry[:0]
+
+    @property
+    def buffered_samples(self) -> int:
+        """Audio this call holds for the utterance in progress (carry-over included)."""
+        return len(self._carry) + sum(len(chunk) for chunk in self._utterance)
+
+    def _process(self, ulaw: bytes) -> tuple[np.ndarray, list[float]]:
+        """Resample and run the VAD: the per-frame DSP, in the VAD worker, off the event loop."""
+        audio = self._upsampler.process(ulaw)
+        return audio, self._vad.probabilities(audio)
 
     async def hear(self, ulaw: bytes) -> list[Heard]:
-        """One 20 ms frame in; the turn-taking moments it completes out. VAD runs in a worker."""
-        audio = self._upsampler.process(ulaw)
+        """One frame in; the turn-taking moments it completes out. DSP and VAD run in a worker
+        (one frame at a time per call: the audio loop awaits each)."""
+        audio, probabilities = await run_in(self._vad_pool, self._process, ulaw)
         self._recent.append(audio)
         if self.endpointer.in_speech:
             self._utterance.append(audio)
+            if len(self._carry) and (over := self.buffered_samples - self.max_samples) > 0:
+                self._carry = self._carry[over:]  # the ceiling holds while they talk on
         window_s = self._vad.window_samples / MODEL_RATE
         self._take_verdict()
         out: list[Heard] = []
-        for probability in await run_in(self._vad_pool, self._vad.probabilities, audio):
+        for probability in probabilities:
             event = self.endpointer.feed(window_s, probability)
             if event is TurnEvent.SPEECH_START:
                 keep_s = self.endpointer.config.min_speech_s + self._preroll_s
@@ -95,7 +111,7 @@ class Listener:
             elif event is TurnEvent.SPEECH_END:
                 self._drop_judging()
                 audio_so_far = self._so_far()
-                self._utterance, self._carry = [], []
+                self._utterance, self._carry = [], self._carry[:0]
                 out.append(Heard(event, audio_so_far, self.endpointer.ended_after_silence_s))
         return out
 
@@ -128,9 +144,12 @@ class Listener:
             self._judging = None
 
     def _so_far(self) -> np.ndarray:
-        if not (self._carry or self._utterance):
-            return np.zeros(0, np.float32)
-        return np.concatenate([*self._carry, *self._utterance])
+        """The utterance with its carry-over: never more than :attr:`max_samples` (the carry's
+        oldest audio goes first)."""
+        if not self._utterance:
+            return self._carry.copy()
+        audio = np.concatenate([self._carry, *self._utterance])
+        return audio[-self.max_samples:]
 
 
 def _retrieve(future: asyncio.Future[float]) -> None:

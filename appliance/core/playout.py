@@ -22,6 +22,9 @@ from appliance.core.spoken import AgentTurn, SpokenPiece
 log = logging.getLogger(__name__)
 
 MARK_WAIT_S = 15.0
+# Marks sent and not echoed that we keep: a peer that never echoes them must not grow the list
+# for hours. A real reply has a handful (one per sentence); past this the oldest are forgotten.
+MAX_OUTSTANDING_MARKS = 200
 # Our naming convention for marks after a "please hold" phrase (not Twilio's): the answer is
 # still coming, so a listener should not take the quiet that follows for the end of the reply.
 HOLD_MARK_PREFIX = "hold-"
@@ -101,6 +104,10 @@ class Playout:
             turn.play_started = self.clock.now()
         turn.pieces.append(SpokenPiece(text=text, mark=name, seconds=seconds))
         self._outstanding.append(name)
+        if len(self._outstanding) > MAX_OUTSTANDING_MARKS:
+            forgotten = self._outstanding.pop(0)
+            log.warning("mark %s never came back; %d marks unacknowledged, forgetting the oldest",
+                        forgotten, MAX_OUTSTANDING_MARKS)
         await self.transport.send_mark(name)
 
     # --- what came back --------------------------------------------------------------------
@@ -123,8 +130,17 @@ class Playout:
         if mark is None or mark not in self._outstanding:
             return
         waiter = self._waiters.setdefault(mark, asyncio.get_running_loop().create_future())
-        if not await wait_at_most(waiter, MARK_WAIT_S, self.clock):
-            log.warning("mark %s never came back", mark)
+        try:
+            if not await wait_at_most(waiter, MARK_WAIT_S, self.clock):
+                log.warning("mark %s never came back", mark)
+        finally:
+            if self._waiters.get(mark) is waiter:
+                del self._waiters[mark]  # timed out or cancelled: nobody is left to answer
+
+    @property
+    def waiting(self) -> int:
+        """Marks someone is waiting for (bounded: a timed-out wait leaves nothing behind)."""
+        return len(self._waiters)
 
     def clear(self) -> None:
         """Forget the queued audio (the transport is told to drop it by the caller of this)."""
@@ -133,3 +149,4 @@ class Playout:
     def close(self) -> None:
         for waiter in self._waiters.values():
             waiter.cancel()
+        self._waiters.clear()

@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 
 class CallRecorder:
     def __init__(self, call_sid: str, store: CallStore, clock: Clock,
-                 events: EventSink | None = None) -> None:
+                 events: EventSink | None = None, history_turns: int = 20) -> None:
         self.call_sid = call_sid
         self.store = store
         self.clock = clock
-        self.conversation = Conversation(session_id=call_sid)
+        self.conversation = Conversation(session_id=call_sid, max_messages=2 * history_turns)
         self.idx = 0  # the number of the latest caller turn; the assistant's reply shares it
         self.current: AgentTurn | None = None  # the latest assistant turn not yet recorded
         self._events = events

@@ -77,7 +77,8 @@ class RelaySession:
         self.agent = agent
         self.transport = transport
         self.clock = clock
-        self.recorder = CallRecorder(call_sid, store, clock, events)
+        self.recorder = CallRecorder(call_sid, store, clock, events,
+                                     history_turns=settings.history_turns)
         self._exchange: _Exchange | None = None  # the reply being produced
         self._task: asyncio.Task[None] | None = None
         self._pending: list[str] = []

@@ -30,7 +30,7 @@ from appliance.core.recorder import CallRecorder
 from appliance.core.speaking import Speaker
 from appliance.core.spoken import AgentTurn
 from appliance.core.turns import TurnEvent
-from appliance.core.workers import Workers, run_in
+from appliance.core.workers import OneAtATime, Workers
 from appliance.engines.base import (
     CallStore,
     EngineInfo,
@@ -48,6 +48,7 @@ from appliance.store.metrics import TurnMetrics
 log = logging.getLogger(__name__)
 
 INBOX_FRAMES = 250  # 5 s of audio; beyond this the caller's frames are dropped, not queued
+LISTENER_RESTARTS = 3  # a listener that keeps dying ends the call (after the apology)
 NO_SPEECH_PROB = 0.8  # Whisper's own doubt above which an utterance is taken for noise
 
 
@@ -87,11 +88,13 @@ class CallSession:
         self.transport = transport
         self.clock = clock
         self.state = State.LISTENING
-        self.recorder = CallRecorder(call_sid, store, clock, events)
+        self.recorder = CallRecorder(call_sid, store, clock, events,
+                                     history_turns=settings.history_turns)
         self.playout = Playout(transport, clock, on_audio=self._on_audio_out)
         self.speaker = Speaker(engines.tts, engines.phrases, self.playout, self.recorder, clock)
-        self._listener = Listener(settings, engines.vad, engines.workers.vad, engines.turn,
-                                  engines.workers.turn)
+        self._listener = self._new_listener()
+        self._stt = OneAtATime(engines.workers.stt)  # this call's share of the STT workers
+        self._listener_deaths = 0
         self._pending_audio: list[np.ndarray] = []  # the utterance a running turn answers
         self._early_stt: asyncio.Future[Transcript] | None = None  # started at a pause
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOX_FRAMES)
@@ -104,7 +107,7 @@ class CallSession:
 
     async def start(self) -> None:
         """Begin listening and greet the caller from the pre-synthesized greeting."""
-        self._audio_task = asyncio.create_task(self._audio_loop(), name=f"audio-{self.call_sid}")
+        self._listen()
         self._reply_task = asyncio.create_task(self._say(self.settings.greeting_text, record=True))
         if isinstance(self.engines.tts, Warmable):
             self.recorder.spawn(self.engines.tts.warm())  # a cloud voice connects meanwhile
@@ -150,6 +153,41 @@ class CallSession:
             self._reply_task = asyncio.create_task(self._use_tool(tool, record=True))
 
     # --- listening ------------------------------------------------------------------------
+
+    def _new_listener(self) -> Listener:
+        engines = self.engines
+        return Listener(self.settings, engines.vad, engines.workers.vad, engines.turn,
+                        engines.workers.turn)
+
+    def _listen(self) -> None:
+        self._audio_task = asyncio.create_task(self._audio_loop(), name=f"audio-{self.call_sid}")
+        self._audio_task.add_done_callback(self._listener_died)
+
+    def _listener_died(self, task: asyncio.Task[None]) -> None:
+        """The audio loop ended by an error: log why, apologise (never leave the caller in
+        silence) and listen again with fresh state; one that keeps dying ends the call."""
+        if task.cancelled() or self.state is State.ENDED:
+            return
+        if not isinstance(err := task.exception(), Exception):
+            return
+        self._listener_deaths += 1
+        self.recorder.failed("listener", StageError.of(err))
+        if self._reply_task and not self._reply_task.done():
+            self._reply_task.cancel()
+        self.state = State.LISTENING
+        give_up = self._listener_deaths > LISTENER_RESTARTS
+        self._reply_task = asyncio.create_task(self._apologise(hang_up=give_up))
+        if not give_up:
+            self._listener = self._new_listener()
+            self._listen()
+
+    async def _apologise(self, *, hang_up: bool) -> None:
+        await self._say(self.settings.apology, record=False)
+        if hang_up:
+            log.error("call %s: the listener keeps failing; ending the call", self.call_sid)
+            self._ending = True
+            await self.playout.wait_played(self.playout.last_mark)
+            await self.transport.hang_up()
 
     async def _audio_loop(self) -> None:
         while True:
@@ -205,8 +243,7 @@ class CallSession:
 
     def _transcribe(self, audio: np.ndarray, *, early: bool) -> asyncio.Future[Transcript]:
         self.recorder.stage(StageEventType.STT_START, early=early)
-        return asyncio.ensure_future(
-            run_in(self.engines.workers.stt, self.engines.stt.transcribe, audio))
+        return asyncio.ensure_future(self._stt.run(self.engines.stt.transcribe, audio))
 
     # --- one turn -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ another (an LLM reply already under way).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -57,6 +58,39 @@ class Background:
     async def drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class OneAtATime:
+    """One call's share of a pool every call uses: at most one job of its own in the pool, and
+    a request that is still waiting when a newer one comes is dropped, never queued.
+
+    A cancelled job that already runs cannot be stopped (the model is mid-call), so the next
+    request waits for it rather than adding a second: a caller who never stops talking
+    re-transcribes ever-longer audio, and without this each attempt queued beside the last on
+    the STT workers every call shares.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool = pool
+        self._running: concurrent.futures.Future[Any] | None = None
+        self._latest = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None and not self._running.done()
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` in the pool once this call's previous job is done; CancelledError if
+        a newer request superseded this one meanwhile."""
+        self._latest += 1
+        ticket = self._latest
+        while self._running is not None and not self._running.done():
+            await asyncio.wait({asyncio.wrap_future(self._running)})
+            if ticket != self._latest:
+                raise asyncio.CancelledError("superseded by a newer request")
+        ctx = contextvars.copy_context()
+        self._running = job = self._pool.submit(ctx.run, fn, *args)
+        return await asyncio.wrap_future(job)
 
 
 def _pool(name: str, size: int) -> ThreadPoolExecutor:

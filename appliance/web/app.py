@@ -24,6 +24,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.status_codes import (
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     WS_1008_POLICY_VIOLATION,
+    WS_1013_TRY_AGAIN_LATER,
 )
 
 from appliance import console
@@ -92,16 +93,23 @@ async def signed_form(request: Request[Any, Any, Any], path: str) -> dict[str, s
     return form
 
 
-async def signed_socket(socket: WebSocket[Any, Any, Any], path: str) -> bool:
-    """Check a WebSocket upgrade's signature (same algorithm, the ws(s) URL as requested, query
-    included, no params); refuse the socket with a policy-violation close when it fails."""
+async def admitted_socket(socket: WebSocket[Any, Any, Any], path: str, what: str) -> bool:
+    """Check a WebSocket upgrade before it takes anything: its signature (same algorithm, the
+    ws(s) URL as requested, query included, no params), then that calls are being taken at all
+    (models loaded, not draining). A refusal closes the socket without touching a call slot;
+    the ticket check comes at start."""
     runtime = runtime_of(socket)
     url = socket_url(runtime.settings, path, socket.url.query)
-    if runtime.signatures.valid(url, {}, socket.headers.get("x-twilio-signature")):
-        return True
-    runtime.refusals.warning("signature", "%s: bad or missing X-Twilio-Signature; refused", path)
-    await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
-    return False
+    if not runtime.signatures.valid(url, {}, socket.headers.get("x-twilio-signature")):
+        runtime.refuse(what, "bad-signature", f"{path}: bad or missing X-Twilio-Signature")
+        await socket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid signature")
+        return False
+    if runtime.engines is None or runtime.draining:
+        reason = "draining" if runtime.draining else "not-ready"
+        runtime.refuse(what, reason)
+        await socket.close(code=WS_1013_TRY_AGAIN_LATER, reason=reason)
+        return False
+    return True
 
 
 @get("/healthz")
@@ -131,16 +139,20 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
     runtime = runtime_of(request)
     form = await signed_form(request, "/twilio/voice")
     call_sid = form.get("CallSid", "")
-    if not call_sid:
+    if not is_call_sid(call_sid):
+        log.warning("voice webhook: missing CallSid; refused")
         return Response("missing CallSid", status_code=400, media_type="text/plain")
     settings = runtime.settings
-    target = await admit(runtime, call_sid)
-    if target is None and runtime.cluster is None and (runtime.engines is None
-                                                       or runtime.draining):
+    if call_sid in runtime.calls.active:
+        log.warning("call %s: webhook again for a live call; refused", call_sid)
+        return Response(str(twiml.busy(settings)), media_type=XML)
+    admission = await admit(runtime, call_sid)
+    if admission is None and runtime.cluster is None and (runtime.engines is None
+                                                          or runtime.draining):
         log.warning("call %s refused: %s", call_sid,
                     "shutting down" if runtime.draining else "models not ready")
         return Response(str(twiml.busy(settings)), media_type=XML)
-    if target is None:
+    if admission is None:
         log.warning("call %s refused: every line is busy (%d calls per box)", call_sid,
                     settings.max_calls)
         await runtime.store.call_started(call_sid, mode=settings.mode, status="busy",
@@ -150,12 +162,13 @@ async def voice(request: Request[Any, Any, Any]) -> Response[str]:
         return Response(str(twiml.busy(settings)), media_type=XML)
     await runtime.store.call_started(call_sid, mode=settings.mode, status="ringing",
                                      from_number=form.get("From", ""), to_number=form.get("To", ""))
-    settings = msgspec.structs.replace(settings, public_base_url=target)  # the box taking it
+    target, ticket = admission  # the box taking it, and the ticket its socket will accept
+    settings = msgspec.structs.replace(settings, public_base_url=target)
     if settings.mode == "conversation-relay":
         answer = twiml.connect_relay(settings, socket_url(settings, "/twilio/relay"),
-                                     public_url(settings, "/twilio/relay/action"), form)
+                                     public_url(settings, "/twilio/relay/action"), form, ticket)
     else:
-        answer = twiml.connect_stream(socket_url(settings, "/twilio/media"), form)
+        answer = twiml.connect_stream(socket_url(settings, "/twilio/media"), form, ticket)
     return Response(str(answer), media_type=XML)
 
 
@@ -174,7 +187,7 @@ async def status_callback(request: Request[Any, Any, Any]) -> None:
 @websocket("/twilio/media")
 async def media_socket(socket: WebSocket[Any, Any, Any]) -> None:
     runtime = runtime_of(socket)
-    if not await signed_socket(socket, "/twilio/media"):
+    if not await admitted_socket(socket, "/twilio/media", "media"):
         return
     await socket.accept()
     await handle_media_socket(socket, runtime)
@@ -183,7 +196,7 @@ async def media_socket(socket: WebSocket[Any, Any, Any]) -> None:
 @websocket("/twilio/relay")
 async def relay_socket(socket: WebSocket[Any, Any, Any]) -> None:
     runtime = runtime_of(socket)
-    if not await signed_socket(socket, "/twilio/relay"):
+    if not await admitted_socket(socket, "/twilio/relay", "relay"):
         return
     await socket.accept()
     await handle_relay_socket(socket, runtime)
@@ -232,6 +245,7 @@ async def metrics(request: Request[Any, Any, Any], reset: FromQuery[bool] = Fals
     """Event-loop lag and live call count, for the benchmark."""
     runtime = runtime_of(request)
     body = {"loop_lag": runtime.loop_lag.stats(), "active_calls": len(runtime.calls.active),
+            "slots_used": runtime.calls.count(), "refused_sockets": dict(runtime.refused),
             "pid": os.getpid()}
     if runtime.engines is not None and (tokens := token_counts(runtime.engines.agent.llm)):
         body["llm_tokens"] = tokens  # from the model server, when it reports them

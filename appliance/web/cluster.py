@@ -3,13 +3,17 @@
 Each box keeps a hash ``<cluster>:box:<id>`` (its public URL, capacity, draining flag) alive with
 a heartbeat; the key's TTL drops a box that stops beating (crash, power cut) from the pool within
 ``cluster_box_ttl_s``. Its calls are members of ``<cluster>:slots:<id>``, scored by when the
-claim expires: a call reserved by a webhook holds its slot for ``PENDING_CALL_S`` until its
+claim expires: a call reserved by a webhook holds its slot for ``socket_ticket_s`` until its
 stream starts, a live call is renewed by every heartbeat, and an ended call is removed at once.
 A reservation is one Lua script (check alive, not draining, count, add), so two webhooks on two
 boxes can never both take a box's last slot. Redis's clock scores every claim, not the boxes'.
 
 The webhook that received a call reserves on its own box first, then on the box with most room,
 and answers with *that* box's stream URL; with every box full, the caller hears the busy message.
+The call's one-use socket ticket is minted by that webhook and kept, in the same script, at
+``<cluster>:ticket:<id>:<callSid>`` (a SHA-256 of it, expiring with the claim): the box the
+stream goes to takes it from there when the socket starts (compare, then delete), so a ticket is
+good on that box only, once, and no box reserves a local slot for a call it handed on.
 A draining box (SIGTERM) takes no new calls: its heartbeat says so, and its own webhook sends
 new calls to the other boxes while its live calls finish.
 """
@@ -18,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,24 +33,37 @@ from redis.exceptions import RedisError
 
 from appliance.box import box_name
 from appliance.config import Settings
-from appliance.web.runtime import PENDING_CALL_S, CallSlots, Runtime
+from appliance.web.runtime import CallSlots, Runtime, new_ticket
 
 log = logging.getLogger(__name__)
 
 _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 
-# KEYS: box hash, slots zset. ARGV: call sid, claim ms. 1 if the call has (or now holds) a slot.
+# KEYS: box hash, slots zset, ticket key. ARGV: call sid, claim ms, ticket digest.
+# 1 if the call has (or now holds) a slot; its newest ticket is the one kept.
 _RESERVE = _NOW + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'draining') == '1' then return 0 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 1 end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(redis.call('HGET', KEYS[1], 'capacity')) then
-  return 0
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(redis.call('HGET', KEYS[1], 'capacity')) then
+    return 0
+  end
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 2)
 end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 2)
+redis.call('SET', KEYS[3], ARGV[3], 'PX', tonumber(ARGV[2]))
 return 1
+"""
+
+# KEYS: ticket key. ARGV: digest of the ticket the socket brought. '' if good (now used up),
+# else the refusal reason; a wrong guess leaves the real ticket in place.
+_CLAIM = """
+local kept = redis.call('GET', KEYS[1])
+if not kept then return 'no-ticket' end
+if kept ~= ARGV[1] then return 'bad-ticket' end
+redis.call('DEL', KEYS[1])
+return ''
 """
 
 # KEYS: box hash, slots zset, boxes set. ARGV: id, url, capacity, draining, ttl ms, pending ms,
@@ -76,17 +94,38 @@ class BoxState:
         return 0 if self.draining else max(0, self.capacity - self.calls)
 
 
+def ticket_digest(ticket: str) -> str:
+    """What Redis keeps of a ticket: whoever reads the pool's keys cannot open a socket."""
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
 class ClusterSlots(CallSlots):
-    """This box's ``CallSlots``, telling the pool at once when a call starts or ends."""
+    """This box's ``CallSlots``, telling the pool at once when a call starts or ends, and taking
+    socket tickets from Redis (where whichever box answered the webhook put them)."""
 
-    def __init__(self, limit: int, on_change: Callable[[], None],
-                 on_release: Callable[[str], None]) -> None:
-        super().__init__(limit)
+    def __init__(self, limit: int, ticket_s: float, on_change: Callable[[], None],
+                 on_release: Callable[[str], None],
+                 claim_remote: Callable[[str, str], Awaitable[str]]) -> None:
+        super().__init__(limit, ticket_s)
         self._on_change, self._on_release = on_change, on_release
+        self._claim_remote = claim_remote
 
-    def activate(self, call_sid: str) -> None:
-        super().activate(call_sid)
-        self._on_change()
+    async def claim(self, call_sid: str, token: str) -> str | None:
+        if call_sid in self.pending:  # reserved here alone while Redis was unreachable
+            return self.admit(call_sid, token)
+        try:
+            refusal = await self._claim_remote(call_sid, token)
+        except RedisError as err:
+            log.error("cluster: Redis unreachable (%s): call %s's ticket cannot be checked",
+                      err, call_sid)
+            return "pool-unreachable"
+        return refusal or self.take(call_sid)
+
+    def take(self, call_sid: str) -> str | None:
+        refusal = super().take(call_sid)
+        if refusal is None:
+            self._on_change()
+        return refusal
 
     def release(self, call_sid: str) -> None:
         super().release(call_sid)
@@ -105,11 +144,13 @@ class Cluster:
         self._draining = draining
         self._prefix = settings.cluster_name
         self._reserve = client.register_script(_RESERVE)
+        self._claim = client.register_script(_CLAIM)
         self._beat = client.register_script(_BEAT)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
-        self.slots = ClusterSlots(settings.max_calls, self._wake.set, self._released)
+        self.slots = ClusterSlots(settings.max_calls, settings.socket_ticket_s, self._wake.set,
+                                  self._released, self._take_ticket)
 
     @classmethod
     def from_settings(cls, settings: Settings, draining: Callable[[], bool]) -> Cluster:
@@ -151,7 +192,7 @@ class Cluster:
         return int(await self._beat(
             keys=[self._key("box", self.box), self._key("slots", self.box), self._boxes_key],
             args=[self.box, settings.public_base_url, settings.max_calls,
-                  int(self._draining()), ttl_ms, int(PENDING_CALL_S * 1000),
+                  int(self._draining()), ttl_ms, int(settings.socket_ticket_s * 1000),
                   *sorted(self.slots.active)]))
 
     async def _run(self) -> None:
@@ -221,19 +262,29 @@ class Cluster:
         except RedisError as err:
             return f"Redis unreachable: {err}"
 
-    async def reserve(self, call_sid: str, *, here: bool) -> BoxState | None:
-        """A slot for ``call_sid``: on this box if ``here`` and it has room, else on the live box
-        with most room; None when every box is full or draining."""
+    def _ticket_key(self, box: str, call_sid: str) -> str:
+        return f"{self._prefix}:ticket:{box}:{call_sid}"
+
+    async def reserve(self, call_sid: str, ticket: str, *, here: bool) -> BoxState | None:
+        """A slot for ``call_sid``, and ``ticket`` its socket's ticket there: on this box if
+        ``here`` and it has room, else on the live box with most room; None when every box is
+        full or draining."""
         pool = await self.pool()
         mine = [b for b in pool if b.box == self.box and here]
         others = sorted((b for b in pool if b.box != self.box and b.room),
                         key=lambda b: (-b.room, b.box))
-        claim_ms = int(PENDING_CALL_S * 1000)
+        claim_ms = int(self.settings.socket_ticket_s * 1000)
         for box in [*mine, *others]:
-            if await self._reserve(keys=[self._key("box", box.box), self._key("slots", box.box)],
-                                   args=[call_sid, claim_ms]):
+            keys = [self._key("box", box.box), self._key("slots", box.box),
+                    self._ticket_key(box.box, call_sid)]
+            if await self._reserve(keys=keys, args=[call_sid, claim_ms, ticket_digest(ticket)]):
                 return box
         return None
+
+    async def _take_ticket(self, call_sid: str, ticket: str) -> str:
+        """Use up ``call_sid``'s ticket for this box: '' if ``ticket`` is it, else why not."""
+        return str(await self._claim(keys=[self._ticket_key(self.box, call_sid)],
+                                     args=[ticket_digest(ticket)]))
 
 
 def cluster_from_settings(settings: Settings, draining: Callable[[], bool]) -> Cluster | None:
@@ -241,22 +292,25 @@ def cluster_from_settings(settings: Settings, draining: Callable[[], bool]) -> C
     return Cluster.from_settings(settings, draining) if settings.redis_url else None
 
 
-async def admit(runtime: Runtime, call_sid: str) -> str | None:
-    """The public base URL of the box that takes ``call_sid`` (this one if it can), or None.
+async def admit(runtime: Runtime, call_sid: str) -> tuple[str, str] | None:
+    """The public base URL of the box that takes ``call_sid`` (this one if it can) and the
+    socket ticket that box will accept; None when no box can.
 
-    Without a cluster, or with Redis unreachable, only this box's own slots count: a Redis outage
-    shrinks the pool to each box on its own, it never refuses calls a box has room for.
+    Without a cluster, or with Redis unreachable, only this box's own slots and tickets count: a
+    Redis outage shrinks the pool to each box on its own, it never refuses calls a box has room
+    for.
     """
     ready = runtime.engines is not None and not runtime.draining
-    own = runtime.settings.public_base_url
     if runtime.cluster is not None:
+        ticket = new_ticket()
         try:
-            box = await runtime.cluster.reserve(call_sid, here=ready)
+            box = await runtime.cluster.reserve(call_sid, ticket, here=ready)
         except RedisError as err:
             log.error("cluster: Redis unreachable (%s): admitting on this box alone", err)
         else:
             if box is not None and box.box != runtime.cluster.box:
                 log.info("call %s: this box %s; handed to %s", call_sid,
                          "is full" if ready else "takes no calls now", box.box)
-            return box.url if box is not None else None
-    return own if ready and runtime.calls.reserve(call_sid) else None
+            return (box.url, ticket) if box is not None else None
+    own = runtime.calls.reserve(call_sid) if ready else None
+    return (runtime.settings.public_base_url, own) if own is not None else None

@@ -6,17 +6,26 @@ import asyncio
 import logging
 
 from litestar import WebSocket
+from litestar.exceptions import WebSocketDisconnect
 
+from appliance.core.audio import TELEPHONE_RATE
+from appliance.core.clock import MONOTONIC
 from appliance.core.session import CallSession
 from appliance.telephony import twilio_media as tm
+from appliance.telephony.sids import is_call_sid, is_stream_sid
 from appliance.telephony.twilio_calls import TwilioCalls
-from appliance.web.runtime import Runtime
-from appliance.web.socket_loop import run_socket
+from appliance.web.deadlines import SocketDeadlines
+from appliance.web.flood import AudioBudget
+from appliance.web.runtime import TICKET_PARAMETER, Runtime
+from appliance.web.socket_loop import SocketRefused, run_socket
 
 log = logging.getLogger(__name__)
 
 MAX_FRAMES_PER_S = 150  # Twilio sends 50; a flood beyond this is dropped, not processed
 MAX_BAD_FRAMES = 500  # a stream that is mostly garbage is closed
+# Outbound messages not yet written: 30 s of 20 ms frames. Replies are sent faster than real
+# time and Twilio buffers them, so the queue only fills when the peer stopped reading.
+OUTBOX_MESSAGES = 1500
 
 
 class MediaTransport:
@@ -25,28 +34,38 @@ class MediaTransport:
     queued."""
 
     def __init__(self, socket: WebSocket, stream_sid: str, call_sid: str,
-                 calls: TwilioCalls) -> None:
+                 calls: TwilioCalls, ended: asyncio.Future[str]) -> None:
         self._socket = socket
         self._stream_sid = stream_sid
         self._call_sid = call_sid
         self._calls = calls
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._ended = ended
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=OUTBOX_MESSAGES + 1)
         self.sender = asyncio.create_task(self._send_loop())
 
     async def _send_loop(self) -> None:
-        while (message := await self._queue.get()) is not None:
-            await self._socket.send_text(message.decode())
+        try:
+            while (message := await self._queue.get()) is not None:
+                await self._socket.send_text(message.decode())
+        except (WebSocketDisconnect, RuntimeError, OSError) as err:
+            _end(self._ended, f"send failed: {err or type(err).__name__}")
+
+    def _put(self, message: bytes) -> None:
+        if self._queue.qsize() >= OUTBOX_MESSAGES:
+            _end(self._ended, f"peer stopped reading ({OUTBOX_MESSAGES} messages unsent)")
+            return
+        self._queue.put_nowait(message)
 
     async def send_audio(self, ulaw: bytes) -> None:
-        self._queue.put_nowait(tm.media_message(self._stream_sid, ulaw))
+        self._put(tm.media_message(self._stream_sid, ulaw))
 
     async def send_mark(self, name: str) -> None:
-        self._queue.put_nowait(tm.mark_message(self._stream_sid, name))
+        self._put(tm.mark_message(self._stream_sid, name))
 
     async def clear(self) -> None:
         while not self._queue.empty():
             self._queue.get_nowait()
-        self._queue.put_nowait(tm.clear_message(self._stream_sid))
+        self._put(tm.clear_message(self._stream_sid))
 
     async def hang_up(self) -> None:
         """End the call over REST when we can; else (or if REST fails) close the stream, and
@@ -65,7 +84,7 @@ class MediaTransport:
 
     async def close(self) -> None:
         """Flush what is queued, then close the socket: Twilio moves on to the next TwiML verb."""
-        self._queue.put_nowait(None)
+        self._queue.put_nowait(None)  # the one place past the bound (maxsize leaves room)
         await asyncio.wait_for(asyncio.shield(self.sender), 5)
         await self._socket.close()
 
@@ -76,15 +95,21 @@ class MediaFrames:
     def __init__(self, socket: WebSocket, runtime: Runtime) -> None:
         self.socket = socket
         self.runtime = runtime
+        settings = runtime.settings
         self.session: CallSession | None = None
         self.transport: MediaTransport | None = None
+        self.deadlines = SocketDeadlines(MONOTONIC, start_s=settings.start_timeout_s,
+                                         max_call_s=settings.max_call_s,
+                                         media_s=settings.media_timeout_s)
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.budget = AudioBudget(settings.audio_burst_s, settings.audio_flood_close_s, "media")
 
     async def handle(self, frame: str) -> str | None:
         message = tm.decode(frame)
         if isinstance(message, tm.Media):
             if self.session is None:
                 raise tm.ProtocolError("media before start")
-            self.session.on_audio(tm.media_audio(message))
+            self._audio(tm.media_audio(message))
         elif isinstance(message, tm.Start):
             if self.session is not None:
                 raise tm.ProtocolError("duplicate start")
@@ -97,30 +122,54 @@ class MediaFrames:
             return "stop received"
         return None
 
+    def _audio(self, ulaw: bytes) -> None:
+        """Audio within the real-time budget goes to the session; a flood is dropped, then
+        ends the socket."""
+        assert self.session is not None
+        self.deadlines.on_media()
+        if self.budget.admit(len(ulaw) / TELEPHONE_RATE):
+            self.session.on_audio(ulaw)
+        elif self.budget.exhausted:
+            raise SocketRefused("audio-flood", f"{self.budget.dropped_s:.0f} s of audio over "
+                                "the real-time budget")
+
     async def _start(self, message: tm.Start) -> CallSession:
         info = message.start
         call_sid = info.call_sid or info.custom_parameters.get("callSid", "")
-        if not call_sid or not info.stream_sid:
-            raise tm.ProtocolError("start without callSid/streamSid")
+        if not is_call_sid(call_sid) or not is_stream_sid(info.stream_sid):
+            raise SocketRefused("bad-sid", f"callSid {call_sid[:40]!r}, "
+                                f"streamSid {info.stream_sid[:40]!r}")
         if info.media_format.encoding != "audio/x-mulaw" or info.media_format.sample_rate != 8000:
-            raise tm.ProtocolError(f"unsupported media format {info.media_format}")
-        if self.runtime.engines is None:
-            raise tm.ProtocolError("start before the models are ready")
-        self.transport = MediaTransport(self.socket, info.stream_sid, call_sid,
-                                        self.runtime.twilio)
-        self.runtime.calls.activate(call_sid)
-        await self.runtime.store.update_call(call_sid, stream_sid=info.stream_sid,
-                                             status="in-progress", mode="media-streams")
-        session = CallSession(call_sid, self.runtime.settings, self.runtime.engines,
-                              self.runtime.store, self.transport)
-        await session.start()
+            raise SocketRefused("bad-format", f"unsupported media format {info.media_format}")
+        engines = self.runtime.engines
+        assert engines is not None  # the route refused the socket before the models were ready
+        ticket = info.custom_parameters.get(TICKET_PARAMETER, "")
+        if (refusal := await self.runtime.calls.claim(call_sid, ticket)) is not None:
+            raise SocketRefused(refusal, f"call {call_sid}")
+        try:
+            self.transport = MediaTransport(self.socket, info.stream_sid, call_sid,
+                                            self.runtime.twilio, self.ended)
+            await self.runtime.store.update_call(call_sid, stream_sid=info.stream_sid,
+                                                 status="in-progress", mode="media-streams")
+            session = CallSession(call_sid, self.runtime.settings, engines,
+                                  self.runtime.store, self.transport)
+            await session.start()
+        except Exception:
+            self.runtime.calls.release(call_sid)  # a failed start never keeps its slot
+            raise
         self.runtime.sessions[call_sid] = session  # the console's live page reads it
+        self.deadlines.on_start()
         log.info("call %s: media stream %s started", call_sid, info.stream_sid)
         return session
 
     def stop(self) -> None:
         if self.transport is not None:
             self.transport.sender.cancel()
+
+
+def _end(ended: asyncio.Future[str], reason: str) -> None:
+    if not ended.done():
+        ended.set_result(reason)
 
 
 async def handle_media_socket(socket: WebSocket, runtime: Runtime) -> None:

@@ -9,15 +9,19 @@ from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
 from appliance.core.agent import Tool
+from appliance.core.clock import MONOTONIC
 from appliance.core.relay_session import RelaySession
 from appliance.telephony import twilio_relay as tr
-from appliance.web.runtime import Runtime
-from appliance.web.socket_loop import run_socket
+from appliance.telephony.sids import is_call_sid
+from appliance.web.deadlines import SocketDeadlines
+from appliance.web.runtime import TICKET_PARAMETER, Runtime
+from appliance.web.socket_loop import SocketRefused, run_socket
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_S = 50  # Twilio sends a few per second; a flood beyond this is dropped
 MAX_BAD_MESSAGES = 50  # a session that is mostly garbage is closed (each one is logged)
+OUTBOX_MESSAGES = 1000  # text tokens not yet written; only fills when the peer stopped reading
 DTMF_KEYS = frozenset("0123456789*#ABCDabcd")
 NEEDS_SETUP = (tr.Prompt, tr.Interrupt, tr.Dtmf)
 
@@ -28,7 +32,8 @@ class SocketRelayTransport:
 
     def __init__(self, socket: WebSocket) -> None:
         self._socket = socket
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=OUTBOX_MESSAGES)
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.sender = asyncio.create_task(self._send_loop())
 
     async def _send_loop(self) -> None:
@@ -38,12 +43,18 @@ class SocketRelayTransport:
         except (WebSocketDisconnect, RuntimeError, OSError) as err:
             log.info("relay socket: send stopped: %s", err or type(err).__name__)
 
+    def _put(self, message: bytes) -> None:
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            if not self.ended.done():
+                self.ended.set_result(f"peer stopped reading ({OUTBOX_MESSAGES} messages unsent)")
+
     async def send_text(self, token: str, last: bool) -> None:
-        self._queue.put_nowait(tr.encode(tr.Text(token=token, last=last)))
+        self._put(tr.encode(tr.Text(token=token, last=last)))
 
     async def end(self, tool: Tool, call_sid: str) -> None:
-        data = tr.handoff_data(tool.value, call_sid)
-        self._queue.put_nowait(tr.encode(tr.End(handoff_data=data)))
+        self._put(tr.encode(tr.End(handoff_data=tr.handoff_data(tool.value, call_sid))))
 
 
 class RelayFrames:
@@ -53,6 +64,9 @@ class RelayFrames:
         self.runtime = runtime
         self.transport = transport
         self.session: RelaySession | None = None
+        self.ended = transport.ended
+        self.deadlines = SocketDeadlines(MONOTONIC, start_s=runtime.settings.start_timeout_s,
+                                         max_call_s=runtime.settings.max_call_s, media_s=None)
 
     async def handle(self, frame: str) -> str | None:
         message = tr.decode(frame)
@@ -70,14 +84,23 @@ class RelayFrames:
         call_sid = message.call_sid or message.custom_parameters.get("callSid", "")
         if not call_sid:
             raise tr.ProtocolError("setup without callSid")
-        if self.runtime.engines is None:
-            raise tr.ProtocolError("setup before the models are ready")
-        self.runtime.calls.activate(call_sid)
-        await self.runtime.store.update_call(call_sid, stream_sid=message.session_id,
-                                             status="in-progress", mode="conversation-relay")
-        session = RelaySession(call_sid, self.runtime.settings, self.runtime.engines.agent,
-                               self.runtime.store, self.transport)
-        await session.start()
+        if not is_call_sid(call_sid):
+            raise SocketRefused("bad-sid", f"callSid {call_sid[:40]!r}")
+        engines = self.runtime.engines
+        assert engines is not None  # the route refused the socket before the models were ready
+        ticket = message.custom_parameters.get(TICKET_PARAMETER, "")
+        if (refusal := await self.runtime.calls.claim(call_sid, ticket)) is not None:
+            raise SocketRefused(refusal, f"call {call_sid}")
+        try:
+            await self.runtime.store.update_call(call_sid, stream_sid=message.session_id,
+                                                 status="in-progress", mode="conversation-relay")
+            session = RelaySession(call_sid, self.runtime.settings, engines.agent,
+                                   self.runtime.store, self.transport)
+            await session.start()
+        except Exception:
+            self.runtime.calls.release(call_sid)  # a failed start never keeps its slot
+            raise
+        self.deadlines.on_start()
         log.info("call %s: relay session %s started", call_sid, message.session_id)
         return session
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,33 +25,79 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PENDING_CALL_S = 30.0  # a call answered by the webhook holds a slot this long before its stream
+TICKET_PARAMETER = "ticket"  # the <Parameter> that carries a call's socket ticket
+
+
+def new_ticket() -> str:
+    """A fresh socket ticket: 144 random bits, URL-safe (it travels in TwiML)."""
+    return secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    token: str
+    minted: float
 
 
 @dataclass
 class CallSlots:
-    """Admission control: live streams plus calls answered whose stream has not started yet."""
+    """Admission control: live streams plus calls answered whose socket has not started yet.
+
+    The webhook (signed by Twilio) reserves a slot and mints a one-use ticket bound to the
+    callSid; the socket's start/setup must bring that ticket back before ``ticket_s`` passes.
+    So the socket signature, which never changes, is not enough on its own: a socket opens a
+    call only the webhook admitted moments before, once, and never beyond ``limit``. In a
+    cluster the tickets live in Redis instead (``web.cluster.ClusterSlots``), so the box a
+    webhook hands a call to can check them.
+    """
 
     limit: int
+    ticket_s: float = 30.0
+    now: Callable[[], float] = time.monotonic
     active: set[str] = field(default_factory=set)
-    pending: dict[str, float] = field(default_factory=dict)
+    pending: dict[str, Ticket] = field(default_factory=dict)
 
     def count(self) -> int:
-        now = time.monotonic()
-        self.pending = {sid: t for sid, t in self.pending.items() if now - t < PENDING_CALL_S}
+        now = self.now()
+        self.pending = {sid: t for sid, t in self.pending.items()
+                        if now - t.minted < self.ticket_s}
         return len(self.active) + len(self.pending)
 
-    def reserve(self, call_sid: str) -> bool:
-        if call_sid in self.active or call_sid in self.pending:
-            return True
-        if self.count() >= self.limit:
-            return False
-        self.pending[call_sid] = time.monotonic()
-        return True
+    def reserve(self, call_sid: str) -> str | None:
+        """A slot and a fresh ticket for ``call_sid``; None when full (or already live)."""
+        if call_sid in self.active:
+            return None
+        if call_sid not in self.pending and self.count() >= self.limit:
+            return None
+        token = new_ticket()
+        self.pending[call_sid] = Ticket(token, self.now())
+        return token
 
-    def activate(self, call_sid: str) -> None:
-        self.pending.pop(call_sid, None)
+    def admit(self, call_sid: str, token: str) -> str | None:
+        """Turn a reservation into a live call; the refusal reason if the ticket is not good."""
+        ticket = self.pending.get(call_sid)
+        if ticket is None:
+            return "no-ticket"  # never admitted by the webhook, used already, or expired
+        if not hmac.compare_digest(ticket.token.encode(), token.encode()):
+            return "bad-ticket"
+        del self.pending[call_sid]
+        if self.now() - ticket.minted >= self.ticket_s:
+            return "expired-ticket"
+        return self.take(call_sid)
+
+    async def claim(self, call_sid: str, token: str) -> str | None:
+        """What a socket's start/setup calls: :meth:`admit` here; a cluster also asks Redis."""
+        return self.admit(call_sid, token)
+
+    def take(self, call_sid: str) -> str | None:
+        """A live slot for a call whose ticket checked out (here, or in the cluster's Redis);
+        the refusal reason if the box is full or the call is live already."""
+        if call_sid in self.active:
+            return "no-ticket"  # its one socket is open already: this one is a replay
+        if len(self.active) >= self.limit:
+            return "over-limit"
         self.active.add(call_sid)
+        return None
 
     def release(self, call_sid: str) -> None:
         self.active.discard(call_sid)
@@ -69,8 +119,16 @@ class Runtime:
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     refusals: RefusalLog = field(
         default_factory=lambda: RefusalLog(logging.getLogger("appliance.web.refusals")))
+    refused: Counter[str] = field(default_factory=Counter)  # sockets refused, by reason
     cluster: Cluster | None = None  # several boxes sharing admission through Redis
     sessions: dict[str, CallSession] = field(default_factory=dict)  # live, for the console
+
+    def refuse(self, what: str, reason: str, detail: str = "") -> None:
+        """Count one refused socket by reason (``/api/metrics``, the bench) and log it through
+        :attr:`refusals`, the one rate limit on refusal lines: an attack cannot flood the log."""
+        self.refused[reason] += 1
+        self.refusals.warning(reason, "%s socket refused (%s, %d so far)%s", what, reason,
+                              self.refused[reason], f": {detail}" if detail else "")
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -79,6 +137,6 @@ class Runtime:
             store=call_store(settings),
             twilio=TwilioCalls(settings.twilio_account_sid, settings.twilio_auth_token),
             signatures=SignatureChecker(settings),
-            calls=CallSlots(limit=settings.max_calls),
+            calls=CallSlots(limit=settings.max_calls, ticket_s=settings.socket_ticket_s),
             api_token=api_token(settings),
         )

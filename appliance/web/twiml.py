@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from twilio.twiml.voice_response import VoiceResponse
 
 from appliance.config import Settings
+from appliance.web.runtime import TICKET_PARAMETER
 
 STREAM_PARAMETERS = ("CallSid", "From", "To")
 
 
-def connect_stream(url: str, form: Mapping[str, str]) -> VoiceResponse:
-    """<Connect><Stream> with the call's facts as <Parameter>s (query strings never arrive)."""
+def connect_stream(url: str, form: Mapping[str, str], ticket: str) -> VoiceResponse:
+    """<Connect><Stream> with the call's facts and its socket ticket as <Parameter>s (query
+    strings never arrive); Twilio hands them back in the start message's customParameters."""
     response = VoiceResponse()
     connect = response.connect()
-    stream = connect.stream(url=url)
+    _parameters(connect.stream(url=url), form, ticket)
+    return response
+
+
+def _parameters(element: Any, form: Mapping[str, str], ticket: str) -> None:
     for name in STREAM_PARAMETERS:
         if form.get(name):
-            stream.parameter(name=name[0].lower() + name[1:], value=form[name])
-    return response
+            element.parameter(name=name[0].lower() + name[1:], value=form[name])
+    element.parameter(name=TICKET_PARAMETER, value=ticket)
 
 
 def busy(settings: Settings) -> VoiceResponse:
@@ -34,7 +41,7 @@ def busy(settings: Settings) -> VoiceResponse:
 
 
 def connect_relay(settings: Settings, url: str, action: str,
-                  form: Mapping[str, str]) -> VoiceResponse:
+                  form: Mapping[str, str], ticket: str) -> VoiceResponse:
     """<Connect action><ConversationRelay>: Twilio speaks and listens, we answer in text.
 
     ``action`` is where Twilio goes when the session ends (our hand-off route).
@@ -51,9 +58,7 @@ def connect_relay(settings: Settings, url: str, action: str,
         interruptible=settings.relay_interruptible or None,
         dtmf_detection=settings.relay_dtmf_detection,
     )
-    for name in STREAM_PARAMETERS:
-        if form.get(name):
-            relay.parameter(name=name[0].lower() + name[1:], value=form[name])
+    _parameters(relay, form, ticket)
     return response
 
 

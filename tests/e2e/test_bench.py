@@ -45,7 +45,8 @@ def test_one_call_one_turn_writes_the_json(tmp_path: Path,
     assert result["server"]["spawned"] and result["server"]["models"]
     assert result["settings"]["llm_threads"] == settings.llm_threads
     assert result["options"] == {"calls": [1], "turns": 1, "stagger_s": 0.3, "warmup": False,
-                                 "url": None, "hold": False, "barge_in_s": None}
+                                 "url": None, "hold": False, "barge_in_s": None,
+                                 "adversary": False}
     assert (level["calls"], level["completed"], level["failed"]) == (1, 1, 0)
     assert (level["turns_answered"], level["turns_total"]) == (1, 1)
     assert set(level["v2v_heard_s"]) == SUMMARY_KEYS and level["v2v_heard_s"]["n"] == 1
@@ -53,6 +54,8 @@ def test_one_call_one_turn_writes_the_json(tmp_path: Path,
     assert all(level["stages"][k]["n"] == 1 for k in ("endpoint_s", "stt_s", "llm_ttft_s"))
     assert {"server", "healthz_rtt", "bench"} == level["loop_lag_ms"].keys()
     assert level["server"]["rss_peak_mb"] is None or level["server"]["rss_peak_mb"] > 0
+    assert level["server"]["rss_end_mb"] is None or level["server"]["rss_end_mb"] > 0
+    assert "adversary" not in level
     assert "voice-to-voice, caller heard" in capsys.readouterr().out
     cached = list((tmp_path / "data" / "bench" / "utterances").glob("*.wav"))
     assert cached  # the caller's lines are kept for the next run

@@ -40,8 +40,8 @@ def test_sigterm_drains_live_calls(tmp_path: Path) -> None:
             time.sleep(0.2)
 
         async def scenario() -> tuple[str, bool, httpx.Response]:
-            call_sid, _ = await place_call(base, settings)
-            stream = await MediaStream.open(base, settings, call_sid)
+            call_sid, twiml = await place_call(base, settings)
+            stream = await MediaStream.open(base, settings, call_sid, twiml)
             await stream.wait_for(lambda: stream.events("mark"), timeout=30)
             proc.send_signal(signal.SIGTERM)
             await asyncio.sleep(1.0)

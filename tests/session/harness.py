@@ -240,13 +240,14 @@ class Call:
 
 
 async def start_call(settings: Settings, *, stt: FakeStt | None = None, llm: FakeLlm | None = None,
-                     tts: FakeTts | None = None) -> Call:
-    workers = Workers.sized(1, 1)
+                     tts: FakeTts | None = None, vad: FakeVad | None = None,
+                     workers: Workers | None = None) -> Call:
+    workers = workers or Workers.sized(1, 1)
     tts = tts or FakeTts(ms=400, chunk_ms=100)
     agent = Agent(settings, llm or FakeLlm(["We open", " at nine.", " See you", " then."]), None,
                   workers)
     phrases = await synthesize_phrases(tts, fixed_phrases(settings, agent))
-    engines = Engines(vad=FakeVad(), stt=stt or FakeStt([QUESTION]), tts=tts, agent=agent,
+    engines = Engines(vad=vad or FakeVad(), stt=stt or FakeStt([QUESTION]), tts=tts, agent=agent,
                       workers=workers, phrases=phrases)
     transport, store, clock = FakeTransport(), MemoryStore(), FakeClock()
     events: list[StageEvent] = []

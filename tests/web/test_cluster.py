@@ -5,7 +5,9 @@ is visible from either box, a silent box drops out, a draining box takes no new 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -13,14 +15,16 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
+from websockets.exceptions import ConnectionClosed
 
+from appliance.caller import twilio_wire as wire
 from appliance.caller.report import CallFailed
-from appliance.config import Settings
+from appliance.config import Settings, signing_token
 from appliance.web.app import create_app
 from appliance.web.runtime import Runtime
 from tests.conftest import api_auth, make_settings, running_server
 from tests.web.fake_engines import FakeSet
-from tests.web.twilio_client import MediaStream, place_call
+from tests.web.twilio_client import MediaStream, place_call, start_message
 
 CAPACITY = 4
 
@@ -60,7 +64,7 @@ async def answered_call(webhook: str, settings: Settings,
     if target is None:
         return call_sid, None
     box_settings = next(s for base, s, _ in boxes if base == target)
-    stream = await MediaStream.open(target, box_settings, call_sid)
+    stream = await MediaStream.open(target, box_settings, call_sid, twiml)
     await stream.wait_for(lambda: stream.events("media"))  # the greeting plays
     return target, stream
 
@@ -128,6 +132,51 @@ def test_a_silent_box_drops_out_and_a_draining_box_takes_no_calls(boxes) -> None
     assert stream_target(twiml) is None  # A drains, B is gone: the caller hears busy
 
 
+async def socket_ending(base: str, settings: Settings, call_sid: str,
+                        parameters: dict[str, str]) -> str:
+    """Open a signed media socket on ``base``, start ``call_sid`` with ``parameters``; the close
+    reason once the server ends it."""
+    url = base.replace("http", "ws", 1) + "/twilio/media"
+    ws = await wire.open_socket(base, url, signing_token(settings), what="socket")
+    await ws.send(json.dumps(start_message(settings, call_sid, "MZ" + uuid.uuid4().hex,
+                                           parameters)))
+    try:
+        async with asyncio.timeout(10):
+            async for _ in ws:
+                pass
+    except ConnectionClosed:
+        pass
+    return ws.close_reason or ""
+
+
+def test_a_handed_off_call_opens_on_its_box_only_with_its_ticket_once(boxes) -> None:
+    (a, settings_a, runtime_a), (b, settings_b, runtime_b) = boxes
+
+    async def run() -> tuple[int, str, str, set[str], str, str]:
+        for _ in range(CAPACITY):  # A's slots: calls answered, their streams not yet started
+            _, twiml = await place_call(a, settings_a)
+            assert stream_target(twiml) == a
+        call_sid, twiml = await place_call(a, settings_a)
+        assert stream_target(twiml) == b
+        parameters = wire.parse_twiml(twiml).parameters
+        held_on_a = runtime_a.calls.count()
+        wrong_box = await socket_ending(a, settings_a, call_sid, parameters)
+        guessed = await socket_ending(b, settings_b, call_sid, {**parameters, "ticket": "guess"})
+        stream = await MediaStream.open(b, settings_b, call_sid, twiml)
+        await stream.wait_for(lambda: stream.events("media"))  # the greeting plays
+        live_on_b = set(runtime_b.calls.active)
+        replayed = await socket_ending(b, settings_b, call_sid, parameters)
+        await stream.stop()
+        return held_on_a, wrong_box, guessed, live_on_b, replayed, call_sid
+
+    held_on_a, wrong_box, guessed, live_on_b, replayed, call_sid = asyncio.run(run())
+    assert held_on_a == 0  # the webhook's box kept no slot or ticket of its own for any of them
+    assert wrong_box.startswith("refused: no-ticket")  # B's ticket is good on B only
+    assert guessed.startswith("refused: bad-ticket")  # and a wrong guess did not burn it:
+    assert live_on_b == {call_sid}  # the real one opened the call on B
+    assert replayed.startswith("refused: no-ticket")  # once
+
+
 def wait_until(predicate, timeout: float = 30.0) -> None:
     async def poll() -> None:
         async with asyncio.timeout(timeout):
@@ -161,7 +210,7 @@ def test_two_webhooks_never_take_the_same_last_slot(tmp_path: Path, redis_url: s
             clusters.append(Cluster.from_settings(settings, lambda: False))
         for cluster in clusters:
             await cluster.beat()
-        results = await asyncio.gather(*(clusters[i % 2].reserve(f"CA{i}", here=True)
+        results = await asyncio.gather(*(clusters[i % 2].reserve(f"CA{i}", f"t{i}", here=True)
                                          for i in range(10)))
         for cluster in clusters:
             await cluster.stop()

@@ -46,8 +46,8 @@ def test_an_invented_time_is_replaced_and_logged(tmp_path) -> None:
                                       token_delay_s=0.01))
 
     async def call(base: str) -> dict:
-        call_sid, _ = await place_call(base, settings)
-        stream = await MediaStream.open(base, settings, call_sid)
+        call_sid, twiml = await place_call(base, settings)
+        stream = await MediaStream.open(base, settings, call_sid, twiml)
         await stream.wait_for(lambda: stream.events("mark"))
         await stream.ack_marks()
         await stream.send_audio(SILENCE * 10 + tone(1.0) + SILENCE * 40)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 
@@ -10,13 +11,23 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from appliance.caller.twilio_wire import parse_twiml
 from appliance.config import Settings
 from appliance.core.playout import HOLD_MARK_PREFIX
 from appliance.engines.fakes import FakeTts
 from appliance.web.app import create_app
 from tests.conftest import api_auth, make_settings, running_server
 from tests.web.fake_engines import FakeSet
-from tests.web.twilio_client import SILENCE, MediaStream, greeted_call, place_call, tone
+from tests.web.twilio_client import (
+    SILENCE,
+    MediaStream,
+    greeted_call,
+    place_call,
+    start_message,
+    tone,
+)
+
+STREAM_SID = "MZ" + "0" * 32
 
 
 def record(base: str, call_sid: str) -> dict:
@@ -67,8 +78,8 @@ def test_a_call_greets_answers_and_logs_everything(settings: Settings) -> None:
     fakes = FakeSet()
 
     async def call(base: str) -> tuple[MediaStream, dict]:
-        call_sid, _ = await place_call(base, settings)
-        stream = await MediaStream.open(base, settings, call_sid)
+        call_sid, twiml = await place_call(base, settings)
+        stream = await MediaStream.open(base, settings, call_sid, twiml)
         await stream.wait_for(lambda: stream.events("mark"))  # greeting played
         greeting_frames = len(stream.events("media"))
         await stream.ack_marks()
@@ -169,8 +180,8 @@ def test_over_the_limit_callers_hear_a_polite_busy(tmp_path: Path) -> None:
 def test_bad_input_is_refused_and_other_calls_are_unhurt(settings: Settings,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     async def abuse(base: str) -> tuple[MediaStream, dict]:
-        good_sid, _ = await place_call(base, settings)
-        good = await MediaStream.open(base, settings, good_sid)
+        good_sid, good_twiml = await place_call(base, settings)
+        good = await MediaStream.open(base, settings, good_sid, good_twiml)
         from websockets.asyncio.client import connect
 
         from tests.web.twilio_client import sign
@@ -181,10 +192,9 @@ def test_bad_input_is_refused_and_other_calls_are_unhurt(settings: Settings,
             await bad.send('{"event":"media","media":{"payload":"/w=="}}')  # before start
             await bad.send("this is not json")
             await bad.send('{"event":"surprise"}')
-            bad_sid, _ = await place_call(base, settings)
-            await bad.send('{"event":"start","start":{"streamSid":"MZx","callSid":"'
-                           + bad_sid + '","mediaFormat":{"encoding":"audio/x-mulaw",'
-                           '"sampleRate":8000,"channels":1}}}')
+            bad_sid, bad_twiml = await place_call(base, settings)
+            ticket = parse_twiml(bad_twiml).parameters
+            await bad.send(json.dumps(start_message(settings, bad_sid, STREAM_SID, ticket)))
             await bad.send('{"event":"media","media":{"payload":"***"}}')
             await bad.send('{"event":"media","media":{"payload":"' + "A" * 20000 + '"}}')
             for _ in range(600):  # a flood

@@ -104,7 +104,9 @@ def test_voice_webhook_answers_conversation_relay_twiml(tmp_path: Path) -> None:
         "ttsProvider": "Google", "transcriptionProvider": "Deepgram", "language": "en-GB",
         "interruptible": "speech", "dtmfDetection": "false"}
     params = {p.get("name"): p.get("value") for p in relay.findall("Parameter")}
+    ticket = params.pop("ticket")
     assert params == {"callSid": call_sid, "from": "+15550001111", "to": "+15550002222"}
+    assert ticket and len(ticket) >= 24  # the one-use socket ticket
     assert record["call"]["mode"] == "conversation-relay"
     assert record["call"]["status"] == "ringing"
 
@@ -330,8 +332,9 @@ def test_bad_input_is_refused_and_the_call_goes_on(settings: Settings,
         await socket.ws.send("this is not json")
         await socket.ws.send('{"type":"surprise","x":1}')
         await socket.ws.send('{"type":"setup"}')  # no callSid
-        await socket.send(tr.Setup(session_id="VX1", call_sid=call_sid))
-        await socket.send(tr.Setup(session_id="VX1", call_sid=call_sid))
+        ticket = parse_twiml(body).parameters
+        await socket.send(tr.Setup(session_id="VX1", call_sid=call_sid, custom_parameters=ticket))
+        await socket.send(tr.Setup(session_id="VX1", call_sid=call_sid, custom_parameters=ticket))
         await socket.ws.send(json.dumps({"type": "prompt", "voicePrompt": "a " * 2000}))
         await socket.send(tr.Dtmf(digit="12"))
         await socket.send(tr.Prompt(voice_prompt="   "))  # nothing said: no turn

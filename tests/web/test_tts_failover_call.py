@@ -114,8 +114,8 @@ class Rig:
 
 
 async def converse(base: str, settings: Settings) -> Heard:
-    call_sid, _ = await place_call(base, settings)
-    stream = await TimedStream.open(base, settings, call_sid)
+    call_sid, twiml = await place_call(base, settings)
+    stream = await TimedStream.open(base, settings, call_sid, twiml)
     await stream.wait_for(lambda: stream.events("mark"))  # the greeting
     greeting = len(stream.events("media"))
     await stream.ack_marks()

@@ -17,6 +17,7 @@ from appliance.config import Settings, signing_token
 from appliance.core.audio import FRAME_BYTES, pcm16_to_ulaw8k
 
 SILENCE = b"\xff" * FRAME_BYTES
+AHEAD_S = 1.0  # how far ahead of real time tests send audio (within the server's burst budget)
 
 
 def tone(seconds: float) -> bytes:
@@ -39,6 +40,14 @@ async def place_call(base: str, settings: Settings, call_sid: str | None = None)
     return call_sid, twiml
 
 
+def start_message(settings: Settings, call_sid: str, stream_sid: str,
+                  parameters: dict[str, str]) -> dict[str, Any]:
+    return {"event": "start", "start": {
+        "streamSid": stream_sid, "accountSid": settings.twilio_account_sid,
+        "callSid": call_sid, "tracks": ["inbound"], "customParameters": parameters,
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
+
+
 class MediaStream:
     """Opens the media socket (signed), sends Twilio's messages, collects what comes back."""
 
@@ -48,18 +57,20 @@ class MediaStream:
         self.stream_sid = "MZ" + uuid.uuid4().hex
         self.received: list[dict[str, Any]] = []
         self._seq = 0
+        self._audio_start: float | None = None
+        self._audio_s = 0.0  # audio sent so far
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, base: str, settings: Settings, call_sid: str) -> MediaStream:
-        url = settings.public_base_url.replace("http", "ws", 1) + "/twilio/media"
-        ws = await wire.open_socket(base, url, signing_token(settings), what="media socket")
+    async def open(cls, base: str, settings: Settings, call_sid: str, twiml: str) -> MediaStream:
+        """Open the socket the webhook's ``twiml`` names and start the stream, handing its
+        <Parameter>s (the socket ticket among them) back as Twilio does."""
+        target = wire.parse_twiml(twiml)
+        ws = await wire.open_socket(base, target.url, signing_token(settings),
+                                    what="media socket")
         stream = cls(ws, call_sid)
         await stream.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        await stream.send({"event": "start", "start": {
-            "streamSid": stream.stream_sid, "accountSid": settings.twilio_account_sid,
-            "callSid": call_sid, "tracks": ["inbound"], "customParameters": {},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        await stream.send(start_message(settings, call_sid, stream.stream_sid, target.parameters))
         return stream
 
     async def _read(self) -> None:
@@ -73,10 +84,19 @@ class MediaStream:
         await self.ws.send(json.dumps(message))
 
     async def send_audio(self, ulaw: bytes, pace: float = 0.0) -> None:
+        """Send ``ulaw`` in 20 ms frames, ``pace`` seconds apart; never further ahead of real
+        time than the server's burst allowance (Twilio sends in real time; tests save time)."""
+        loop = asyncio.get_running_loop()
         for i in range(0, len(ulaw), FRAME_BYTES):
+            if self._audio_start is None:
+                self._audio_start = loop.time()
+            ahead = self._audio_s - (loop.time() - self._audio_start) - AHEAD_S
+            if ahead > 0:
+                await asyncio.sleep(ahead)
             payload = base64.b64encode(ulaw[i:i + FRAME_BYTES]).decode()
             await self.send({"event": "media", "media": {"track": "inbound", "payload": payload,
                                                          "chunk": str(i), "timestamp": "0"}})
+            self._audio_s += FRAME_BYTES / 8000
             await asyncio.sleep(pace)
 
     def events(self, kind: str) -> list[dict[str, Any]]:
@@ -106,8 +126,8 @@ class MediaStream:
 
 async def greeted_call(base: str, settings: Settings) -> tuple[str, MediaStream]:
     """Ring, open the media stream, and listen to the whole greeting (its mark acknowledged)."""
-    call_sid, _ = await place_call(base, settings)
-    stream = await MediaStream.open(base, settings, call_sid)
+    call_sid, twiml = await place_call(base, settings)
+    stream = await MediaStream.open(base, settings, call_sid, twiml)
     await stream.wait_for(lambda: stream.events("mark"))
     await stream.ack_marks()
     return call_sid, stream

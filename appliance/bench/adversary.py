@@ -1,0 +1,178 @@
+"""One misbehaving Twilio-socket client for ``appliance bench --adversary``.
+
+It cycles through the attacks the hardening is meant to hold against, beside the good simulated
+calls, and counts what it tried and how each socket ended. Most attacks need only the socket
+signature (which never changes, so anyone who saw it once has it); ``audio-flood`` and
+``radio`` are a caller the webhook admitted (any phone caller can be one) who then abuses the
+call: one-second payloads as fast as the socket takes them, or a caller who never stops talking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import httpx
+import numpy as np
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from appliance.caller import twilio_wire as wire
+from appliance.caller.report import CallFailed, new_sid
+from appliance.config import Settings, signing_token
+from appliance.core.audio import FRAME_BYTES, pcm16_to_ulaw8k
+
+log = logging.getLogger(__name__)
+
+RADIO_S = 20.0  # how long the caller who never stops talking talks, per round
+CLOSE_WAIT_S = 30.0  # longest an attack waits for the server to close its socket
+
+
+class Adversary:
+    def __init__(self, base_url: str, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.base_url = base_url
+        self.settings = settings
+        self.http = http
+        self.tried: Counter[str] = Counter()
+        self.endings: Counter[str] = Counter()  # how the server ended each attack's socket
+        self.attacks: dict[str, Callable[[], Awaitable[str]]] = {
+            "idle": self._idle, "no-ticket": self._no_ticket, "bad-sid": self._bad_sid,
+            "garbage": self._garbage, "nested-json": self._nested, "burst": self._burst,
+            "audio-flood": self._audio_flood, "radio": self._radio,
+        }
+
+    async def run(self) -> None:
+        """Attack after attack until cancelled."""
+        while True:
+            for name, attack in self.attacks.items():
+                self.tried[name] += 1
+                try:
+                    ending = await attack()
+                except (CallFailed, OSError, TimeoutError) as err:
+                    ending = f"refused: {type(err).__name__}"
+                self.endings[_kind(ending)] += 1
+                await asyncio.sleep(0.2)
+
+    def result(self) -> dict[str, object]:
+        return {"tried": dict(self.tried), "endings": dict(self.endings)}
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _socket(self) -> ClientConnection:
+        url = self.settings.public_base_url.replace("http", "ws", 1) + "/twilio/media"
+        return await wire.open_socket(self.base_url, url, signing_token(self.settings),
+                                      what="adversary socket")
+
+    async def _start(self, call_sid: str, stream_sid: str,
+                     parameters: dict[str, str]) -> ClientConnection:
+        ws = await self._socket()
+        await ws.send(json.dumps({"event": "start", "start": {
+            "streamSid": stream_sid, "callSid": call_sid, "customParameters": parameters,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        return ws
+
+    async def _admitted(self) -> tuple[str, dict[str, str]]:
+        """A call placed through the signed webhook, as Twilio places a real caller's."""
+        call_sid = new_sid("CA")
+        form = wire.ringing_form(call_sid, self.settings.twilio_account_sid, "+15550009999",
+                                 "+15550002222")
+        body = await wire.signed_post(self.http, self.base_url, self.settings.public_base_url,
+                                      signing_token(self.settings),
+                                      self.settings.public_base_url + wire.VOICE_PATH, form)
+        target = wire.parse_twiml(body)  # Rejected (busy) propagates: counted as refused
+        return call_sid, target.parameters
+
+    # --- the attacks --------------------------------------------------------------------------
+
+    async def _idle(self) -> str:
+        return await _closed(await self._socket())
+
+    async def _no_ticket(self) -> str:
+        return await _closed(await self._start(new_sid("CA"), new_sid("MZ"), {}))
+
+    async def _bad_sid(self) -> str:
+        return await _closed(await self._start("CA1' OR 1=1", "MZ\n", {}))
+
+    async def _garbage(self) -> str:
+        ws = await self._socket()
+        try:
+            for i in range(300):
+                await ws.send("{not json" if i % 2 else '{"event":"surprise"}')
+        except ConnectionClosed:
+            pass
+        return await _closed(ws)
+
+    async def _nested(self) -> str:
+        ws = await self._socket()
+        try:
+            await ws.send("[" * 5000 + "]" * 5000)
+            await ws.send('{"event":"start","start":' + "{\"a\":" * 2000 + "1" + "}" * 2001)
+        except ConnectionClosed:
+            pass
+        return await _closed(ws)
+
+    async def _burst(self) -> str:
+        sockets = await asyncio.gather(*(self._socket() for _ in range(12)),
+                                       return_exceptions=True)
+        endings = await asyncio.gather(*(_closed(ws) for ws in sockets
+                                         if isinstance(ws, ClientConnection)))
+        return endings[0] if endings else "refused: all"
+
+    async def _audio_flood(self) -> str:
+        try:
+            call_sid, parameters = await self._admitted()
+        except wire.Rejected:
+            return "refused: busy"
+        ws = await self._start(call_sid, new_sid("MZ"), parameters)
+        second = base64.b64encode(b"\x00" * 8000).decode()
+        try:
+            for _ in range(200):
+                await ws.send(json.dumps({"event": "media", "media": {"payload": second}}))
+        except ConnectionClosed:
+            pass
+        return await _closed(ws)
+
+    async def _radio(self) -> str:
+        try:
+            call_sid, parameters = await self._admitted()
+        except wire.Rejected:
+            return "refused: busy"
+        ws = await self._start(call_sid, new_sid("MZ"), parameters)
+        t = np.arange(int(8000 * RADIO_S)) / 8000
+        voice = pcm16_to_ulaw8k((9000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16), 8000)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            for n, i in enumerate(range(0, len(voice), FRAME_BYTES)):
+                payload = base64.b64encode(voice[i:i + FRAME_BYTES]).decode()
+                await ws.send(json.dumps({"event": "media", "media": {"payload": payload}}))
+                await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))
+            await ws.send(json.dumps({"event": "stop"}))
+            await ws.close()
+        except ConnectionClosed:
+            pass
+        return "completed: talked until done"
+
+
+async def _closed(ws: ClientConnection) -> str:
+    """Read until the server closes ``ws`` (or give up and close it); how it ended."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), CLOSE_WAIT_S)
+    except ConnectionClosed:
+        return ws.close_reason or "closed"
+    except TimeoutError:
+        await ws.close()
+        return "not closed by the server"
+
+
+def _kind(ending: str) -> str:
+    """The reason key of a close reason ("refused: bad-ticket: call CA..." → "bad-ticket")."""
+    parts = [p.strip() for p in ending.split(":")]
+    if parts[0] == "refused" and len(parts) > 1:
+        return parts[1]
+    return parts[0][:40]
