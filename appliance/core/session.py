@@ -148,7 +148,8 @@ class CallSession:
 
     def on_dtmf(self, digit: str) -> None:
         self.recorder.event("dtmf", digit=digit)
-        if (tool := self.engines.agent.dtmf_tool(digit)) is not None:
+        # One tool at a time: "0" pressed again while a transfer dials must not dial twice.
+        if (tool := self.engines.agent.dtmf_tool(digit)) is not None and not self._ending:
             self._interrupt("dtmf")
             self._reply_task = asyncio.create_task(self._use_tool(tool, record=True))
 

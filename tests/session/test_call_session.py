@@ -150,3 +150,21 @@ async def test_a_failed_transcription_is_coded_and_apologised_for(settings: Sett
     assert {"type": "error", "stage": "turn", "code": "stt-failed",
             "reason": "RuntimeError: decoder exploded"} in call.store.events
     assert [t["role"] for t in call.store.turns] == ["assistant"]  # only the greeting
+
+
+async def test_one_tool_at_a_time_a_second_zero_does_not_dial_again(settings: Settings) -> None:
+    settings = make_settings(Path(settings.data_dir).parent, transfer_number="+15550009999")
+    call = await start_call(settings)
+    try:
+        await call.greeted()
+        call.session.on_dtmf("0")
+        await call.until(lambda: len(call.transport.marks()) >= 2, "the transfer phrase")
+        call.session.on_dtmf("0")  # pressed again while the phrase plays and the call dials
+        call.session.on_dtmf("0")
+        call.ack()
+        await call.until(lambda: ("transfer", "+15550009999") in call.transport.sent, "transfer")
+        call.session.on_dtmf("0")
+    finally:
+        await call.end()
+    assert call.transport.sent.count(("transfer", "+15550009999")) == 1
+    assert [e["type"] for e in call.store.events].count("tool") == 1
