@@ -17,7 +17,7 @@ from appliance.telephony.twilio_calls import TwilioCalls
 from appliance.web.deadlines import SocketDeadlines
 from appliance.web.flood import AudioBudget
 from appliance.web.runtime import TICKET_PARAMETER, Runtime
-from appliance.web.socket_loop import SocketRefused, run_socket
+from appliance.web.socket_loop import SocketRefused, run_socket, start_admitted
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +143,8 @@ class MediaFrames:
             raise SocketRefused("bad-format", f"unsupported media format {info.media_format}")
         engines = self.runtime.engines
         assert engines is not None  # the route refused the socket before the models were ready
-        ticket = info.custom_parameters.get(TICKET_PARAMETER, "")
-        if (refusal := await self.runtime.calls.claim(call_sid, ticket)) is not None:
-            raise SocketRefused(refusal, f"call {call_sid}")
-        try:
+
+        async def start() -> CallSession:
             self.transport = MediaTransport(self.socket, info.stream_sid, call_sid,
                                             self.runtime.twilio, self.ended)
             await self.runtime.store.update_call(call_sid, stream_sid=info.stream_sid,
@@ -154,9 +152,10 @@ class MediaFrames:
             session = CallSession(call_sid, self.runtime.settings, engines,
                                   self.runtime.store, self.transport)
             await session.start()
-        except Exception:
-            self.runtime.calls.release(call_sid)  # a failed start never keeps its slot
-            raise
+            return session
+
+        ticket = info.custom_parameters.get(TICKET_PARAMETER, "")
+        session = await start_admitted(self.runtime, call_sid, ticket, start)
         self.runtime.sessions[call_sid] = session  # the console's live page reads it
         self.deadlines.on_start()
         log.info("call %s: media stream %s started", call_sid, info.stream_sid)

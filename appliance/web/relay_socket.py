@@ -15,7 +15,7 @@ from appliance.telephony import twilio_relay as tr
 from appliance.telephony.sids import is_call_sid
 from appliance.web.deadlines import SocketDeadlines
 from appliance.web.runtime import TICKET_PARAMETER, Runtime
-from appliance.web.socket_loop import SocketRefused, run_socket
+from appliance.web.socket_loop import SocketRefused, run_socket, start_admitted
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +88,17 @@ class RelayFrames:
             raise SocketRefused("bad-sid", f"callSid {call_sid[:40]!r}")
         engines = self.runtime.engines
         assert engines is not None  # the route refused the socket before the models were ready
-        ticket = message.custom_parameters.get(TICKET_PARAMETER, "")
-        if (refusal := await self.runtime.calls.claim(call_sid, ticket)) is not None:
-            raise SocketRefused(refusal, f"call {call_sid}")
-        try:
+
+        async def start() -> RelaySession:
             await self.runtime.store.update_call(call_sid, stream_sid=message.session_id,
                                                  status="in-progress", mode="conversation-relay")
             session = RelaySession(call_sid, self.runtime.settings, engines.agent,
                                    self.runtime.store, self.transport)
             await session.start()
-        except Exception:
-            self.runtime.calls.release(call_sid)  # a failed start never keeps its slot
-            raise
+            return session
+
+        ticket = message.custom_parameters.get(TICKET_PARAMETER, "")
+        session = await start_admitted(self.runtime, call_sid, ticket, start)
         self.deadlines.on_start()
         log.info("call %s: relay session %s started", call_sid, message.session_id)
         return session

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
@@ -34,6 +35,22 @@ class SocketRefused(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+S = TypeVar("S")
+
+
+async def start_admitted(runtime: Runtime, call_sid: str, ticket: str,
+                         start: Callable[[], Awaitable[S]]) -> S:
+    """Claim the slot the webhook reserved for ``call_sid`` with its ticket, then ``start`` the
+    session; a refused claim ends the socket, and a start that fails gives the slot back."""
+    if (refusal := await runtime.calls.claim(call_sid, ticket)) is not None:
+        raise SocketRefused(refusal, f"call {call_sid}")
+    try:
+        return await start()
+    except Exception:
+        runtime.calls.release(call_sid)  # a failed start never keeps its slot
+        raise
 
 
 class Session(Protocol):
