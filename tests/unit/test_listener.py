@@ -38,7 +38,8 @@ def test_frames_become_start_pause_end_with_preroll() -> None:
     assert end.silence_s >= settings.endpoint_silence_ms / 1000
     seconds = end.audio.size / 16000
     # 1 s of speech, the pre-roll before the confirmed start, and the trailing silence.
-    assert 1.0 + settings.preroll_ms / 1000 <= seconds <= 1.0 + 0.6 + 0.6
+    preroll = settings.preroll_ms / 1000
+    assert 1.0 + preroll <= seconds <= 1.0 + preroll + 0.6 + 0.6
     assert heard[1].audio.size < end.audio.size
 
 
