@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance.bench.utterances import LINES
 from appliance.config import Settings, load_settings
 from appliance.core.audio import ULAW_SILENCE, Ulaw8kTo16k, frames, is_voiced, pcm16_to_ulaw8k
 from appliance.core.listener import endpoint_config
@@ -41,13 +42,9 @@ TAIL_S = 2.0  # silence after: longer than any end-of-turn wait
 PAUSES_S = (0.3, 0.6)  # mid-sentence pauses: a breath (shorter than the fixed 400 ms), a search
 
 # Finished questions and statements: a listener takes the turn at once.
+# The benchmark callers' first six questions, plus more of the same kind.
 COMPLETE: tuple[str, ...] = (
-    "What time do you open on Saturday?",
-    "How much is a cleaning without insurance?",
-    "Are you taking new patients?",
-    "Do you take Delta Dental insurance?",
-    "Where is your office?",
-    "Can you see me today for a toothache?",
+    *LINES[:6],
     "Is there parking near the office?",
     "I need to cancel my appointment on Thursday.",
     "Could you tell me the price of a whitening treatment?",
