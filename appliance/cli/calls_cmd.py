@@ -1,12 +1,14 @@
-"""``appliance calls purge``: apply the retention policy now."""
+"""``appliance calls purge``: apply the retention policy now, on the configured call log."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from appliance.auth import Accounts, open_accounts_db
 from appliance.config import Settings
+from appliance.store.reader import call_log_reader
 from appliance.store.retention import purge_older_than
 
 
@@ -14,10 +16,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("calls", help="the call log: retention")
     verbs = parser.add_subparsers(dest="calls_verb", required=True, metavar="ACTION")
     purge = verbs.add_parser("purge", help="delete calls older than N days (transcripts, "
-                             "metrics, events)")
+                             "metrics, events, messages)")
     purge.add_argument("--older-than-days", type=float,
                        help="default: the retention_days setting")
     purge.set_defaults(func=purge_cmd)
+
+
+async def purge(settings: Settings, days: float) -> int:
+    log = call_log_reader(settings)
+    await log.open()
+    try:
+        return await purge_older_than(log, days)
+    finally:
+        await log.close()
 
 
 def purge_cmd(args: argparse.Namespace, settings: Settings) -> int:
@@ -26,8 +37,9 @@ def purge_cmd(args: argparse.Namespace, settings: Settings) -> int:
         print("appliance: give --older-than-days N or set APPLIANCE_RETENTION_DAYS",
               file=sys.stderr)
         return 2
+    count = asyncio.run(purge(settings, days))
     db = open_accounts_db(settings.db_path)
-    count = purge_older_than(db, days)
     Accounts(db).audit("cli", "calls.purge", f"{days:g} days", calls=count)
+    db.conn.close()
     print(f"purged {count} call(s) older than {days:g} days")
     return 0

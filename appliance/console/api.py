@@ -30,6 +30,11 @@ class Question(msgspec.Struct):
     question: str
 
 
+class Answer(msgspec.Struct):
+    question: str
+    answer: str
+
+
 class DocumentRef(msgspec.Struct):
     path: str
 
@@ -97,6 +102,27 @@ async def live_action(request: Request[Any, Any, Any], call_sid: FromPath[str],
     return {"status": "ok"}
 
 
+@get("/insights", summary="Calls per day and the questions the knowledge base could not answer")
+async def insights(request: Request[Any, Any, Any], days: FromQuery[int] = 14) -> dict[str, Any]:
+    """Per day: calls, duration mean/median, voice-to-voice p50/p95, transfer and decline rates.
+    ``unanswered``: the declined questions grouped by meaning, most asked first."""
+    try:
+        return await services.insights(console_of(request), days)
+    except ValueError as err:
+        raise ValidationException(str(err)) from err
+
+
+@post("/insights/answers", opt=ADMIN, status_code=201,
+      summary="Answer an unanswered question: a new KB entry, ingested at once (admin)")
+async def add_answer(request: Request[Any, Any, Any],
+                     data: Annotated[Answer, Body()]) -> dict[str, Any]:
+    try:
+        return await services.add_answer(console_of(request), principal_of(request),
+                                         data.question, data.answer)
+    except KbError as err:
+        raise ValidationException(str(err)) from err
+
+
 @get("/kb/documents", opt=ADMIN, summary="Knowledge-base documents and chunk counts (admin)")
 async def kb_documents(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
     return await console_of(request).kb.documents()
@@ -156,6 +182,7 @@ async def me(request: Request[Any, Any, Any]) -> dict[str, str]:
 
 def api_router() -> Router:
     return Router("/api/v1", guards=[access_guard], tags=["console"], route_handlers=[
-        list_calls, export_calls, call_detail, live_calls, live_action, kb_documents, kb_upload,
+        list_calls, export_calls, call_detail, live_calls, live_action, insights, add_answer,
+        kb_documents, kb_upload,
         kb_delete, kb_reingest, kb_ask, system, audit, me])
 

@@ -3,8 +3,9 @@
 Edits run in this process, on the same on-disk Chroma database the agent searches, so a
 document uploaded here answers the next question with no restart (Chroma shares one index per
 path within a process; it is another process's writes that a running server does not see).
-Uploads are kept under ``<data_dir>/kb-uploads``; documents from ``kb_dir`` are re-read by
-"re-ingest". Every Chroma and ONNX call runs in a worker thread.
+Uploads are kept under ``<data_dir>/kb-uploads``, answers written on the Insights page under
+``<kb_dir>/answers``; documents from ``kb_dir`` are re-read by "re-ingest". Every Chroma and
+ONNX call runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from appliance.web.runtime import Runtime
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]")
+SLUG = re.compile(r"[^a-z0-9]+")
+ANSWERS_DIR = "answers"  # under kb_dir: operators' answers from the Insights page
+MAX_QUESTION, MAX_ANSWER = 300, 4000
 
 
 def uploads_dir(settings: Settings) -> Path:
@@ -37,6 +41,23 @@ def upload_path(settings: Settings, filename: str) -> Path:
         raise KbError(f"unsupported file type {path.suffix or '(none)'}: use .md, .txt, .html "
                       "or .pdf")
     return path
+
+
+def answer_entry(settings: Settings, question: str, answer: str) -> tuple[Path, str]:
+    """Where an operator's answer to ``question`` goes, and its Markdown. The question, one
+    line ending in "?", is the heading: the agent matches FAQ headings as strongly as the
+    answer's own words, so the caller's phrasing finds it."""
+    question = " ".join(question.split()).lstrip("#").strip()
+    answer = answer.strip()
+    if not question or not answer:
+        raise KbError("give both the question and its answer")
+    if len(question) > MAX_QUESTION or len(answer) > MAX_ANSWER:
+        raise KbError(f"too long: at most {MAX_QUESTION} characters of question and "
+                      f"{MAX_ANSWER} of answer")
+    if not question.endswith("?"):
+        question += "?"
+    slug = SLUG.sub("-", question.lower()).strip("-")[:60].strip("-") or "answer"
+    return Path(settings.kb_dir) / ANSWERS_DIR / f"{slug}.md", f"# {question}\n\n{answer}\n"
 
 
 class KbAdmin:
@@ -63,11 +84,23 @@ class KbAdmin:
     async def upload(self, filename: str, data: bytes) -> dict[str, Any]:
         if len(data) > MAX_UPLOAD_BYTES:
             raise KbError(f"file too large: {len(data)} bytes, the limit is {MAX_UPLOAD_BYTES}")
-        path = upload_path(self.settings, filename)
+        return await self._write_and_ingest(upload_path(self.settings, filename), data)
 
+    async def add_answer(self, question: str, answer: str) -> dict[str, Any]:
+        """A new FAQ entry, ``<kb_dir>/answers/<slug>.md`` (the question as its heading), ingested
+        now: the running agent answers it on the next turn. The same question again replaces
+        its entry (an edited answer)."""
+        path, text = answer_entry(self.settings, question, answer)
+        return await self._write_and_ingest(path, text.encode())
+
+    async def _write_and_ingest(self, path: Path, data: bytes) -> dict[str, Any]:
+        """Write one document and ingest it on the spot; refused (and removed) if unreadable."""
         def write_and_ingest() -> dict[str, Any]:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            except OSError as err:
+                raise KbError(f"cannot write {path}: {err.strerror}") from err
             report = self._kb_store().ingest([path], progress=False)
             if report.skipped:
                 path.unlink(missing_ok=True)

@@ -2,8 +2,8 @@
 
 Call outcomes and latency histograms are read from the call log at scrape time rather than
 counted in the call path: the numbers then survive restarts, agree with the console exactly,
-and a call costs no extra work. A scrape is one aggregate query per family, run on the
-console's database thread (never the event loop).
+and a call costs no extra work. A scrape is one aggregate query per family, on whichever call log
+is configured (SQLite on the reader's thread, never the event loop, or PostgreSQL).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import sqlite_utils
 from litestar import Request, Response, get
 from litestar.exceptions import NotAuthorizedException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,16 +23,22 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from appliance.console.security import authenticate
 from appliance.console.state import console_of
+from appliance.store.reader import CallLogReader
 from appliance.web.runtime import Runtime
 
 BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 STAGES = ("endpoint_s", "stt_s", "llm_ttft_s", "first_sentence_s", "tts_first_audio_s")
 
 
+Buckets = tuple[list[tuple[str, float]], float]  # (le, cumulative count) pairs, the sum
+
+
 class ApplianceCollector(Collector):
-    def __init__(self, runtime: Runtime, db: sqlite_utils.Database) -> None:
+    def __init__(self, runtime: Runtime, outcomes: dict[str, int],
+                 histograms: dict[str, Buckets]) -> None:
         self.runtime = runtime
-        self.db = db
+        self.outcomes = outcomes
+        self.histograms = histograms
 
     def collect(self) -> Iterator[Any]:
         runtime = self.runtime
@@ -49,34 +54,36 @@ class ApplianceCollector(Collector):
         yield lag
         calls = CounterMetricFamily("appliance_calls", "Calls by outcome (status)",
                                     labels=["outcome"])
-        for status, count in self.db.execute(
-                "SELECT status, count(*) FROM calls GROUP BY status").fetchall():
-            calls.add_metric([status or "unknown"], count)
+        for status, count in self.outcomes.items():
+            calls.add_metric([status], count)
         yield calls
-        yield self._histogram("appliance_voice_to_voice_seconds",
-                              "Caller stops speaking to first agent audio", "v2v_s")
+        buckets, total = self.histograms["v2v_s"]
+        yield HistogramMetricFamily("appliance_voice_to_voice_seconds",
+                                    "Caller stops speaking to first agent audio",
+                                    buckets=buckets, sum_value=total)
         stage = HistogramMetricFamily("appliance_stage_seconds", "Per-stage turn latency",
                                       labels=["stage"])
         for column in STAGES:
-            buckets, total = self._buckets(column)
+            buckets, total = self.histograms[column]
             stage.add_metric([column.removesuffix("_s")], buckets, total)
         yield stage
 
-    def _buckets(self, column: str) -> tuple[list[tuple[str, float]], float]:
-        sums = ", ".join(f"sum({column} <= {b})" for b in BUCKETS)
-        row = self.db.execute(f"SELECT count({column}), coalesce(sum({column}), 0), {sums} "
-                              f"FROM turn_metrics WHERE {column} IS NOT NULL").fetchone()
-        buckets = [(str(b), float(n or 0)) for b, n in zip(BUCKETS, row[2:], strict=True)]
-        return [*buckets, ("+Inf", float(row[0]))], float(row[1])
 
-    def _histogram(self, name: str, doc: str, column: str) -> HistogramMetricFamily:
-        buckets, total = self._buckets(column)
-        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
+async def _buckets(log: CallLogReader, column: str) -> Buckets:
+    sums = ", ".join(f"sum(CASE WHEN {column} <= {b} THEN 1 ELSE 0 END) AS le{i}"
+                     for i, b in enumerate(BUCKETS))
+    row = (await log.rows(f"SELECT count({column}) AS n, coalesce(sum({column}), 0) AS total, "
+                          f"{sums} FROM turn_metrics WHERE {column} IS NOT NULL"))[0]
+    buckets = [(str(b), float(row[f"le{i}"] or 0)) for i, b in enumerate(BUCKETS)]
+    return [*buckets, ("+Inf", float(row["n"]))], float(row["total"])
 
 
-def render(runtime: Runtime, db: sqlite_utils.Database) -> bytes:
+async def render(runtime: Runtime, log: CallLogReader) -> bytes:
+    outcomes = {r["status"] or "unknown": int(r["n"]) for r in await log.rows(
+        "SELECT status, count(*) AS n FROM calls GROUP BY status")}
+    histograms = {column: await _buckets(log, column) for column in ("v2v_s", *STAGES)}
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ApplianceCollector(runtime, db))
+    registry.register(ApplianceCollector(runtime, outcomes, histograms))
     return generate_latest(registry)
 
 
@@ -87,7 +94,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     console = console_of(request)
     if not console.settings.metrics_open and await authenticate(request) is None:
         raise NotAuthorizedException("send an API token: appliance tokens create prometheus")
-    body = await console.db(lambda db: render(console.runtime, db))
+    body = await render(console.runtime, console.log)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -61,8 +61,9 @@ def render(request: Request[Any, Any, Any], name: str, **context: Any) -> Templa
         "message": request.query_params.get("msg", ""), **context})
 
 
-def back(path: str, message: str) -> Redirect:
-    return Redirect(f"{path}?{urlencode({'msg': message})}", status_code=303)
+def back(url: str, message: str) -> Redirect:
+    sep = "&" if "?" in url else "?"
+    return Redirect(f"{url}{sep}{urlencode({'msg': message})}", status_code=303)
 
 
 # --- login / logout (the only pages without the guard) ----------------------------------------
@@ -164,6 +165,29 @@ async def live_page(request: Request[Any, Any, Any]) -> Template:
     return render(request, "live.html", nav="live")
 
 
+@get("/insights", guards=[access_guard])
+async def insights_page(request: Request[Any, Any, Any], days: FromQuery[int] = 14) -> Template:
+    try:
+        data = await services.insights(console_of(request), days)
+    except ValueError as err:
+        raise ValidationException(str(err)) from err
+    return render(request, "insights.html", nav="insights", i=data, days=days)
+
+
+@post("/insights/answer", guards=[access_guard], opt=ADMIN, status_code=303)
+async def insights_answer(request: Request[Any, Any, Any]) -> Redirect:
+    form = await request.form()
+    question, answer = str(form.get("question", "")), str(form.get("answer", ""))
+    days = str(form.get("days", ""))
+    target = f"/console/insights?days={days}" if days.isdigit() else "/console/insights"
+    try:
+        result = await services.add_answer(console_of(request), principal_of(request),
+                                           question, answer)
+    except KbError as err:
+        return back(target, f"answer refused: {err}")
+    return back(target, f"added {result['path']}: {result['summary']}")
+
+
 @get("/kb", guards=[access_guard], opt=ADMIN)
 async def kb_page(request: Request[Any, Any, Any]) -> Template:
     docs = await console_of(request).kb.documents()
@@ -225,7 +249,8 @@ def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 
 def pages_router() -> Router:
     return Router("/console", include_in_schema=False, route_handlers=[
-        login_form, login, logout, home, calls_page, call_page, live_page, kb_page, kb_upload,
+        login_form, login, logout, home, calls_page, call_page, live_page, insights_page,
+        insights_answer, kb_page, kb_upload,
         kb_delete, kb_reingest, system_page, audit_page],
         exception_handlers={NotAuthorizedException: to_login,
                             PermissionDeniedException: error_page,

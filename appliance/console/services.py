@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 from appliance.auth import Principal
+from appliance.console import insights as insight
 from appliance.console import queries
 from appliance.console.state import Console
 from appliance.kb import KbError
@@ -34,15 +35,15 @@ def call_filter(number: str = "", date_from: date | None = None, date_to: date |
 
 
 async def calls(console: Console, f: queries.CallFilter) -> dict[str, Any]:
-    return await console.db(lambda db: queries.search_calls(db, f))
+    return await queries.search_calls(console.log, f)
 
 
 async def calls_csv(console: Console, f: queries.CallFilter) -> str:
-    return await console.db(lambda db: queries.calls_csv(db, f))
+    return await queries.calls_csv(console.log, f)
 
 
 async def call(console: Console, call_sid: str) -> dict[str, Any]:
-    detail = await console.db(lambda db: queries.call_detail(db, call_sid))
+    detail = await queries.call_detail(console.log, call_sid)
     if detail is None:
         raise NotFound(f"no call {call_sid}")
     ids = [s["id"] for t in detail["turns"] for s in t["sources"]]
@@ -56,8 +57,8 @@ async def live(console: Console) -> list[dict[str, Any]]:
     """Calls in progress: caller, duration, state and the transcript so far."""
     runtime = console.runtime
     sids = sorted(runtime.calls.active)
-    info, turns = await console.db(
-        lambda db: (queries.calls_info(db, sids), queries.live_turns(db, sids)))
+    info = await queries.calls_info(console.log, sids)
+    turns = await queries.live_turns(console.log, sids)
     now = time.time()
     out = []
     for sid in sids:
@@ -136,6 +137,25 @@ async def kb_reingest(console: Console, principal: Principal) -> str:
     summary = await console.kb.reingest()
     await console.accounts(lambda a: a.audit(principal.name, "kb.reingest", "", summary=summary))
     return summary
+
+
+MAX_INSIGHT_DAYS = 90
+
+
+async def insights(console: Console, days: int = 14) -> dict[str, Any]:
+    """Per-day call numbers and the grouped questions the knowledge base could not answer."""
+    if not 1 <= days <= MAX_INSIGHT_DAYS:
+        raise ValueError(f"days must be between 1 and {MAX_INSIGHT_DAYS}")
+    return await insight.insights(console.log, console.embedder(), days)
+
+
+async def add_answer(console: Console, principal: Principal, question: str,
+                     answer: str) -> dict[str, Any]:
+    """An operator's answer to an unanswered question, in the KB and answering at once."""
+    result = await console.kb.add_answer(question, answer)
+    await console.accounts(lambda a: a.audit(principal.name, "kb.answer", question.strip()[:200],
+                                             path=result["path"]))
+    return result
 
 
 __all__ = ["KbError", "NotFound", "Refused"]

@@ -1,12 +1,16 @@
-"""The console's shared state: one database thread, accounts, the login limiter, the KB admin.
+"""The console's shared state: accounts, the call log reader, the login limiter, the KB admin.
 
-All SQLite work for the console runs on one dedicated thread with its own connection, never on
-the event loop (the call log's writer thread is left to the calls).
+Accounts, sessions and the audit log live in this box's SQLite file (``<data_dir>/calls.db``)
+whatever the call log's back end: a login is per box. Their SQLite work runs on one dedicated
+thread with its own connection, never on the event loop (the call log's writer thread is left to
+the calls). The calls themselves are read through :class:`CallLogReader`, from SQLite or
+PostgreSQL as configured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,10 +23,15 @@ from litestar.connection import ASGIConnection
 from appliance.auth import Accounts, open_accounts_db
 from appliance.auth.ratelimit import LoginLimiter
 from appliance.config import Settings
+from appliance.console.insights import Embed
 from appliance.console.kbadmin import KbAdmin
+from appliance.kb import KbError
+from appliance.models.locate import ModelMissing
+from appliance.store.reader import CallLogReader, call_log_reader
 from appliance.web.runtime import Runtime
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,14 +45,31 @@ class Console:
 
     def __post_init__(self) -> None:
         self.kb = KbAdmin(self.settings, self.runtime)
+        self.log: CallLogReader = call_log_reader(self.settings)
+        self._embed: Embed | None = None
 
     async def open(self) -> None:
         self._db = await self._call(lambda: open_accounts_db(self.settings.db_path))
+        await self.log.open()
 
     async def close(self) -> None:
+        await self.log.close()
         if self._db is not None:
             await self._call(self._db.conn.close)
         self._executor.shutdown(wait=True)
+
+    def embedder(self) -> Embed | None:
+        """The knowledge base's sentence model for grouping questions, made on first use (it
+        loads in the worker thread that first embeds); None if its files are missing."""
+        if self._embed is None:
+            from appliance.kb.embedding import embedder_from_settings  # imports chromadb
+
+            try:
+                self._embed = embedder_from_settings(self.settings)
+            except (ModelMissing, KbError) as err:
+                log.warning("insights: questions grouped by exact text only: %s", err)
+                return None
+        return self._embed
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

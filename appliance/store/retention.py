@@ -1,26 +1,28 @@
-"""Retention: forget calls (transcripts, metrics, events) older than N days.
+"""Retention: forget calls (transcripts, metrics, events, messages) older than N days.
 
-Run by ``appliance calls purge`` and, when ``retention_days`` is set, once a day by the server.
-Calls still open are never purged, whatever their age.
+Run by ``appliance calls purge`` and, when ``retention_days`` is set, once a day by the server,
+on whichever call log is configured (SQLite or PostgreSQL). Calls still open are never purged,
+whatever their age. A call's messages go with it: they hold the caller's words too, and a
+message left behind would block its call's deletion (foreign key).
 """
 
 from __future__ import annotations
 
 import time
 
-import sqlite_utils
+from appliance.store.reader import CallLogReader
 
 DAY_S = 86400.0
+OLD = "SELECT call_sid FROM calls WHERE started < ? AND ended IS NOT NULL"
 
 
-def purge_older_than(db: sqlite_utils.Database, days: float, now: float | None = None) -> int:
+async def purge_older_than(log: CallLogReader, days: float, now: float | None = None) -> int:
     """Delete ended calls that started more than ``days`` ago; returns how many."""
     if days <= 0:
         raise ValueError("days must be positive")
     cutoff = (now or time.time()) - days * DAY_S
-    old = "SELECT call_sid FROM calls WHERE started < ? AND ended IS NOT NULL"
-    with db.conn:
-        for table in ("turn_metrics", "events", "turns"):
-            db.execute(f"DELETE FROM {table} WHERE call_sid IN ({old})", [cutoff])
-        cursor = db.execute("DELETE FROM calls WHERE started < ? AND ended IS NOT NULL", [cutoff])
-    return int(cursor.rowcount)
+    statements = [(f"DELETE FROM {table} WHERE call_sid IN ({OLD})", [cutoff])
+                  for table in ("turn_metrics", "events", "messages", "turns")]
+    counts = await log.transaction(
+        [*statements, ("DELETE FROM calls WHERE started < ? AND ended IS NOT NULL", [cutoff])])
+    return counts[-1]

@@ -111,9 +111,9 @@ def test_login_rate_limit_per_address_and_user(settings: Settings) -> None:
         assert sum(r["action"] == "login.failed" for r in audit) == 5
 
 
-def test_the_configured_api_token_is_an_admin_credential(settings: Settings) -> None:
+def test_the_configured_api_token_is_an_admin_credential(log_settings: Settings) -> None:
     """The one credential that exists before any user: APPLIANCE_API_TOKEN (else the local one)."""
-    with console_server(settings) as base:
+    with console_server(log_settings) as base:
         configured = httpx.Client(base_url=base, headers=api_auth(base))
         assert configured.get("/api/v1/system").status_code == 200
         assert configured.get("/api/v1/calls").json()["total"] == 0
@@ -122,7 +122,10 @@ def test_the_configured_api_token_is_an_admin_credential(settings: Settings) -> 
                          headers={"Authorization": wrong}).status_code == 401
 
 
-def test_roles_tokens_and_the_calls_api(settings: Settings) -> None:
+def test_roles_tokens_and_the_calls_api(log_settings: Settings) -> None:
+    """A real call on the configured call log (SQLite, or PostgreSQL as ``database_url``), then
+    every console view of it: search, filters, CSV, detail page, metrics."""
+    settings = log_settings
     with console_server(settings) as base:
         viewer_token = make_token(settings, "viewer")
         admin_token = make_token(settings, "admin")
@@ -151,9 +154,13 @@ def test_roles_tokens_and_the_calls_api(settings: Settings) -> None:
 
         listing = as_viewer.get("/api/v1/calls", params={"q": "open tomorrow"}).json()
         assert [c["call_sid"] for c in listing["calls"]] == [call_sid]
+        assert as_viewer.get("/api/v1/calls", params={"q": "OPEN TOMORROW"}).json()["total"] == 1
         assert as_viewer.get("/api/v1/calls", params={"q": "zebra"}).json()["total"] == 0
         assert as_viewer.get("/api/v1/calls", params={"number": "5550001111"}).json()["total"] == 1
         assert as_viewer.get("/api/v1/calls", params={"flag": "abandoned"}).json()["total"] == 0
+        assert as_viewer.get("/api/v1/calls", params={"flag": "declined"}).json()["total"] == 0
+        paged = as_viewer.get("/api/v1/calls", params={"per_page": 1, "page": 2}).json()
+        assert (paged["total"], paged["pages"], paged["calls"]) == (1, 1, [])
         assert as_viewer.get("/api/v1/calls", params={"flag": "bogus"}).status_code == 400
         today = time.strftime("%Y-%m-%d")
         assert as_viewer.get("/api/v1/calls", params={"date_from": today}).json()["total"] == 1
@@ -211,7 +218,8 @@ def test_probes_and_the_first_admin_hint(settings: Settings, caplog) -> None:
     assert FIRST_ADMIN in caplog.text
 
 
-def test_live_calls_and_an_operator_hang_up(settings: Settings) -> None:
+def test_live_calls_and_an_operator_hang_up(log_settings: Settings) -> None:
+    settings = log_settings
     with console_server(settings) as base:
         as_admin = httpx.Client(base_url=base, headers={
             "Authorization": f"Bearer {make_token(settings, 'admin')}"})

@@ -1,4 +1,4 @@
-"""Retention purge on a real call log, through the CLI verb."""
+"""Retention purge on a real call log, on both back ends, and through the CLI verb."""
 
 from __future__ import annotations
 
@@ -12,44 +12,57 @@ from pathlib import Path
 import pytest
 
 from appliance.auth import Accounts, open_accounts_db
-from appliance.store.calls import SqliteCallStore
+from appliance.config import Settings
+from appliance.store.postgres import call_store
+from appliance.store.reader import call_log_reader
 from appliance.store.retention import DAY_S, purge_older_than
 
 
-def seed(db_path: Path) -> None:
+def seed(settings: Settings) -> None:
     async def write() -> None:
-        store = SqliteCallStore(db_path)
+        store = call_store(settings)
         await store.open()
         for sid in ("CAold", "CAnew", "CAopen"):
             await store.call_started(sid, mode="media-streams")
             await store.add_turn(sid, idx=0, role="user", text="hello", started=time.time())
             await store.add_event(sid, "dtmf", digit="1")
+        await store.add_message("CAold", name="Ann", callback_number="+1", message="call me")
         await store.call_ended("CAold", status="completed", reason="test")
         await store.call_ended("CAnew", status="completed", reason="test")
         await store.close()
+        log = call_log_reader(settings)
+        await log.open()
+        await log.transaction([("UPDATE calls SET started = ? WHERE call_sid IN "
+                                "('CAold', 'CAopen')", [time.time() - 40 * DAY_S])])
+        await log.close()
     asyncio.run(write())
-    db = open_accounts_db(db_path)
-    old = time.time() - 40 * DAY_S
-    db.execute("UPDATE calls SET started = ? WHERE call_sid IN ('CAold', 'CAopen')", [old])
-    db.conn.close()
 
 
-def test_purge_keeps_recent_and_open_calls(tmp_path: Path) -> None:
-    seed(tmp_path / "calls.db")
-    db = open_accounts_db(tmp_path / "calls.db")
-    assert purge_older_than(db, 30) == 1
-    assert [r[0] for r in db.execute("SELECT call_sid FROM calls ORDER BY call_sid")] == [
-        "CAnew", "CAopen"]
-    assert db.execute("SELECT count(*) FROM turns WHERE call_sid = 'CAold'").fetchone()[0] == 0
-    assert db.execute("SELECT count(*) FROM events WHERE call_sid = 'CAold'").fetchone()[0] == 0
-    with pytest.raises(ValueError):
-        purge_older_than(db, 0)
+def test_purge_keeps_recent_and_open_calls(log_settings: Settings) -> None:
+    seed(log_settings)
+
+    async def purge() -> tuple[int, list[str], int, int]:
+        log = call_log_reader(log_settings)
+        await log.open()
+        try:
+            with pytest.raises(ValueError):
+                await purge_older_than(log, 0)
+            count = await purge_older_than(log, 30)
+            left = [r["call_sid"] for r in
+                    await log.rows("SELECT call_sid FROM calls ORDER BY call_sid")]
+            turns = await log.value("SELECT count(*) FROM turns WHERE call_sid = 'CAold'")
+            events = await log.value("SELECT count(*) FROM events WHERE call_sid = 'CAold'")
+            return count, left, int(turns), int(events)
+        finally:
+            await log.close()
+
+    assert asyncio.run(purge()) == (1, ["CAnew", "CAopen"], 0, 0)
 
 
-def test_calls_purge_verb(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    seed(data / "calls.db")
-    env = {**os.environ, "APPLIANCE_DATA_DIR": str(data),
+def test_calls_purge_verb(log_settings: Settings) -> None:
+    seed(log_settings)
+    env = {**os.environ, "APPLIANCE_DATA_DIR": log_settings.data_dir,
+           "APPLIANCE_DATABASE_URL": log_settings.database_url,
            "PYTHONPATH": str(Path(__file__).parents[2])}
 
     def purge(*args: str) -> subprocess.CompletedProcess[str]:
@@ -59,6 +72,7 @@ def test_calls_purge_verb(tmp_path: Path) -> None:
     refused = purge()
     assert refused.returncode == 2 and "APPLIANCE_RETENTION_DAYS" in refused.stderr
     done = purge("--older-than-days", "30")
-    assert done.returncode == 0 and "purged 1 call(s)" in done.stdout
-    audit = Accounts(open_accounts_db(data / "calls.db")).audit_log()
+    assert done.returncode == 0 and "purged 1 call(s)" in done.stdout, done.stderr
+    assert "purged 0 call(s)" in purge("--older-than-days", "30").stdout
+    audit = Accounts(open_accounts_db(log_settings.db_path)).audit_log()
     assert (audit[0]["actor"], audit[0]["action"]) == ("cli", "calls.purge")
