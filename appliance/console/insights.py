@@ -148,7 +148,8 @@ def distinct(rows: list[dict[str, Any]]) -> list[Asked]:
 
 
 def groups(asked: list[Asked], clusters: list[list[int]]) -> list[dict[str, Any]]:
-    """The groups as shown: most asked first; the question is the commonest phrasing."""
+    """The groups as shown: most asked first; the question is the commonest phrasing (the
+    newest on a tie)."""
     out = []
     for members in clusters:
         phrasings: Counter[str] = Counter()

@@ -1,6 +1,7 @@
 """The console in a real browser (Debian's chromium + chromedriver through Selenium), against a
 real server: log in, watch a simulated call live, open its detail, upload a KB document and get
-an answer from it without a restart, and a viewer refused the KB page.
+an answer from it without a restart, answer a declined question from Insights, and a viewer
+refused the KB page and the answer form.
 
 The call runs the real session machinery with scripted speech engines; the knowledge base and
 the LLM are the real default models, so "try a question" answers from the uploaded document.
@@ -13,9 +14,11 @@ import asyncio
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -23,6 +26,10 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from appliance.config import Settings
+from appliance.console.queries import DECLINED_PREFIX
+from appliance.store.metrics import TurnMetrics
+from appliance.store.postgres import call_store
+from appliance.store.reader import call_log_reader
 from appliance.wiring import load_llm
 from tests.console.helpers import ADMIN, PASSWORD, VIEWER, console_server
 from tests.web.fake_engines import FakeSet
@@ -37,6 +44,36 @@ pytestmark = [
 ]
 FACT_FILE = "parking.md"
 FACT = "# Parking\n\nThe parking garage entry code is 4417. The garage is under the building.\n"
+DECLINE = f"{DECLINED_PREFIX}. I can take a message if you like."
+UNANSWERED = [  # (phrasing, hours ago) as callers asked them over the last days
+    ("Do you sell gift cards?", 2), ("can I buy a gift card from you", 30),
+    ("do you sell gift vouchers", 50), ("Is there wheelchair access?", 5),
+    ("can I get in with a wheelchair", 70), ("Do you offer payment plans?", 26),
+]
+
+
+def seed_declines(settings: Settings) -> None:
+    """Calls whose questions the knowledge base could not answer, written as a call writes."""
+    async def write() -> None:
+        store = call_store(settings)
+        await store.open()
+        for n, (question, hours) in enumerate(UNANSWERED):
+            sid, started = f"CAdeclined{n}", time.time() - hours * 3600
+            await store.call_started(sid, mode="media-streams", from_number=f"+1555010{n:04d}")
+            await store.add_turn(sid, idx=1, role="user", text=question, started=started + 5)
+            await store.add_assistant_turn(sid, idx=1, text=DECLINE, heard_text=DECLINE,
+                                           started=started + 6, interrupted=False, kb_chunks=[],
+                                           metrics=TurnMetrics(v2v_s=0.7 + n / 10))
+            await store.call_ended(sid, status="completed", reason="stop received")
+        log = call_log_reader(settings)
+        await log.open()
+        for n, (_, hours) in enumerate(UNANSWERED):
+            started = time.time() - hours * 3600
+            await log.transaction([("UPDATE calls SET started = ?, ended = ? WHERE call_sid = ?",
+                                    [started, started + 75, f"CAdeclined{n}"])])
+        await log.close()
+        await store.close()
+    asyncio.run(write())
 
 
 @pytest.fixture
@@ -97,6 +134,7 @@ def test_console_in_a_real_browser(settings: Settings, browser: webdriver.Chrome
                                    tmp_path: Path) -> None:
     shots = Path(os.environ.get("APPLIANCE_SCREENSHOTS_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
+    settings = msgspec.structs.replace(settings, kb_dir=str(tmp_path / "kb"))  # answers go here
     wait = WebDriverWait(browser, 60)
     fakes = FakeSet(llm=load_llm(settings, instances=1))  # type: ignore[arg-type]
     with console_server(settings, fakes) as base:
@@ -143,8 +181,21 @@ def test_console_in_a_real_browser(settings: Settings, browser: webdriver.Chrome
         browser.get(f"{base}/console/system")
         assert "********" in browser.find_element(By.ID, "settings").text
         shot(browser, shots, "system")
+        seed_declines(settings)
+        browser.get(f"{base}/console/insights")
+        groups = browser.find_elements(By.CSS_SELECTOR, ".unanswered")
+        assert [g.find_element(By.TAG_NAME, "h3").text for g in groups][:2] == [
+            "Do you sell gift cards?", "Is there wheelchair access?"]
+        shot(browser, shots, "insights")
+        groups[0].find_element(By.NAME, "answer").send_keys(
+            "Yes: gift cards from 20 dollars, at the front desk.")
+        groups[0].find_element(By.TAG_NAME, "button").click()
+        flash = wait.until(ec.presence_of_element_located((By.ID, "flash"))).text
+        assert "answers/do-you-sell-gift-cards.md" in flash, flash
+
         browser.get(f"{base}/console/audit")
         assert "kb.upload" in browser.find_element(By.ID, "audit").text
+        assert "kb.answer" in browser.find_element(By.ID, "audit").text
 
         browser.find_element(By.ID, "logout").click()
         wait.until(ec.presence_of_element_located((By.ID, "username")))
@@ -153,3 +204,6 @@ def test_console_in_a_real_browser(settings: Settings, browser: webdriver.Chrome
         browser.get(f"{base}/console/kb")
         assert browser.find_element(By.ID, "error-status").text == "403"
         assert "Knowledge base" not in browser.find_element(By.TAG_NAME, "nav").text
+        browser.find_element(By.LINK_TEXT, "Insights").click()
+        wait.until(ec.presence_of_element_located((By.CLASS_NAME, "unanswered")))
+        assert not browser.find_elements(By.CLASS_NAME, "answer-form")
