@@ -123,6 +123,25 @@ def cluster(vectors: np.ndarray, threshold: float = GROUP_THRESHOLD) -> list[lis
     return list(members.values())
 
 
+class CachedEmbed:
+    """Vectors of questions already seen, so a page view embeds only the new ones: 1000
+    distinct questions took 1.75 s to embed and 0.4 s to cluster (2 cores under a load of 6,
+    measured while other work ran); a repeat view pays only the clustering. Cleared when full."""
+
+    def __init__(self, embed: Embed, limit: int = 4 * MAX_QUESTIONS) -> None:
+        self._embed = embed
+        self._limit = limit
+        self._vectors: dict[str, Any] = {}
+
+    def __call__(self, texts: list[str]) -> list[Any]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if missing:
+            if len(self._vectors) + len(missing) > self._limit:
+                self._vectors.clear()
+            self._vectors.update(zip(missing, self._embed(missing), strict=True))
+        return [self._vectors[t] for t in texts]
+
+
 @dataclass
 class Asked:
     """One distinct question (normalised) and every time it was asked."""

@@ -23,7 +23,7 @@ from litestar.connection import ASGIConnection
 from appliance.auth import Accounts, open_accounts_db
 from appliance.auth.ratelimit import LoginLimiter
 from appliance.config import Settings
-from appliance.console.insights import Embed
+from appliance.console.insights import CachedEmbed, Embed
 from appliance.console.kbadmin import KbAdmin
 from appliance.kb import KbError
 from appliance.models.locate import ModelMissing
@@ -65,7 +65,7 @@ class Console:
             from appliance.kb.embedding import embedder_from_settings  # imports chromadb
 
             try:
-                self._embed = embedder_from_settings(self.settings)
+                self._embed = CachedEmbed(embedder_from_settings(self.settings))
             except (ModelMissing, KbError) as err:
                 log.warning("insights: questions grouped by exact text only: %s", err)
                 return None

@@ -132,6 +132,9 @@ class PostgresReader(CallLogReader):
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
+        # One statement or transaction at a time: on a shared connection another request's
+        # query would otherwise run inside a purge's transaction.
+        self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         await self._connect()
@@ -152,16 +155,17 @@ class PostgresReader(CallLogReader):
             self._conn = None
 
     async def _retry(self, fn: Callable[[psycopg.AsyncConnection[dict[str, Any]]], Any]) -> Any:
-        if self._live().closed:
-            await self._connect()
-        try:
-            return await fn(self._live())
-        except psycopg.OperationalError:
-            if not self._live().closed:
-                raise
-            log.warning("call log connection lost; reconnecting")
-            await self._connect()
-            return await fn(self._live())
+        async with self._lock:
+            if self._live().closed:
+                await self._connect()
+            try:
+                return await fn(self._live())
+            except psycopg.OperationalError:
+                if not self._live().closed:
+                    raise
+                log.warning("call log connection lost; reconnecting")
+                await self._connect()
+                return await fn(self._live())
 
     async def rows(self, query: str, params: Params = ()) -> list[dict[str, Any]]:
         async def read(conn: psycopg.AsyncConnection[dict[str, Any]]) -> list[dict[str, Any]]:

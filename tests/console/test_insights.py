@@ -219,3 +219,19 @@ def test_a_declined_call_grouped_answered_from_insights_then_answered(
         assert asked["sources"][0]["source"] == "do-you-sell-gift-cards.md"
         audit = admin_api.get("/api/v1/audit").json()
         assert (audit[0]["action"], audit[0]["actor"]) == ("kb.answer", ADMIN)
+
+
+def test_cached_embed_embeds_each_question_once() -> None:
+    seen: list[list[str]] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        seen.append(list(texts))
+        return [[float(len(t)), 1.0] for t in texts]
+
+    cached = insights.CachedEmbed(embed, limit=3)
+    assert cached(["a", "bb", "a"]) == [[1.0, 1.0], [2.0, 1.0], [1.0, 1.0]]
+    assert cached(["bb", "ccc"]) == [[2.0, 1.0], [3.0, 1.0]]
+    assert seen == [["a", "bb"], ["ccc"]]
+    cached(["dddd"])  # over the limit: starts afresh
+    cached(["a"])
+    assert seen[-2:] == [["dddd"], ["a"]]
