@@ -43,21 +43,28 @@ def upload_path(settings: Settings, filename: str) -> Path:
     return path
 
 
+def _heading(question: str) -> str:
+    question = " ".join(question.split()).lstrip("#").strip()
+    return question if not question or question.endswith("?") else f"{question}?"
+
+
+def answer_path(settings: Settings, question: str) -> Path:
+    """``<kb_dir>/answers/<slug>.md``: the one file an answer to ``question`` goes in."""
+    slug = SLUG.sub("-", _heading(question).lower()).strip("-")[:60].strip("-") or "answer"
+    return Path(settings.kb_dir) / ANSWERS_DIR / f"{slug}.md"
+
+
 def answer_entry(settings: Settings, question: str, answer: str) -> tuple[Path, str]:
     """Where an operator's answer to ``question`` goes, and its Markdown. The question, one
     line ending in "?", is the heading: the agent matches FAQ headings as strongly as the
     answer's own words, so the caller's phrasing finds it."""
-    question = " ".join(question.split()).lstrip("#").strip()
-    answer = answer.strip()
-    if not question or not answer:
+    heading, answer = _heading(question), answer.strip()
+    if not heading or not answer:
         raise KbError("give both the question and its answer")
-    if len(question) > MAX_QUESTION or len(answer) > MAX_ANSWER:
+    if len(heading) > MAX_QUESTION + 1 or len(answer) > MAX_ANSWER:
         raise KbError(f"too long: at most {MAX_QUESTION} characters of question and "
                       f"{MAX_ANSWER} of answer")
-    if not question.endswith("?"):
-        question += "?"
-    slug = SLUG.sub("-", question.lower()).strip("-")[:60].strip("-") or "answer"
-    return Path(settings.kb_dir) / ANSWERS_DIR / f"{slug}.md", f"# {question}\n\n{answer}\n"
+    return answer_path(settings, question), f"# {heading}\n\n{answer}\n"
 
 
 class KbAdmin:

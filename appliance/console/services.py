@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import time
 from datetime import date
@@ -10,6 +11,7 @@ from typing import Any
 from appliance.auth import Principal
 from appliance.console import insights as insight
 from appliance.console import queries
+from appliance.console.kbadmin import answer_path
 from appliance.console.state import Console
 from appliance.kb import KbError
 
@@ -143,10 +145,18 @@ MAX_INSIGHT_DAYS = 90
 
 
 async def insights(console: Console, days: int = 14) -> dict[str, Any]:
-    """Per-day call numbers and the grouped questions the knowledge base could not answer."""
+    """Per-day call numbers and the grouped questions the knowledge base could not answer;
+    ``answered_at``: when an answer to the group's question was last added here, if ever."""
     if not 1 <= days <= MAX_INSIGHT_DAYS:
         raise ValueError(f"days must be between 1 and {MAX_INSIGHT_DAYS}")
-    return await insight.insights(console.log, console.embedder(), days)
+    data = await insight.insights(console.log, console.embedder(), days)
+
+    def answered() -> None:  # a file check per group, off the loop
+        for group in data["unanswered"]:
+            path = answer_path(console.settings, group["question"])
+            group["answered_at"] = path.stat().st_mtime if path.is_file() else None
+    await asyncio.to_thread(answered)
+    return data
 
 
 async def add_answer(console: Console, principal: Principal, question: str,

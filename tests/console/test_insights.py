@@ -185,8 +185,8 @@ def test_a_declined_call_grouped_answered_from_insights_then_answered(
 
         viewer, viewer_csrf = login(base, VIEWER)
         data = viewer.get("/api/v1/insights").json()
-        assert [(g["question"], g["count"]) for g in data["unanswered"]] == [
-            ("Do you sell gift cards?", 1)]
+        assert [(g["question"], g["count"], g["answered_at"]) for g in data["unanswered"]] == [
+            ("Do you sell gift cards?", 1, None)]
         assert data["days"][-1]["declined"] == 1
         page = viewer.get("/console/insights")
         assert page.status_code == 200 and "Do you sell gift cards?" in page.text
@@ -211,6 +211,9 @@ def test_a_declined_call_grouped_answered_from_insights_then_answered(
         assert added.headers["location"].startswith("/console/insights?days=7&msg=added")
         entry = Path(settings.kb_dir) / "answers" / "do-you-sell-gift-cards.md"
         assert entry.read_text().startswith("# Do you sell gift cards?\n")
+        group = admin.get("/api/v1/insights").json()["unanswered"][0]
+        assert group["answered_at"] == entry.stat().st_mtime
+        assert "An answer was added" in admin.get("/console/insights").text
 
         # "Try a question" (what `appliance ask` runs) now answers from the new entry.
         asked = admin.post("/api/v1/kb/ask", json={"question": "Do you sell gift cards?"},
