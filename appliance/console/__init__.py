@@ -61,7 +61,7 @@ async def purge_daily(console: Console) -> None:
     """The retention policy, applied at start-up and then every day."""
     days = console.settings.retention_days
     while True:
-        count = await purge_older_than(console.log, days)
+        count = await purge_older_than(console.call_log, days)
         if count:
             await console.accounts(functools.partial(audit_purge, days=days, count=count))
             log.info("retention: purged %d call(s) older than %g days", count, days)

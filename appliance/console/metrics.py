@@ -94,7 +94,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     console = console_of(request)
     if not console.settings.metrics_open and await authenticate(request) is None:
         raise NotAuthorizedException("send an API token: appliance tokens create prometheus")
-    body = await render(console.runtime, console.log)
+    body = await render(console.runtime, console.call_log)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -37,15 +37,15 @@ def call_filter(number: str = "", date_from: date | None = None, date_to: date |
 
 
 async def calls(console: Console, f: queries.CallFilter) -> dict[str, Any]:
-    return await queries.search_calls(console.log, f)
+    return await queries.search_calls(console.call_log, f)
 
 
 async def calls_csv(console: Console, f: queries.CallFilter) -> str:
-    return await queries.calls_csv(console.log, f)
+    return await queries.calls_csv(console.call_log, f)
 
 
 async def call(console: Console, call_sid: str) -> dict[str, Any]:
-    detail = await queries.call_detail(console.log, call_sid)
+    detail = await queries.call_detail(console.call_log, call_sid)
     if detail is None:
         raise NotFound(f"no call {call_sid}")
     ids = [s["id"] for t in detail["turns"] for s in t["sources"]]
@@ -59,8 +59,8 @@ async def live(console: Console) -> list[dict[str, Any]]:
     """Calls in progress: caller, duration, state and the transcript so far."""
     runtime = console.runtime
     sids = sorted(runtime.calls.active)
-    info = await queries.calls_info(console.log, sids)
-    turns = await queries.live_turns(console.log, sids)
+    info = await queries.calls_info(console.call_log, sids)
+    turns = await queries.live_turns(console.call_log, sids)
     now = time.time()
     out = []
     for sid in sids:
@@ -149,7 +149,7 @@ async def insights(console: Console, days: int = 14) -> dict[str, Any]:
     ``answered_at``: when an answer to the group's question was last added here, if ever."""
     if not 1 <= days <= MAX_INSIGHT_DAYS:
         raise ValueError(f"days must be between 1 and {MAX_INSIGHT_DAYS}")
-    data = await insight.insights(console.log, console.embedder(), days)
+    data = await insight.insights(console.call_log, console.embedder(), days)
 
     def answered() -> None:  # a file check per group, off the loop
         for group in data["unanswered"]:

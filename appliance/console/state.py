@@ -45,15 +45,15 @@ class Console:
 
     def __post_init__(self) -> None:
         self.kb = KbAdmin(self.settings, self.runtime)
-        self.log: CallLogReader = call_log_reader(self.settings)
+        self.call_log: CallLogReader = call_log_reader(self.settings)
         self._embed: Embed | None = None
 
     async def open(self) -> None:
         self._db = await self._call(lambda: open_accounts_db(self.settings.db_path))
-        await self.log.open()
+        await self.call_log.open()
 
     async def close(self) -> None:
-        await self.log.close()
+        await self.call_log.close()
         if self._db is not None:
             await self._call(self._db.conn.close)
         self._executor.shutdown(wait=True)
