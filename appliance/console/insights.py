@@ -200,15 +200,15 @@ def group_questions(rows: list[dict[str, Any]], embed: Embed | None,
 
 # --- the page's data --------------------------------------------------------------------------
 
-async def insights(log: CallLogReader, embed: Embed | None, days: int,
+async def insights(call_log: CallLogReader, embed: Embed | None, days: int,
                    today: date | None = None) -> dict[str, Any]:
     """Per-day numbers for the last ``days`` days (today included) and the unanswered groups."""
     last = today or date.today()
     first = last - timedelta(days=days - 1)
     since = queries.day_start(first)
-    calls = await queries.calls_since(log, since)
-    v2v = await queries.v2v_since(log, since)
-    declined = await queries.declined_questions(log, since)
+    calls = await queries.calls_since(call_log, since)
+    v2v = await queries.v2v_since(call_log, since)
+    declined = await queries.declined_questions(call_log, since)
     unanswered, grouping = await asyncio.to_thread(group_questions, declined, embed)
     return {"from": first.isoformat(), "to": last.isoformat(),
             "days": per_day(calls, v2v, first, last), "unanswered": unanswered,
