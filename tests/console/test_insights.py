@@ -182,6 +182,8 @@ def test_a_declined_call_grouped_answered_from_insights_then_answered(
         call_sid = place_answered_call(base, settings)
         turns = wait_ended(admin_api, call_sid)["turns"]
         assert turns[-1]["text"].startswith(DECLINED_PREFIX), turns
+        declined = admin_api.get("/api/v1/calls", params={"flag": "declined"}).json()
+        assert [c["call_sid"] for c in declined["calls"]] == [call_sid]
 
         viewer, viewer_csrf = login(base, VIEWER)
         data = viewer.get("/api/v1/insights").json()
