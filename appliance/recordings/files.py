@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import soundfile as sf
+
 from appliance.private_files import private_dir
-from appliance.recordings.writer import FlacWriter, repair
+from appliance.recordings.writer import UNKNOWN_LENGTH, FlacWriter, repair
 from appliance.telephony.sids import is_call_sid
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,16 @@ class Recordings:
         except ValueError:
             return None
         return path if path.is_file() else None
+
+    def seconds(self, call_sid: str) -> float | None:
+        """The length of a finished recording (None while it is still being written)."""
+        if (path := self.find(call_sid)) is None:
+            return None
+        try:
+            info = sf.info(str(path))
+        except (OSError, RuntimeError):
+            return None
+        return None if info.frames >= UNKNOWN_LENGTH else round(info.frames / info.samplerate, 2)
 
     def delete(self, call_sids: Iterable[str]) -> int:
         """Remove the recordings of these calls (purged from the call log); how many."""
