@@ -7,14 +7,15 @@ import sys
 
 from appliance.auth import Accounts, open_accounts_db
 from appliance.config import Settings
-from appliance.store.retention import purge_older_than
+from appliance.recordings import Recordings
+from appliance.store.retention import purge_calls
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("calls", help="the call log: retention")
     verbs = parser.add_subparsers(dest="calls_verb", required=True, metavar="ACTION")
     purge = verbs.add_parser("purge", help="delete calls older than N days (transcripts, "
-                             "metrics, events)")
+                             "metrics, events, recordings)")
     purge.add_argument("--older-than-days", type=float,
                        help="default: the retention_days setting")
     purge.set_defaults(func=purge_cmd)
@@ -27,7 +28,9 @@ def purge_cmd(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return 2
     db = open_accounts_db(settings.db_path)
-    count = purge_older_than(db, days)
-    Accounts(db).audit("cli", "calls.purge", f"{days:g} days", calls=count)
-    print(f"purged {count} call(s) older than {days:g} days")
+    sids = purge_calls(db, days)
+    recordings = Recordings(settings.recordings_path).purge(days, sids)
+    Accounts(db).audit("cli", "calls.purge", f"{days:g} days", calls=len(sids),
+                       recordings=recordings)
+    print(f"purged {len(sids)} call(s) and {recordings} recording(s) older than {days:g} days")
     return 0

@@ -64,6 +64,11 @@ class Recordings:
                 count += 1
         return count
 
+    def purge(self, days: float, purged: Iterable[str]) -> int:
+        """Retention: the recordings of calls just purged from the call log, and any other
+        older than ``days``; how many were removed."""
+        return self.delete(purged) + self.purge_older_than(days)
+
     def purge_older_than(self, days: float, now: float | None = None) -> int:
         """Remove recordings last written more than ``days`` ago, whatever the call log says
         (a call log on PostgreSQL, a file whose call is gone); how many."""
