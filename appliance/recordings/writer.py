@@ -40,6 +40,7 @@ class FlacWriter:
     def __init__(self, path: Path, *, queue_blocks: int = QUEUE_BLOCKS) -> None:
         self.path = path
         self.failed = False
+        self.written_s = 0.0  # on disk and flushed (all but the encoder's unfinished block)
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_blocks)
         private_file(path)
         self._thread = threading.Thread(target=self._run, name=f"recording-{path.stem}",
@@ -73,6 +74,7 @@ class FlacWriter:
                     if not self.failed:
                         out.write(block)
                         out.flush()
+                        self.written_s += len(block) / TELEPHONE_RATE
         except (OSError, RuntimeError) as err:  # LibsndfileError is a RuntimeError
             self._stop(str(err))
             while self._queue.get() is not None:
