@@ -130,9 +130,13 @@ class CallSession:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.playout.close()
         if self.tape is not None:
-            seconds = await self.tape.close()
-            self.recorder.spawn(self.recorder.store.update_call(self.call_sid,
-                                                                recording_s=round(seconds, 2)))
+            try:
+                seconds = await self.tape.close()
+            except Exception:  # the recording's loss, never the call record's
+                log.exception("call %s: the recording did not close", self.call_sid)
+            else:
+                self.recorder.spawn(self.recorder.store.update_call(
+                    self.call_sid, recording_s=round(seconds, 2)))
         await self.recorder.close(status=status, reason=reason)
 
     # --- inbound events (called by the transport's receive loop; never block) --------------

@@ -26,6 +26,7 @@ from appliance.private_files import private_file
 log = logging.getLogger(__name__)
 
 QUEUE_BLOCKS = 60  # blocks of about a second: a minute of audio waiting for the disk
+CLOSE_WAIT_S = 30.0  # a disk that hangs longer must not keep the call's record open
 READ_BLOCK = 800  # 100 ms: an unfinished file's last read is lost with its error
 UNKNOWN_LENGTH = 2**62  # libsndfile's length for a FLAC whose writer never finished it
 
@@ -56,11 +57,25 @@ class FlacWriter:
             self._stop(f"the disk is {QUEUE_BLOCKS} s behind")
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._finish)
+        """Wait until the file is finished, or give up on it after ``CLOSE_WAIT_S``. The wait
+        is a thread of its own, not the loop's executor: a hung disk must not hold a shutdown
+        that waits for the executor either."""
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
 
-    def _finish(self) -> None:
-        self._queue.put(None)  # the thread drains the queue even after a failure
-        self._thread.join()
+        def finish() -> None:
+            self._queue.put(None)  # the thread drains the queue even after a failure
+            self._thread.join()
+            try:
+                loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+            except RuntimeError:  # the loop is gone: nobody is waiting any more
+                pass
+
+        threading.Thread(target=finish, name=f"{self._thread.name}-close", daemon=True).start()
+        try:
+            await asyncio.wait_for(finished, CLOSE_WAIT_S)
+        except TimeoutError:
+            self._stop(f"the disk did not finish the file in {CLOSE_WAIT_S:.0f} s")
 
     def _stop(self, why: str) -> None:
         if not self.failed:

@@ -178,3 +178,21 @@ def test_retention_removes_purged_calls_and_old_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{young}.flac", "notes.txt"]
     with pytest.raises(ValueError):
         recordings.purge_older_than(0)
+
+
+def test_a_hung_disk_does_not_hold_the_calls_close(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    monkeypatch.setattr(writer, "open_flac", lambda path: BrokenDisk(gate))
+    monkeypatch.setattr(writer, "CLOSE_WAIT_S", 0.05)
+    sink = FlacWriter(tmp_path / f"{SID}.flac")
+
+    async def record() -> None:
+        sink.write(block(0.1, 0))
+        await sink.close()  # returns although the disk never answers
+
+    try:
+        asyncio.run(record())
+        assert sink.failed
+    finally:
+        gate.set()
