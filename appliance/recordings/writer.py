@@ -63,11 +63,15 @@ class FlacWriter:
         loop = asyncio.get_running_loop()
         finished: asyncio.Future[None] = loop.create_future()
 
+        def done() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
         def finish() -> None:
             self._queue.put(None)  # the thread drains the queue even after a failure
             self._thread.join()
             try:
-                loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+                loop.call_soon_threadsafe(done)
             except RuntimeError:  # the loop is gone: nobody is waiting any more
                 pass
 
