@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -14,8 +17,10 @@ import soundfile as sf
 
 from appliance.config import Settings
 from appliance.engines.fakes import FakeTts
+from appliance.store.calls import SqliteCallStore
 from tests.conftest import api_auth, make_settings
 from tests.console.helpers import ADMIN, VIEWER, console_server, login
+from tests.unit.test_recordings import CRASH
 from tests.web.fake_engines import FakeSet
 from tests.web.test_media_call import wait_record
 from tests.web.twilio_client import SILENCE, MediaStream, greeted_call, tone
@@ -151,3 +156,35 @@ def test_a_barge_in_cuts_the_agents_channel_where_the_caller_cut_in(tmp_path: Pa
     # in; then silence, until the answer to what they said (cut, in turn, by the hang-up)
     assert answer[1] - answer[0] < 2.5
     assert cut_in_ms / 1000 < answer[1] < cut_in_ms / 1000 + 1.0
+
+
+def test_a_recording_a_crash_left_is_repaired_at_start_and_viewers_may_be_allowed(
+        tmp_path: Path) -> None:
+    """The server was killed mid-call: the next start makes the file whole, the call log gets
+    its length, and with viewer_recordings a viewer may play it."""
+    settings = make_settings(tmp_path, recordings=True, viewer_recordings=True)
+    call_sid = "CA" + "4" * 32
+    path = settings.recordings_path / f"{call_sid}.flac"
+    path.parent.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    killed = subprocess.run([sys.executable, "-c", CRASH, str(path), "3"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+
+    async def call_log() -> None:
+        store = SqliteCallStore(settings.db_path)
+        await store.open()
+        await store.update_call(call_sid, status="in-progress", mode="media-streams",
+                                recording=f"recordings/{call_sid}.flac")
+        await store.close()
+
+    asyncio.run(call_log())
+    with console_server(settings, FakeSet()) as base:
+        viewer, _ = login(base, VIEWER)
+        served = viewer.get(f"/console/calls/{call_sid}/recording")
+        rec = httpx.get(f"{base}/api/calls/{call_sid}", headers=api_auth(base)).json()
+    assert served.status_code == 200
+    audio, rate = sf.read(io.BytesIO(served.content), dtype="int16")
+    assert rate == RATE and 2.4 <= len(audio) / RATE <= 3.0
+    assert rec["call"]["recording_s"] == round(len(audio) / RATE, 2)
+    assert rec["call"]["status"] == "abandoned"  # the crash, as the call log tells it
