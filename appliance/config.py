@@ -211,7 +211,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Operator console (README "Console").
     console_session_hours: float = 12.0
     metrics_open: bool = False  # /metrics without an API token (a scraper on a private network)
-    retention_days: float = 0.0  # purge calls older than this, daily (0: keep forever)
+    retention_days: float = 0.0  # purge calls (and recordings) older than this, daily (0: keep)
+    viewer_recordings: bool = False  # may the viewer role play and download call recordings
+
+    # Recordings and redaction (README "Recordings and redaction").
+    recordings: bool = False  # one stereo FLAC per Media Streams call, in data_dir/recordings
+    recording_notice: str = "This call may be recorded."  # said after the greeting when on
+    redact_transcripts: bool = False  # card numbers, e-mails, phone numbers out of transcripts
+    phone_region: str = "US"  # how national phone numbers are read, for redaction
 
     def __post_init__(self) -> None:
         checks = {
@@ -239,6 +246,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "audio_burst_s": self.audio_burst_s >= 1.0,
             "audio_flood_close_s": self.audio_flood_close_s > 0,
             "history_turns": self.history_turns >= 1,
+            "phone_region": len(self.phone_region) == 2 and self.phone_region.isalpha(),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -260,7 +268,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @property
     def greeting_text(self) -> str:
+        """The Media Streams greeting; with the recording notice when calls are recorded."""
+        greeting = self.relay_greeting_text
+        if self.recordings and self.recording_notice:
+            return f"{greeting} {self.recording_notice}"
+        return greeting
+
+    @property
+    def relay_greeting_text(self) -> str:
+        """ConversationRelay's greeting: its calls are never recorded here (no audio reaches
+        us), so it never says they are."""
         return self.greeting.format(business=self.business_name)
+
+    @property
+    def recordings_path(self) -> Path:
+        return self.data_path / "recordings"
 
     @property
     def stt_language(self) -> str:

@@ -8,25 +8,26 @@ import sys
 
 from appliance.auth import Accounts, open_accounts_db
 from appliance.config import Settings
+from appliance.recordings import Recordings
 from appliance.store.reader import call_log_reader
-from appliance.store.retention import purge_older_than
+from appliance.store.retention import purge_calls
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("calls", help="the call log: retention")
     verbs = parser.add_subparsers(dest="calls_verb", required=True, metavar="ACTION")
     purge = verbs.add_parser("purge", help="delete calls older than N days (transcripts, "
-                             "metrics, events, messages)")
+                             "metrics, events, messages, recordings)")
     purge.add_argument("--older-than-days", type=float,
                        help="default: the retention_days setting")
     purge.set_defaults(func=purge_cmd)
 
 
-async def purge(settings: Settings, days: float) -> int:
+async def purge(settings: Settings, days: float) -> list[str]:
     log = call_log_reader(settings)
     await log.open()
     try:
-        return await purge_older_than(log, days)
+        return await purge_calls(log, days)
     finally:
         await log.close()
 
@@ -37,9 +38,11 @@ def purge_cmd(args: argparse.Namespace, settings: Settings) -> int:
         print("appliance: give --older-than-days N or set APPLIANCE_RETENTION_DAYS",
               file=sys.stderr)
         return 2
-    count = asyncio.run(purge(settings, days))
+    sids = asyncio.run(purge(settings, days))
     db = open_accounts_db(settings.db_path)
-    Accounts(db).audit("cli", "calls.purge", f"{days:g} days", calls=count)
+    recordings = Recordings(settings.recordings_path).purge(days, sids)
+    Accounts(db).audit("cli", "calls.purge", f"{days:g} days", calls=len(sids),
+                       recordings=recordings)
     db.conn.close()
-    print(f"purged {count} call(s) older than {days:g} days")
+    print(f"purged {len(sids)} call(s) and {recordings} recording(s) older than {days:g} days")
     return 0

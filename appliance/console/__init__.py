@@ -27,7 +27,7 @@ from appliance.console.api import api_router
 from appliance.console.pages import TEMPLATES, pages_router, when
 from appliance.console.security import access_guard
 from appliance.console.state import Console
-from appliance.store.retention import DAY_S, purge_older_than
+from appliance.store.retention import DAY_S, purge_calls
 
 log = logging.getLogger(__name__)
 STATIC = TEMPLATES.parent / "static"
@@ -53,18 +53,21 @@ async def console_lifespan(app: Litestar) -> AsyncIterator[None]:
         await console.close()
 
 
-def audit_purge(accounts: Accounts, *, days: float, count: int) -> None:
-    accounts.audit("system", "calls.purge", f"{days:g} days", calls=count)
+def audit_purge(accounts: Accounts, *, days: float, count: int, recordings: int) -> None:
+    accounts.audit("system", "calls.purge", f"{days:g} days", calls=count, recordings=recordings)
 
 
 async def purge_daily(console: Console) -> None:
     """The retention policy, applied at start-up and then every day."""
     days = console.settings.retention_days
     while True:
-        count = await purge_older_than(console.call_log, days)
-        if count:
-            await console.accounts(functools.partial(audit_purge, days=days, count=count))
-            log.info("retention: purged %d call(s) older than %g days", count, days)
+        sids = await purge_calls(console.call_log, days)
+        recordings = await asyncio.to_thread(console.runtime.recordings.purge, days, sids)
+        if sids or recordings:
+            await console.accounts(functools.partial(audit_purge, days=days, count=len(sids),
+                                                     recordings=recordings))
+            log.info("retention: purged %d call(s) and %d recording(s) older than %g days",
+                     len(sids), recordings, days)
         await asyncio.sleep(DAY_S)
 
 

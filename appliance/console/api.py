@@ -14,9 +14,11 @@ from litestar.enums import RequestEncodingType
 from litestar.exceptions import (
     ClientException,
     NotFoundException,
+    PermissionDeniedException,
     ValidationException,
 )
 from litestar.params import Body, FromPath, FromQuery
+from litestar.response import File
 
 from appliance.console import services
 from appliance.console.security import access_guard, principal_of
@@ -24,6 +26,7 @@ from appliance.console.state import console_of
 from appliance.kb import KbError
 
 ADMIN = {"role": "admin"}
+RECORDING_TYPE = "audio/flac"
 
 
 class Question(msgspec.Struct):
@@ -80,6 +83,26 @@ async def call_detail(request: Request[Any, Any, Any], call_sid: FromPath[str]) 
         return await services.call(console_of(request), call_sid)
     except services.NotFound as err:
         raise NotFoundException(str(err)) from err
+
+
+@get("/calls/{call_sid:str}/recording", summary="The call's recording: stereo FLAC, caller "
+     "left, agent right (admins; viewers when APPLIANCE_VIEWER_RECORDINGS=1)")
+async def call_recording(request: Request[Any, Any, Any], call_sid: FromPath[str]) -> File:
+    return recording_response(request, call_sid)
+
+
+def recording_response(request: Request[Any, Any, Any], call_sid: str) -> File:
+    """The recording as ``audio/flac``, never cached (it is a caller's voice); 403 for a role
+    without access, 404 without a recording on this box."""
+    try:
+        path = services.recording_file(console_of(request), principal_of(request), call_sid)
+    except services.NotAllowed as err:
+        raise PermissionDeniedException(str(err)) from err
+    except services.NotFound as err:
+        raise NotFoundException(str(err)) from err
+    return File(path, media_type=RECORDING_TYPE, filename=path.name,
+                content_disposition_type="inline",
+                headers={"Cache-Control": "private, no-store"})
 
 
 @get("/live", summary="Calls in progress with their transcripts so far")
@@ -182,7 +205,6 @@ async def me(request: Request[Any, Any, Any]) -> dict[str, str]:
 
 def api_router() -> Router:
     return Router("/api/v1", guards=[access_guard], tags=["console"], route_handlers=[
-        list_calls, export_calls, call_detail, live_calls, live_action, insights, add_answer,
-        kb_documents, kb_upload,
-        kb_delete, kb_reingest, kb_ask, system, audit, me])
+        list_calls, export_calls, call_detail, call_recording, live_calls, live_action, insights,
+        add_answer, kb_documents, kb_upload, kb_delete, kb_reingest, kb_ask, system, audit, me])
 

@@ -17,9 +17,10 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.params import FromPath, FromQuery
-from litestar.response import Redirect, Template
+from litestar.response import File, Redirect, Template
 
 from appliance.console import queries, services
+from appliance.console.api import recording_response
 from appliance.console.security import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -157,7 +158,15 @@ async def call_page(request: Request[Any, Any, Any], call_sid: FromPath[str]) ->
     for turn in detail["turns"]:
         turn["bar"] = latency_bar(turn["metrics"]) if turn["metrics"] else []
     scale = max([sum(part[2] for part in t["bar"]) for t in detail["turns"]] + [0.001])
-    return render(request, "call.html", nav="calls", d=detail, scale=scale, recording=None)
+    playable = detail["recording"] is not None and services.may_play_recordings(
+        console_of(request), principal_of(request))
+    recording = f"/console/calls/{call_sid}/recording" if playable else None
+    return render(request, "call.html", nav="calls", d=detail, scale=scale, recording=recording)
+
+
+@get("/calls/{call_sid:str}/recording", guards=[access_guard])
+async def call_recording(request: Request[Any, Any, Any], call_sid: FromPath[str]) -> File:
+    return recording_response(request, call_sid)
 
 
 @get("/live", guards=[access_guard])
@@ -249,9 +258,9 @@ def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 
 def pages_router() -> Router:
     return Router("/console", include_in_schema=False, route_handlers=[
-        login_form, login, logout, home, calls_page, call_page, live_page, insights_page,
-        insights_answer, kb_page, kb_upload,
-        kb_delete, kb_reingest, system_page, audit_page],
+        login_form, login, logout, home, calls_page, call_page, call_recording, live_page,
+        insights_page, insights_answer, kb_page, kb_upload, kb_delete, kb_reingest, system_page,
+        audit_page],
         exception_handlers={NotAuthorizedException: to_login,
                             PermissionDeniedException: error_page,
                             NotFoundException: error_page, ValidationException: error_page})

@@ -6,6 +6,7 @@ import asyncio
 import importlib.metadata
 import time
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from appliance.auth import Principal
@@ -22,6 +23,10 @@ class NotFound(LookupError):
 
 class Refused(RuntimeError):
     """An operator action that cannot be done now; the message says why."""
+
+
+class NotAllowed(PermissionError):
+    """This principal's role may not see that (the message says which setting would allow)."""
 
 
 def call_filter(number: str = "", date_from: date | None = None, date_to: date | None = None,
@@ -52,7 +57,31 @@ async def call(console: Console, call_sid: str) -> dict[str, Any]:
     described = await console.kb.describe(sorted(set(ids)))
     for turn in detail["turns"]:
         turn["sources"] = [dict(s, **described.get(s["id"], {})) for s in turn["sources"]]
+    detail["recording"] = await recording_info(console, call_sid)
     return detail
+
+
+async def recording_info(console: Console, call_sid: str) -> dict[str, Any] | None:
+    """The call's recording on this box, if any: its length (None while still recording)."""
+    recordings = console.runtime.recordings
+    if recordings.find(call_sid) is None:
+        return None
+    return {"seconds": await asyncio.to_thread(recordings.seconds, call_sid)}
+
+
+def may_play_recordings(console: Console, principal: Principal) -> bool:
+    """Admins always; viewers when ``viewer_recordings`` allows it."""
+    return principal.is_admin or console.settings.viewer_recordings
+
+
+def recording_file(console: Console, principal: Principal, call_sid: str) -> Path:
+    """The FLAC to serve; :class:`NotAllowed` or :class:`NotFound` otherwise."""
+    if not may_play_recordings(console, principal):
+        raise NotAllowed("recordings are for admins (APPLIANCE_VIEWER_RECORDINGS=1 lets viewers "
+                         "play them)")
+    if (path := console.runtime.recordings.find(call_sid)) is None:
+        raise NotFound(f"no recording of call {call_sid[:40]}")
+    return path
 
 
 async def live(console: Console) -> list[dict[str, Any]]:
@@ -168,4 +197,4 @@ async def add_answer(console: Console, principal: Principal, question: str,
     return result
 
 
-__all__ = ["KbError", "NotFound", "Refused"]
+__all__ = ["KbError", "NotAllowed", "NotFound", "Refused"]

@@ -9,7 +9,7 @@ The sessions decide *when*; this decides *how it is written down*, the same way 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance.config import Settings
@@ -26,8 +26,12 @@ log = logging.getLogger(__name__)
 
 class CallRecorder:
     def __init__(self, call_sid: str, store: CallStore, clock: Clock,
-                 events: EventSink | None = None, history_turns: int = 20) -> None:
+                 events: EventSink | None = None, history_turns: int = 20,
+                 redact: Callable[[str], str] | None = None) -> None:
         self.call_sid = call_sid
+        # what transcripts lose before they are stored (core/redaction.py); the model's memory
+        # of the call keeps the words as said
+        self._redact = redact or (lambda text: text)
         self.store = store
         self.clock = clock
         self.conversation = Conversation(session_id=call_sid, max_messages=2 * history_turns)
@@ -41,8 +45,8 @@ class CallRecorder:
     def user(self, text: str, started: float) -> None:
         """The caller's words, as one numbered turn."""
         self.idx += 1
-        self.spawn(self.store.add_turn(self.call_sid, idx=self.idx, role="user", text=text,
-                                       started=started))
+        self.spawn(self.store.add_turn(self.call_sid, idx=self.idx, role="user",
+                                       text=self._redact(text), started=started))
 
     def begin(self, **fields: Any) -> AgentTurn:
         """A new assistant turn; the one before it, if still open, was heard in full."""
@@ -61,7 +65,8 @@ class CallRecorder:
         heard_text = turn.text if heard is None else heard.strip()
         self.conversation.add("assistant", heard_text)  # the model remembers what was heard
         self.spawn(self.store.add_assistant_turn(
-            self.call_sid, idx=turn.idx, text=turn.text, heard_text=heard_text,
+            self.call_sid, idx=turn.idx, text=self._redact(turn.text),
+            heard_text=self._redact(heard_text),
             started=turn.started, interrupted=interrupted, kb_chunks=turn.kb_chunks,
             metrics=turn.metrics))
 
@@ -77,7 +82,10 @@ class CallRecorder:
     # --- events ---------------------------------------------------------------------------
 
     def event(self, type_: str, **detail: Any) -> None:
-        """A call-log event (dtmf, barge-in, tool, ...)."""
+        """A call-log event (dtmf, barge-in, tool, ...); the words a barge-in cut short are a
+        transcript too."""
+        if isinstance(heard := detail.get("heard"), str):
+            detail["heard"] = self._redact(heard)
         self.spawn(self.store.add_event(self.call_sid, type_, **detail))
 
     def stage(self, type_: StageEventType, **data: Any) -> float:

@@ -35,6 +35,7 @@ from appliance.core.agent import Agent, Reply, Tool
 from appliance.core.clock import MONOTONIC, Clock
 from appliance.core.events import ErrorCode, EventSink, StageError, StageEventType, stage
 from appliance.core.recorder import CallRecorder
+from appliance.core.redaction import redactor
 from appliance.core.spoken import AgentTurn
 from appliance.engines.base import CallStore
 from appliance.store.metrics import TurnMetrics
@@ -78,7 +79,8 @@ class RelaySession:
         self.transport = transport
         self.clock = clock
         self.recorder = CallRecorder(call_sid, store, clock, events,
-                                     history_turns=settings.history_turns)
+                                     history_turns=settings.history_turns,
+                                     redact=redactor(settings))
         self._exchange: _Exchange | None = None  # the reply being produced
         self._task: asyncio.Task[None] | None = None
         self._pending: list[str] = []
@@ -92,7 +94,7 @@ class RelaySession:
 
     async def start(self) -> None:
         """Twilio speaks the welcome greeting itself; it is the call's first assistant turn."""
-        self.recorder.begin(text=self.settings.greeting_text, streamed=True)
+        self.recorder.begin(text=self.settings.relay_greeting_text, streamed=True)
 
     async def close(self, reason: str, status: str = "completed") -> None:
         """End the call: stop the reply, record what is unrecorded, close the call record."""

@@ -22,11 +22,13 @@ import numpy as np
 
 from appliance.config import Settings
 from appliance.core.agent import Agent, Tool
+from appliance.core.call_audio import CallTape, TapedTransport
 from appliance.core.clock import MONOTONIC, Clock
 from appliance.core.events import ErrorCode, EventSink, StageError, StageEventType, stage
 from appliance.core.listener import MIN_UTTERANCE_SAMPLES, Listener
 from appliance.core.playout import CallTransport, Playout
 from appliance.core.recorder import CallRecorder
+from appliance.core.redaction import redactor
 from appliance.core.speaking import Speaker
 from appliance.core.spoken import AgentTurn
 from appliance.core.turns import TurnEvent
@@ -81,16 +83,19 @@ class Engines:
 class CallSession:
     def __init__(self, call_sid: str, settings: Settings, engines: Engines, store: CallStore,
                  transport: CallTransport, *, clock: Clock = MONOTONIC,
-                 events: EventSink | None = None) -> None:
+                 events: EventSink | None = None, tape: CallTape | None = None) -> None:
         self.call_sid = call_sid
         self.settings = settings
         self.engines = engines
-        self.transport = transport
+        self.tape = tape  # the call's recording, when recordings are on
+        self.transport: CallTransport = (transport if tape is None
+                                         else TapedTransport(transport, tape))
         self.clock = clock
         self.state = State.LISTENING
         self.recorder = CallRecorder(call_sid, store, clock, events,
-                                     history_turns=settings.history_turns)
-        self.playout = Playout(transport, clock, on_audio=self._on_audio_out)
+                                     history_turns=settings.history_turns,
+                                     redact=redactor(settings))
+        self.playout = Playout(self.transport, clock, on_audio=self._on_audio_out)
         self.speaker = Speaker(engines.tts, engines.phrases, self.playout, self.recorder, clock)
         self._listener = self._new_listener()
         self._stt = OneAtATime(engines.workers.stt)  # this call's share of the STT workers
@@ -124,11 +129,23 @@ class CallSession:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.playout.close()
+        if self.tape is not None:
+            try:
+                seconds = await self.tape.close()
+            except Exception:  # the recording's loss, never the call record's
+                log.exception("call %s: the recording did not close", self.call_sid)
+            else:
+                self.recorder.spawn(self.recorder.store.update_call(
+                    self.call_sid, recording_s=round(seconds, 2)))
         await self.recorder.close(status=status, reason=reason)
 
     # --- inbound events (called by the transport's receive loop; never block) --------------
 
-    def on_audio(self, ulaw: bytes) -> None:
+    def on_audio(self, ulaw: bytes, timestamp_ms: int | None = None) -> None:
+        """A caller frame; ``timestamp_ms`` (Twilio's, from the stream's start) places it in
+        the recording."""
+        if self.tape is not None:
+            self.tape.caller(ulaw, timestamp_ms)
         try:
             self._inbox.put_nowait(ulaw)
         except asyncio.QueueFull:

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 # Versioned migrations, applied in order and recorded in ``schema_version``; append, never edit.
 # Versions 1 and 2 match store/schema.py's SQLite steps; 5 matches its _v5 (retrieval_s), 6 its
-# _v4 index on calls.started.
+# _v4 index on calls.started, 7 its _v6 (recordings).
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE calls (
@@ -69,6 +69,10 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE turn_metrics ADD COLUMN retrieval_s DOUBLE PRECISION",
     # The console lists calls newest first and filters them by date, as SQLite's _v4 index
     "CREATE INDEX calls_started ON calls (started)",
+    """
+    ALTER TABLE calls ADD COLUMN recording TEXT;
+    ALTER TABLE calls ADD COLUMN recording_s DOUBLE PRECISION;
+    """,
 ]
 MIGRATION_LOCK = 0x61707031  # pg_advisory_xact_lock key: boxes starting together migrate once
 

@@ -111,7 +111,14 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.table("turn_metrics").add_column("retrieval_s", float)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: sqlite_utils.Database) -> None:
+    """Call recordings: the file under the data dir (set when recording starts, so a crash
+    still leaves it findable) and its length once the call ended."""
+    db.table("calls").add_column("recording", str)
+    db.table("calls").add_column("recording_s", float)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -111,6 +111,13 @@ def media_audio(message: Media) -> bytes:
         raise ProtocolError(f"bad base64 payload: {err}") from err
 
 
+def media_timestamp(message: Media) -> int | None:
+    """Twilio's timestamp of a media frame (ms since the stream started); None when absent or
+    not a number (a peer's mistake costs the frame its place, never the call)."""
+    text = message.media.timestamp
+    return int(text) if text.isdigit() and len(text) <= 12 else None
+
+
 def media_message(stream_sid: str, ulaw: bytes) -> bytes:
     return _encoder.encode({"event": "media", "streamSid": stream_sid,
                             "media": {"payload": base64.b64encode(ulaw).decode("ascii")}})

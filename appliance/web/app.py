@@ -254,6 +254,14 @@ async def metrics(request: Request[Any, Any, Any], reset: FromQuery[bool] = Fals
     return Response(body)
 
 
+async def _repair_recordings(runtime: Runtime) -> None:
+    """Recordings a crash left unfinished, made whole before calls come in (only those are
+    decoded: a finished file costs a header read)."""
+    repaired = await asyncio.to_thread(runtime.recordings.repair_all)
+    for call_sid, seconds in repaired.items():
+        await runtime.store.update_call(call_sid, recording_s=round(seconds, 2))
+
+
 def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
     """Build the app. Models load in the background after start-up so /healthz can report it."""
     runtime = Runtime.create(settings)
@@ -265,6 +273,7 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await runtime.store.open()
+        await _repair_recordings(runtime)
         if runtime.cluster is not None:
             await runtime.cluster.start()
         runtime.loop_lag.start()

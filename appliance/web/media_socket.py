@@ -9,6 +9,7 @@ from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
 from appliance.core.audio import TELEPHONE_RATE
+from appliance.core.call_audio import CallTape
 from appliance.core.clock import MONOTONIC
 from appliance.core.session import CallSession
 from appliance.telephony import twilio_media as tm
@@ -109,7 +110,7 @@ class MediaFrames:
         if isinstance(message, tm.Media):
             if self.session is None:
                 raise tm.ProtocolError("media before start")
-            self._audio(tm.media_audio(message))
+            self._audio(tm.media_audio(message), tm.media_timestamp(message))
         elif isinstance(message, tm.Start):
             if self.session is not None:
                 raise tm.ProtocolError("duplicate start")
@@ -122,13 +123,13 @@ class MediaFrames:
             return "stop received"
         return None
 
-    def _audio(self, ulaw: bytes) -> None:
+    def _audio(self, ulaw: bytes, timestamp_ms: int | None) -> None:
         """Audio within the real-time budget goes to the session; a flood is dropped, then
         ends the socket."""
         assert self.session is not None
         self.deadlines.on_media()
         if self.budget.admit(len(ulaw) / TELEPHONE_RATE):
-            self.session.on_audio(ulaw)
+            self.session.on_audio(ulaw, timestamp_ms)
         elif self.budget.exhausted:
             raise SocketRefused("audio-flood", f"{self.budget.dropped_s:.0f} s of audio over "
                                 "the real-time budget")
@@ -147,10 +148,13 @@ class MediaFrames:
         async def start() -> CallSession:
             self.transport = MediaTransport(self.socket, info.stream_sid, call_sid,
                                             self.runtime.twilio, self.ended)
+            tape = self._tape(call_sid)
+            recording = {"recording": self.runtime.recordings.relative(call_sid)} if tape else {}
             await self.runtime.store.update_call(call_sid, stream_sid=info.stream_sid,
-                                                 status="in-progress", mode="media-streams")
+                                                 status="in-progress", mode="media-streams",
+                                                 **recording)
             session = CallSession(call_sid, self.runtime.settings, engines,
-                                  self.runtime.store, self.transport)
+                                  self.runtime.store, self.transport, tape=tape)
             await session.start()
             return session
 
@@ -160,6 +164,19 @@ class MediaFrames:
         self.deadlines.on_start()
         log.info("call %s: media stream %s started", call_sid, info.stream_sid)
         return session
+
+    def _tape(self, call_sid: str) -> CallTape | None:
+        """The call's recording when recordings are on; a disk that refuses the file costs
+        the recording, never the call."""
+        settings = self.runtime.settings
+        if not settings.recordings:
+            return None
+        try:
+            sink = self.runtime.recordings.open(call_sid)
+        except OSError as err:
+            log.error("call %s: cannot record (%s); the call goes on unrecorded", call_sid, err)
+            return None
+        return CallTape(sink, MONOTONIC, max_s=settings.max_call_s)
 
     def stop(self) -> None:
         if self.transport is not None:

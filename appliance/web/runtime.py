@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from appliance.config import Settings, api_token
 from appliance.core.session import CallSession, Engines
 from appliance.engines.base import CallStore, EngineInfo
+from appliance.recordings import Recordings
 from appliance.store.postgres import call_store
 from appliance.telephony.twilio_calls import TwilioCalls
 from appliance.web.loop_monitor import LoopLagMonitor
@@ -112,6 +113,7 @@ class Runtime:
     signatures: SignatureChecker
     calls: CallSlots
     api_token: str  # what /api/* needs as its bearer token
+    recordings: Recordings  # the calls' audio files (README "Recordings")
     engines: Engines | None = None  # None until every model is loaded
     models: list[EngineInfo] = field(default_factory=list)
     load_error: str = ""
@@ -139,4 +141,5 @@ class Runtime:
             signatures=SignatureChecker(settings),
             calls=CallSlots(limit=settings.max_calls, ticket_s=settings.socket_ticket_s),
             api_token=api_token(settings),
+            recordings=Recordings(settings.recordings_path),
         )

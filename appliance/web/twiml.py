@@ -50,7 +50,7 @@ def connect_relay(settings: Settings, url: str, action: str,
     connect = response.connect(action=action)
     relay = connect.conversation_relay(
         url=url,
-        welcome_greeting=settings.greeting_text,
+        welcome_greeting=settings.relay_greeting_text,
         voice=settings.relay_voice or None,
         tts_provider=settings.relay_tts_provider or None,
         transcription_provider=settings.relay_transcription_provider or None,

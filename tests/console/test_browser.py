@@ -1,7 +1,7 @@
 """The console in a real browser (Debian's chromium + chromedriver through Selenium), against a
-real server: log in, watch a simulated call live, open its detail, upload a KB document and get
-an answer from it without a restart, answer a declined question from Insights, and a viewer
-refused the KB page and the answer form.
+real server: log in, watch a simulated call live, open its detail and play its recording,
+upload a KB document and get an answer from it without a restart, answer a declined question
+from Insights, and a viewer refused the KB page, the answer form and the recording.
 
 The call runs the real session machinery with scripted speech engines; the knowledge base and
 the LLM are the real default models, so "try a question" answers from the uploaded document.
@@ -31,10 +31,28 @@ from appliance.store.metrics import TurnMetrics
 from appliance.store.postgres import call_store
 from appliance.store.reader import call_log_reader
 from appliance.wiring import load_llm
+from tests.conftest import make_settings
 from tests.console.helpers import ADMIN, PASSWORD, VIEWER, console_server
 from tests.web.fake_engines import FakeSet
 from tests.web.twilio_client import SILENCE, greeted_call, tone
 
+# The recording the call page's <audio> element points at, fetched by the page itself (with its
+# session cookie): status, content type and the file's first four bytes.
+FETCH_RECORDING = """
+const done = arguments[arguments.length - 1];
+fetch(arguments[0]).then(r => r.arrayBuffer().then(body => done({
+  status: r.status, type: r.headers.get("content-type"),
+  magic: String.fromCharCode(...new Uint8Array(body.slice(0, 4)))})));
+"""
+# The browser's own decoder on it: the length it finds, -1 if it cannot play it.
+AUDIO_SECONDS = """
+const done = arguments[arguments.length - 1];
+const audio = document.getElementById("recording");
+if (audio.readyState >= 1) { done(audio.duration); return; }
+audio.addEventListener("loadedmetadata", () => done(audio.duration));
+audio.addEventListener("error", () => done(-1));
+audio.load();
+"""
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
@@ -130,8 +148,8 @@ def log_in(driver: webdriver.Chrome, base: str, username: str) -> None:
     driver.find_element(By.ID, "login").click()
 
 
-def test_console_in_a_real_browser(settings: Settings, browser: webdriver.Chrome,
-                                   tmp_path: Path) -> None:
+def test_console_in_a_real_browser(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, recordings=True)
     shots = Path(os.environ.get("APPLIANCE_SCREENSHOTS_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     settings = msgspec.structs.replace(settings, kb_dir=str(tmp_path / "kb"))  # answers go here
@@ -158,6 +176,10 @@ def test_console_in_a_real_browser(settings: Settings, browser: webdriver.Chrome
         transcript = wait.until(ec.presence_of_element_located((By.ID, "transcript"))).text
         assert "What time do you open tomorrow?" in transcript
         assert call.call_sid in browser.page_source
+        recording = browser.find_element(By.ID, "recording").get_attribute("src")
+        assert browser.execute_async_script(FETCH_RECORDING, recording) == {
+            "status": 200, "type": "audio/flac", "magic": "fLaC"}
+        assert browser.execute_async_script(AUDIO_SECONDS) > 1.0
         shot(browser, shots, "call-detail")
         browser.get(f"{base}/console/calls")
         shot(browser, shots, "calls")
@@ -207,3 +229,7 @@ def test_console_in_a_real_browser(settings: Settings, browser: webdriver.Chrome
         browser.find_element(By.LINK_TEXT, "Insights").click()
         wait.until(ec.presence_of_element_located((By.CLASS_NAME, "unanswered")))
         assert not browser.find_elements(By.CLASS_NAME, "answer-form")
+        browser.get(f"{base}/console/calls/{call.call_sid}")
+        wait.until(ec.presence_of_element_located((By.ID, "transcript")))
+        assert not browser.find_elements(By.ID, "recording")
+        assert browser.execute_async_script(FETCH_RECORDING, recording)["status"] == 403

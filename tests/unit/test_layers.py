@@ -14,13 +14,18 @@ ROOT = Path(__file__).resolve().parents[2] / "appliance"
 FORBIDDEN = {
     "appliance.core": ("appliance.telephony", "appliance.web", "appliance.store.calls",
                        "appliance.wiring", "appliance.caller", "appliance.bench",
-                       "appliance.cli"),
+                       "appliance.cli", "appliance.recordings"),
     # engines may use the μ-law codec helpers in core.audio, nothing of the call logic
     "appliance.engines": ("appliance.core.agent", "appliance.core.session",
                           "appliance.core.relay_session", "appliance.core.recorder",
                           "appliance.wiring", "appliance.web"),
     "appliance.telephony": ("appliance.core", "appliance.web", "appliance.engines"),
-    "appliance.store": ("appliance.core", "appliance.web", "appliance.engines"),
+    "appliance.store": ("appliance.core", "appliance.web", "appliance.engines",
+                        "appliance.recordings"),
+    # files on disk: the audio constants and the sid format, nothing of the call or the wire
+    "appliance.recordings": ("appliance.core.session", "appliance.core.recorder",
+                             "appliance.web", "appliance.console", "appliance.store",
+                             "appliance.engines", "appliance.wiring", "appliance.cli"),
 }
 
 

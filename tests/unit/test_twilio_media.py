@@ -59,3 +59,11 @@ def test_outbound_messages_match_the_wire_format() -> None:
     assert json.loads(tm.mark_message("MZ1", "m")) == {
         "event": "mark", "streamSid": "MZ1", "mark": {"name": "m"}}
     assert json.loads(tm.clear_message("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
+
+
+@pytest.mark.parametrize(("timestamp", "ms"), [
+    ("5", 5), ("123456", 123456), ("", None), ("-20", None), ("1e3", None), ("9" * 13, None)])
+def test_media_timestamps_place_frames_or_are_ignored(timestamp: str, ms: int | None) -> None:
+    frame = {"event": "media", "media": {"payload": "/w==", "timestamp": timestamp}}
+    message = tm.decode(json.dumps(frame))
+    assert isinstance(message, tm.Media) and tm.media_timestamp(message) == ms

@@ -59,6 +59,8 @@ class MediaStream:
         self._seq = 0
         self._audio_start: float | None = None
         self._audio_s = 0.0  # audio sent so far
+        self._opened = asyncio.get_running_loop().time()
+        self._stream_s = 0.0  # the stream position of the next frame (its timestamp)
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -83,10 +85,16 @@ class MediaStream:
         message.setdefault("streamSid", self.stream_sid)
         await self.ws.send(json.dumps(message))
 
-    async def send_audio(self, ulaw: bytes, pace: float = 0.0) -> None:
+    async def send_audio(self, ulaw: bytes, pace: float = 0.0) -> int:
         """Send ``ulaw`` in 20 ms frames, ``pace`` seconds apart; never further ahead of real
-        time than the server's burst allowance (Twilio sends in real time; tests save time)."""
+        time than the server's burst allowance (Twilio sends in real time; tests save time).
+
+        Each frame carries Twilio's timestamp, ms since the stream started: Twilio streams
+        all the time, so the time since the last send was silence this client did not send
+        (a gap in the timestamps). Returns the timestamp of the first frame."""
         loop = asyncio.get_running_loop()
+        self._stream_s = max(self._stream_s, loop.time() - self._opened)
+        first_ms = round(self._stream_s * 1000)
         for i in range(0, len(ulaw), FRAME_BYTES):
             if self._audio_start is None:
                 self._audio_start = loop.time()
@@ -94,10 +102,14 @@ class MediaStream:
             if ahead > 0:
                 await asyncio.sleep(ahead)
             payload = base64.b64encode(ulaw[i:i + FRAME_BYTES]).decode()
+            timestamp = str(round(self._stream_s * 1000))
             await self.send({"event": "media", "media": {"track": "inbound", "payload": payload,
-                                                         "chunk": str(i), "timestamp": "0"}})
+                                                         "chunk": str(i),
+                                                         "timestamp": timestamp}})
             self._audio_s += FRAME_BYTES / 8000
+            self._stream_s += FRAME_BYTES / 8000
             await asyncio.sleep(pace)
+        return first_ms
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.received if m.get("event") == kind]
