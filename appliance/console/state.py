@@ -20,6 +20,7 @@ from appliance.auth import Accounts, open_accounts_db
 from appliance.auth.ratelimit import LoginLimiter
 from appliance.config import Settings
 from appliance.console.kbadmin import KbAdmin
+from appliance.core.live import Subscription
 from appliance.web.runtime import Runtime
 
 T = TypeVar("T")
@@ -33,6 +34,8 @@ class Console:
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="console-db"))
     _db: sqlite_utils.Database | None = None
+    # Live-page streams by the session cookie that opened them, so a logout ends them at once.
+    _streams: dict[str, set[Subscription]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.kb = KbAdmin(self.settings, self.runtime)
@@ -44,6 +47,21 @@ class Console:
         if self._db is not None:
             await self._call(self._db.conn.close)
         self._executor.shutdown(wait=True)
+
+    def watching(self, secret: str, subscription: Subscription) -> None:
+        if secret:
+            self._streams.setdefault(secret, set()).add(subscription)
+
+    def unwatching(self, secret: str, subscription: Subscription) -> None:
+        if (streams := self._streams.get(secret)) is not None:
+            streams.discard(subscription)
+            if not streams:
+                del self._streams[secret]
+
+    def logged_out(self, secret: str) -> None:
+        """End the live streams this session opened."""
+        for subscription in self._streams.get(secret, ()):
+            subscription.close("logged out")
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

@@ -150,7 +150,7 @@ class MediaFrames:
             await self.runtime.store.update_call(call_sid, stream_sid=info.stream_sid,
                                                  status="in-progress", mode="media-streams")
             session = CallSession(call_sid, self.runtime.settings, engines,
-                                  self.runtime.store, self.transport)
+                                  self.runtime.store, self.transport, live=self.runtime.live)
             await session.start()
             return session
 

@@ -93,12 +93,13 @@ class RelayFrames:
             await self.runtime.store.update_call(call_sid, stream_sid=message.session_id,
                                                  status="in-progress", mode="conversation-relay")
             session = RelaySession(call_sid, self.runtime.settings, engines.agent,
-                                   self.runtime.store, self.transport)
+                                   self.runtime.store, self.transport, live=self.runtime.live)
             await session.start()
             return session
 
         ticket = message.custom_parameters.get(TICKET_PARAMETER, "")
         session = await start_admitted(self.runtime, call_sid, ticket, start)
+        self.runtime.sessions[call_sid] = session  # the console's operator buttons use it
         self.deadlines.on_start()
         log.info("call %s: relay session %s started", call_sid, message.session_id)
         return session
