@@ -11,6 +11,7 @@ from litestar.exceptions import WebSocketDisconnect
 from appliance.core.audio import TELEPHONE_RATE
 from appliance.core.clock import MONOTONIC
 from appliance.core.session import CallSession
+from appliance.logs import CALL_SID
 from appliance.telephony import twilio_media as tm
 from appliance.telephony.sids import is_call_sid, is_stream_sid
 from appliance.telephony.twilio_calls import TwilioCalls
@@ -141,6 +142,7 @@ class MediaFrames:
                                 f"streamSid {info.stream_sid[:40]!r}")
         if info.media_format.encoding != "audio/x-mulaw" or info.media_format.sample_rate != 8000:
             raise SocketRefused("bad-format", f"unsupported media format {info.media_format}")
+        CALL_SID.set(call_sid)  # this socket's log lines, and its session's tasks', carry it
         engines = self.runtime.engines
         assert engines is not None  # the route refused the socket before the models were ready
 
