@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from appliance.bench.watchers import ConsoleWatchers
 from appliance.caller.relay_sim import RelaySocket
 from appliance.caller.twilio_wire import RelayTarget, parse_twiml
 from appliance.config import Settings
@@ -228,3 +229,33 @@ def test_a_slow_subscriber_is_resynchronised_never_waited_for() -> None:
         assert await slow.next(0.01) is None
 
     asyncio.run(run())
+
+
+def test_the_bench_viewers_watch_a_call_and_reload_the_pages(settings: Settings) -> None:
+    with console_server(settings) as base:
+        token = make_token(settings, "viewer")
+
+        async def run() -> dict[str, Any]:
+            viewers = ConsoleWatchers(base, {"Authorization": f"Bearer {token}"}, 2,
+                                      refresh_s=0.2)
+            watching = asyncio.create_task(viewers.run())
+            await asyncio.sleep(0.5)
+            call_sid, stream = await greeted_call(base, settings)
+            await stream.send_audio(SILENCE * 10 + tone(1.0) + SILENCE * 40)
+            await stream.wait_for(lambda: len(stream.events("mark")) >= 3)
+            await stream.ack_marks()
+            await stream.stop()
+            for _ in range(200):
+                if viewers.events["ended"] == 2:
+                    break
+                await asyncio.sleep(0.05)
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+            return viewers.result()
+
+        result = asyncio.run(run())
+        assert result["errors"] == {}
+        events = result["events"]
+        assert (events["snapshot"], events["call"], events["ended"]) == (2, 2, 2)
+        assert events["line"] >= 2 * 4  # greeting, question, two sentences, each viewer
+        assert result["page_loads"] >= 4
