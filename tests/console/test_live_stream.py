@@ -106,7 +106,12 @@ def test_a_media_call_is_pushed_as_it_happens(settings: Settings) -> None:
                 assert watcher.of("ended") == [{"call_sid": call_sid}]
                 # the JSON list the page used to poll reads the same feed
                 assert (await client.get("/api/v1/live")).json() == []
-                await watcher.close()
+                assert "appliance_live_watchers 1.0" in (await client.get("/metrics")).text
+                await watcher.close()  # a browser going away unsubscribes
+                async with asyncio.timeout(10):
+                    while "appliance_live_watchers 0.0" not in (
+                            await client.get("/metrics")).text:
+                        await asyncio.sleep(0.05)
 
         asyncio.run(run())
 
