@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from appliance.logs import JsonFormatter
 from appliance.private_files import private_dir
 
 ENV_PREFIX = "APPLIANCE_"
@@ -81,6 +82,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     audio_flood_close_s: float = 10.0  # audio dropped over budget before the socket is closed
     history_turns: int = 20  # exchanges the agent keeps in a call's conversation
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, with call_sid
     # Bearer token for /api/* (call records, metrics); empty: a random one in the data dir.
     api_token: str = ""
     # Addresses/networks of reverse proxies whose X-Forwarded-For/-Proto are believed
@@ -480,7 +482,8 @@ def setup_logging(settings: Settings) -> None:
     """Configure root logging once, with secrets scrubbed and control characters escaped on
     every handler."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(SecretFilter(settings.secrets()))
     handler.addFilter(OneLineFilter())
     root = logging.getLogger()

@@ -66,7 +66,9 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"{label:<34}" + "".join(f"{c:>{COL}}" for c in cells))
 
     row("", [f"{lv['calls']} call{'s' * (lv['calls'] > 1)}"
-             + (" +adv" if "adversary" in lv else "") for lv in levels])
+             + (" +adv" if "adversary" in lv else "")
+             + (f" +{lv['console_watchers']['watchers']}w" if "console_watchers" in lv else "")
+             for lv in levels])
     row("calls completed / failed", [f"{lv['completed']} / {lv['failed']}" for lv in levels])
     row("turns answered", [f"{lv['turns_answered']} / {lv['turns_total']}" for lv in levels])
     row("replies replaced (ungrounded)", [str(lv.get("replies_replaced", 0)) for lv in levels])
@@ -97,6 +99,8 @@ def table(result: dict[str, Any]) -> str:
     for lv in levels:
         if (adv := lv.get("adversary")) is not None:
             lines += adversary_lines(lv["calls"], adv)
+        if (watchers := lv.get("console_watchers")) is not None:
+            lines += watcher_lines(lv["calls"], watchers)
     warm = result.get("warmup")
     if warm:
         lines.append(f"warm-up call: voice-to-voice {_s(warm['v2v_heard_s'], ('p50',))} s, "
@@ -114,6 +118,23 @@ def adversary_lines(calls: int, adv: dict[str, Any]) -> list[str]:
             f"  server refused sockets: {counts(adv['refused_sockets'])}",
             f"  after it left: {adv['slots_used_after']} slot(s) used, "
             f"RSS {_num(adv['rss_after_mb'])} MB"]
+
+
+def watcher_lines(calls: int, w: dict[str, Any]) -> list[str]:
+    """The same level without and with Live-page viewers: the issue's bar is 10 %."""
+    vs = w.get("versus_without", {})
+
+    def pair(key: str, ratio: str, fmt: str) -> str:
+        before, after = vs.get(key) or [None, None]
+        times = f"×{vs[ratio]:.2f}" if vs.get(ratio) is not None else "ratio n/a"
+        return f"{_num(before, fmt)} → {_num(after, fmt)} ({times})"
+
+    events = sum(w["events"].values())
+    return [f"{w['watchers']} console viewer(s) beside {calls} call(s), without → with:",
+            f"  server loop lag p99, ms      {pair('loop_lag_p99_ms', 'loop_lag_ratio', '{:.1f}')}",
+            f"  voice-to-voice heard p95, s  {pair('v2v_heard_p95_s', 'v2v_ratio', '{:.2f}')}",
+            f"  they got {events} live event(s), loaded {w['page_loads']} page(s)"
+            + (f"; errors: {w['errors']}" if w["errors"] else "")]
 
 
 def plot(result: dict[str, Any], path: str | Path) -> None:

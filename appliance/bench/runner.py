@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +40,7 @@ import msgspec
 from appliance.bench import probes, utterances
 from appliance.bench.adversary import Adversary
 from appliance.bench.stats import LoopLag, ms, summarize, turn_stages
+from appliance.bench.watchers import ConsoleWatchers, versus
 from appliance.caller.audio_source import Utterance
 from appliance.caller.report import CallOptions, CallReport, new_sid, pair_turns
 from appliance.caller.twilio_sim import run_call
@@ -82,6 +83,7 @@ class BenchOptions:
     hold: bool = False  # keep the server's "one moment" hold phrase (see server_settings)
     barge_in_s: float | None = None  # callers talk over replies this long after they start
     adversary: bool = False  # each level twice: clean, then beside one misbehaving client
+    console_watchers: int = 0  # each level twice: alone, then with this many Live-page viewers
 
 
 @dataclass
@@ -359,17 +361,22 @@ class Bench:
         await asyncio.sleep(delay_s)
         return await run_call(self.call_options(index, turns), self.http)
 
+    async def level_beside(self, calls: int, turns: int,
+                           companion: Coroutine[Any, Any, None]) -> dict[str, Any]:
+        """:meth:`level` with ``companion`` running throughout, cancelled once the calls end."""
+        running = asyncio.create_task(companion)
+        try:
+            return await self.level(calls, turns)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
     async def attacked_level(self, calls: int, turns: int) -> dict[str, Any]:
         """:meth:`level` with one :class:`Adversary` attacking throughout; what it tried, how
         the server ended its sockets, the server's refusals by reason and RSS after it left."""
         before = await server_metrics(self.http, self.server.base_url) or {}
         adversary = Adversary(self.server.base_url, self.server.settings, self.http)
-        attacking = asyncio.create_task(adversary.run(), name="adversary")
-        try:
-            result = await self.level(calls, turns)
-        finally:
-            attacking.cancel()
-            await asyncio.gather(attacking, return_exceptions=True)
+        result = await self.level_beside(calls, turns, adversary.run())
         await asyncio.sleep(self.opts.level_pause_s + self.server.settings.start_timeout_s)
         after = await server_metrics(self.http, self.server.base_url) or {}
         refused = Counter(after.get("refused_sockets", {}))
@@ -379,6 +386,14 @@ class Bench:
                                "refused_sockets": {k: v for k, v in refused.items() if v},
                                "slots_used_after": after.get("slots_used"),
                                "rss_after_mb": settled and round(settled.rss_mb, 1)}
+        return result
+
+    async def watched_level(self, calls: int, turns: int) -> dict[str, Any]:
+        """:meth:`level` with ``opts.console_watchers`` Live-page viewers throughout."""
+        watchers = ConsoleWatchers(self.server.base_url, api_headers(self.server.settings),
+                                   self.opts.console_watchers)
+        result = await self.level_beside(calls, turns, watchers.run())
+        result["console_watchers"] = watchers.result()
         return result
 
     async def level(self, calls: int, turns: int, warmup: bool = False) -> dict[str, Any]:
@@ -428,7 +443,8 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
         "machine": probes.machine_info(),
         "options": {"calls": list(opts.calls), "turns": opts.turns, "stagger_s": opts.stagger_s,
                     "warmup": opts.warmup, "url": opts.url, "hold": opts.hold,
-                    "barge_in_s": opts.barge_in_s, "adversary": opts.adversary},
+                    "barge_in_s": opts.barge_in_s, "adversary": opts.adversary,
+                    "console_watchers": opts.console_watchers},
     }
     server_cm = (external_server(settings, opts.url, opts) if opts.url
                  else spawned_server(settings, opts))
@@ -454,7 +470,15 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
             for calls in opts.calls:
                 await asyncio.sleep(opts.level_pause_s)
                 log.info("level: %d concurrent call(s), %d turn(s) each", calls, opts.turns)
-                result["levels"].append(await bench.level(calls, opts.turns))
+                alone = await bench.level(calls, opts.turns)
+                result["levels"].append(alone)
+                if opts.console_watchers:
+                    await asyncio.sleep(opts.level_pause_s)
+                    log.info("the same level with %d console viewer(s) watching live",
+                             opts.console_watchers)
+                    watched = await bench.watched_level(calls, opts.turns)
+                    watched["console_watchers"]["versus_without"] = versus(alone, watched)
+                    result["levels"].append(watched)
                 if opts.adversary:
                     await asyncio.sleep(opts.level_pause_s)
                     log.info("the same level beside one misbehaving client")

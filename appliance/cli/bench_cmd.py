@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--adversary", action="store_true",
         help="run each level twice: clean, then beside one misbehaving socket client cycling "
         "through attacks (idle, forged, garbage, socket bursts, audio flood, endless talker)")
+    add("--console-watchers", type=_positive, default=0, metavar="N",
+        help="run each level twice: alone, then with N logged-in console viewers holding the "
+        "Live page's event stream open and reloading the Live page and calls list; reports "
+        "server loop lag p99 and voice-to-voice p95 side by side")
     add("--turn-timeout", type=float, default=20.0, metavar="S",
         help="give up on a reply after S seconds (default 20)")
     parser.set_defaults(func=bench)
@@ -80,6 +84,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--barge-in-ms", str(args.barge_in_ms)]
     if args.adversary:
         parts.append("--adversary")
+    if args.console_watchers:
+        parts += ["--console-watchers", str(args.console_watchers)]
     return " ".join(parts)
 
 
@@ -88,7 +94,7 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
                         stagger_s=args.stagger_ms / 1000, warmup=args.warmup,
                         turn_timeout_s=args.turn_timeout, hold=args.hold,
                         barge_in_s=args.barge_in_ms / 1000 if args.barge_in_ms else None,
-                        adversary=args.adversary)
+                        adversary=args.adversary, console_watchers=args.console_watchers)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the table
     try:
         result = asyncio.run(run_bench(settings, opts))

@@ -42,6 +42,7 @@ class DrainingServer(uvicorn.Server):
         self.runtime = runtime
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.runtime.live.close()  # live-page streams end now: uvicorn would wait for them
         if self.runtime.draining or not self.runtime.calls.active:
             super().handle_exit(sig, frame)
             return

@@ -50,6 +50,7 @@ async def console_lifespan(app: Litestar) -> AsyncIterator[None]:
         if purger is not None:
             purger.cancel()
             await asyncio.gather(purger, return_exceptions=True)
+        runtime.live.close()
         await console.close()
 
 

@@ -21,6 +21,7 @@ from litestar.params import Body, FromPath, FromQuery
 from litestar.response import File
 
 from appliance.console import services
+from appliance.console.live_stream import live_stream
 from appliance.console.security import access_guard, principal_of
 from appliance.console.state import console_of
 from appliance.kb import KbError
@@ -205,6 +206,7 @@ async def me(request: Request[Any, Any, Any]) -> dict[str, str]:
 
 def api_router() -> Router:
     return Router("/api/v1", guards=[access_guard], tags=["console"], route_handlers=[
-        list_calls, export_calls, call_detail, call_recording, live_calls, live_action, insights,
-        add_answer, kb_documents, kb_upload, kb_delete, kb_reingest, kb_ask, system, audit, me])
+        list_calls, export_calls, call_detail, call_recording, live_calls, live_stream,
+        live_action, insights, add_answer, kb_documents, kb_upload, kb_delete, kb_reingest, kb_ask,
+        system, audit, me])
 

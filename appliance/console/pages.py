@@ -119,6 +119,7 @@ async def logout(request: Request[Any, Any, Any]) -> Redirect:
     console = console_of(request)
     if secret := request.cookies.get(SESSION_COOKIE):
         await console.accounts(lambda a: a.close_session(secret))
+        console.logged_out(secret)
     response = Redirect("/console/login", status_code=303)
     clear_cookie(response, console.settings, SESSION_COOKIE)
     return response

@@ -85,22 +85,19 @@ def recording_file(console: Console, principal: Principal, call_sid: str) -> Pat
 
 
 async def live(console: Console) -> list[dict[str, Any]]:
-    """Calls in progress: caller, duration, state and the transcript so far."""
-    runtime = console.runtime
-    sids = sorted(runtime.calls.active)
-    info = await queries.calls_info(console.call_log, sids)
-    turns = await queries.live_turns(console.call_log, sids)
+    """Calls in progress: caller, duration, state and the transcript so far, from the live feed
+    (what the Live page's stream starts with), with the caller's number from the call log."""
+    calls = console.runtime.live.snapshot()
+    return await with_callers(console, calls)
+
+
+async def with_callers(console: Console, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``calls`` (live-feed entries) with ``from_number`` and ``duration_s`` added."""
+    sids = [c["call_sid"] for c in calls]
+    info = await queries.calls_info(console.call_log, sids) if sids else {}
     now = time.time()
-    out = []
-    for sid in sids:
-        session = runtime.sessions.get(sid)
-        state = session.state.value if session is not None else "connecting"
-        row = info.get(sid, {})
-        out.append({"call_sid": sid, "from_number": row.get("from_number", ""),
-                    "mode": row.get("mode", ""), "state": state,
-                    "duration_s": round(now - row["started"], 1) if row.get("started") else None,
-                    "turns": turns.get(sid, [])})
-    return out
+    return [{**c, "from_number": info.get(c["call_sid"], {}).get("from_number", ""),
+             "duration_s": round(now - c["started"], 1)} for c in calls]
 
 
 async def live_action(console: Console, principal: Principal, call_sid: str,
@@ -109,15 +106,14 @@ async def live_action(console: Console, principal: Principal, call_sid: str,
     session = console.runtime.sessions.get(call_sid)
     if session is None:
         raise NotFound(f"no live call {call_sid}")
-    transport = session.transport
     try:
         if action == "transfer":
             number = console.settings.transfer_number
             if not number:
                 raise Refused("no transfer number is configured (APPLIANCE_TRANSFER_NUMBER)")
-            await transport.transfer(number)
+            await session.transfer(number)
         else:
-            await transport.hang_up()
+            await session.hang_up()
     except Refused:
         raise
     except Exception as err:

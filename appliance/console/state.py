@@ -25,6 +25,7 @@ from appliance.auth.ratelimit import LoginLimiter
 from appliance.config import Settings
 from appliance.console.insights import CachedEmbed, Embed
 from appliance.console.kbadmin import KbAdmin
+from appliance.core.live import Subscription
 from appliance.kb import KbError
 from appliance.models.locate import ModelMissing
 from appliance.store.reader import CallLogReader, call_log_reader
@@ -42,6 +43,8 @@ class Console:
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="console-db"))
     _db: sqlite_utils.Database | None = None
+    # Live-page streams by the session cookie that opened them, so a logout ends them at once.
+    _streams: dict[str, set[Subscription]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.kb = KbAdmin(self.settings, self.runtime)
@@ -70,6 +73,21 @@ class Console:
                 log.warning("insights: questions grouped by exact text only: %s", err)
                 return None
         return self._embed
+
+    def watching(self, secret: str, subscription: Subscription) -> None:
+        if secret:
+            self._streams.setdefault(secret, set()).add(subscription)
+
+    def unwatching(self, secret: str, subscription: Subscription) -> None:
+        if (streams := self._streams.get(secret)) is not None:
+            streams.discard(subscription)
+            if not streams:
+                del self._streams[secret]
+
+    def logged_out(self, secret: str) -> None:
+        """End the live streams this session opened."""
+        for subscription in self._streams.get(secret, ()):
+            subscription.close("logged out")
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

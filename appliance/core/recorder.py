@@ -2,7 +2,8 @@
 
 Turn numbering, the user and assistant records (an assistant turn once, with what the caller
 heard, which is also what the model remembers), events and errors in the call log, stage events
-for live watchers, the background writes a call must finish before it closes, and the close.
+and the live feed (state, each utterance, each sentence as spoken) for live watchers, the
+background writes a call must finish before it closes, and the close.
 The sessions decide *when*; this decides *how it is written down*, the same way for both.
 """
 
@@ -16,6 +17,7 @@ from appliance.config import Settings
 from appliance.core.agent import Conversation, Reply
 from appliance.core.clock import Clock
 from appliance.core.events import EventSink, StageError, StageEvent, StageEventType
+from appliance.core.live import CallState, LiveFeed
 from appliance.core.spoken import AgentTurn
 from appliance.core.workers import Background
 from appliance.engines.base import CallStore
@@ -27,7 +29,8 @@ log = logging.getLogger(__name__)
 class CallRecorder:
     def __init__(self, call_sid: str, store: CallStore, clock: Clock,
                  events: EventSink | None = None, history_turns: int = 20,
-                 redact: Callable[[str], str] | None = None) -> None:
+                 redact: Callable[[str], str] | None = None, live: LiveFeed | None = None,
+                 mode: str = "") -> None:
         self.call_sid = call_sid
         # what transcripts lose before they are stored (core/redaction.py); the model's memory
         # of the call keeps the words as said
@@ -39,12 +42,17 @@ class CallRecorder:
         self.current: AgentTurn | None = None  # the latest assistant turn not yet recorded
         self._events = events
         self._background = Background()
+        self._live = live
+        if live is not None:
+            live.opened(call_sid, mode)
 
     # --- turns ----------------------------------------------------------------------------
 
     def user(self, text: str, started: float) -> None:
         """The caller's words, as one numbered turn."""
         self.idx += 1
+        if self._live is not None:
+            self._live.line(self.call_sid, "user", self._redact(text))
         self.spawn(self.store.add_turn(self.call_sid, idx=self.idx, role="user",
                                        text=self._redact(text), started=started))
 
@@ -54,6 +62,16 @@ class CallRecorder:
             self.finish(self.current, interrupted=False)
         self.current = AgentTurn(idx=self.idx, **fields)
         return self.current
+
+    def said(self, text: str) -> None:
+        """A sentence (or fixed phrase) of the agent's is being spoken: for live watchers."""
+        if self._live is not None:
+            self._live.line(self.call_sid, "assistant", self._redact(text.strip()))
+
+    def state(self, state: CallState) -> None:
+        """The call is now listening, thinking or speaking: for live watchers."""
+        if self._live is not None:
+            self._live.state(self.call_sid, state)
 
     def finish(self, turn: AgentTurn, *, interrupted: bool, heard: str | None = None) -> None:
         """Record an assistant turn once; ``heard`` None means all of it was heard."""
@@ -114,6 +132,8 @@ class CallRecorder:
 
     async def close(self, *, status: str, reason: str) -> None:
         """Finish every pending write, then close the call's record."""
+        if self._live is not None:
+            self._live.closed(self.call_sid)
         await self._background.drain()
         await self.store.call_ended(self.call_sid, status=status, reason=reason)
         log.info("call %s closed: %s", self.call_sid, reason)

@@ -34,8 +34,10 @@ from appliance.config import Settings
 from appliance.core.agent import Agent, Reply, Tool
 from appliance.core.clock import MONOTONIC, Clock
 from appliance.core.events import ErrorCode, EventSink, StageError, StageEventType, stage
+from appliance.core.live import CallState, LiveFeed
 from appliance.core.recorder import CallRecorder
 from appliance.core.redaction import redactor
+from appliance.core.sentences import SentenceChunker
 from appliance.core.spoken import AgentTurn
 from appliance.engines.base import CallStore
 from appliance.store.metrics import TurnMetrics
@@ -72,7 +74,7 @@ class _Exchange:
 class RelaySession:
     def __init__(self, call_sid: str, settings: Settings, agent: Agent, store: CallStore,
                  transport: RelayTransport, *, clock: Clock = MONOTONIC,
-                 events: EventSink | None = None) -> None:
+                 events: EventSink | None = None, live: LiveFeed | None = None) -> None:
         self.call_sid = call_sid
         self.settings = settings
         self.agent = agent
@@ -80,7 +82,9 @@ class RelaySession:
         self.clock = clock
         self.recorder = CallRecorder(call_sid, store, clock, events,
                                      history_turns=settings.history_turns,
-                                     redact=redactor(settings))
+                                     redact=redactor(settings), live=live,
+                                     mode="conversation-relay")
+        self._quiet: asyncio.TimerHandle | None = None  # when Twilio should be done speaking
         self._exchange: _Exchange | None = None  # the reply being produced
         self._task: asyncio.Task[None] | None = None
         self._pending: list[str] = []
@@ -95,12 +99,15 @@ class RelaySession:
     async def start(self) -> None:
         """Twilio speaks the welcome greeting itself; it is the call's first assistant turn."""
         self.recorder.begin(text=self.settings.relay_greeting_text, streamed=True)
+        self.recorder.said(self.settings.relay_greeting_text)
+        self._speaking(self.settings.relay_greeting_text)
 
     async def close(self, reason: str, status: str = "completed") -> None:
         """End the call: stop the reply, record what is unrecorded, close the call record."""
         if self._closed:
             return
         self._closed = True
+        self._state(CallState.ENDED)
         exchange = self._exchange
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -111,6 +118,39 @@ class RelaySession:
         if unanswered:
             self.recorder.user(" ".join(unanswered), self._pending_at[1] or time.time())
         await self.recorder.close(status=status, reason=self._end_reason or reason)
+
+    # --- state, as live watchers see it --------------------------------------------------
+
+    def _state(self, state: CallState) -> None:
+        if self._quiet is not None:
+            self._quiet.cancel()
+            self._quiet = None
+        self.recorder.state(state)
+
+    def _speaking(self, text: str) -> None:
+        """Twilio speaks ``text`` now; it is done (listening) after the time that takes at the
+        usual pace, unless something happens first. An estimate: Twilio does not say."""
+        self._state(CallState.SPEAKING)
+        seconds = len(text.split()) / SPOKEN_WORDS_PER_S
+        self._quiet = asyncio.get_running_loop().call_later(
+            seconds, self.recorder.state, CallState.LISTENING)
+
+    # --- operator actions (the console) -----------------------------------------------------
+
+    async def hang_up(self) -> None:
+        await self._operator(Tool.END_CALL)
+
+    async def transfer(self, number: str) -> None:
+        """Twilio dials the configured transfer number once the session ends (relay action)."""
+        await self._operator(Tool.TRANSFER)
+
+    async def _operator(self, tool: Tool) -> None:
+        """An operator ends the session: stop answering, hand the call back to Twilio."""
+        self._ending = True
+        self._cancel_reply()
+        self.recorder.event("operator", tool=tool.value)
+        self._end_reason = f"operator: {tool.value}"
+        await self.transport.end(tool, self.call_sid)
 
     # --- inbound messages (called by the socket's receive loop; never block) --------------
 
@@ -152,6 +192,7 @@ class RelaySession:
         turn = self.recorder.current
         if not self._ending:
             self._cancel_reply()
+            self._state(CallState.LISTENING)
         if turn is not None:
             self.recorder.finish(turn, interrupted=True, heard=heard)
         log.info("call %s: interrupted; caller heard %.120r", self.call_sid, heard)
@@ -179,6 +220,7 @@ class RelaySession:
             self._pending.clear()
         exchange = _Exchange(text=text, heard_at=heard_at, started=started, tool=tool)
         self._exchange = exchange
+        self._state(CallState.THINKING)
         self._task = asyncio.create_task(self._reply(exchange), name=f"relay-{self.call_sid}")
 
     def _cancel_reply(self) -> None:
@@ -194,6 +236,7 @@ class RelaySession:
 
     async def _reply(self, exchange: _Exchange) -> None:
         metrics = TurnMetrics()
+        sentences = SentenceChunker()
         try:
             with stage(ErrorCode.RETRIEVAL_FAILED):
                 reply = await self.agent.reply(self.recorder.conversation, exchange.text,
@@ -212,10 +255,15 @@ class RelaySession:
                     if exchange.turn is None:
                         exchange.turn = self._commit(exchange, reply, metrics)
                     exchange.turn.text += token
+                    for sentence in sentences.push(token):
+                        self.recorder.said(sentence)
                     await self.transport.send_text(token, last=False)
             if exchange.turn is None:
                 raise StageError(ErrorCode.EMPTY_REPLY, "the model produced nothing to say")
             await self.transport.send_text("", last=True)
+            for sentence in sentences.flush():
+                self.recorder.said(sentence)
+            self._speaking(exchange.turn.text)
             self.recorder.replied(reply, self.settings)
             exchange.turn.text = exchange.turn.text.strip()
             exchange.turn.streamed = True
@@ -229,6 +277,8 @@ class RelaySession:
             if exchange.turn is None and exchange.text:
                 self.recorder.user(exchange.text, exchange.started)
             await self.transport.send_text(self.settings.apology, last=True)
+            self.recorder.said(self.settings.apology)
+            self._speaking(self.settings.apology)
         if self._exchange is exchange:
             self._exchange = None
             if self._pending and not self._ending:
@@ -239,6 +289,7 @@ class RelaySession:
         metrics.first_token_sent_s = self.clock.now() - exchange.heard_at
         metrics.tts_provider = f"twilio:{self.settings.relay_tts_provider or 'default'}"
         self._restarts = 0
+        self._state(CallState.SPEAKING)
         if exchange.text:
             self.recorder.user(exchange.text, exchange.started)
             self.recorder.conversation.add("user", exchange.text)

@@ -12,7 +12,6 @@ not heard yet, and keeps in the transcript only what was played.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import Mapping
@@ -26,6 +25,8 @@ from appliance.core.call_audio import CallTape, TapedTransport
 from appliance.core.clock import MONOTONIC, Clock
 from appliance.core.events import ErrorCode, EventSink, StageError, StageEventType, stage
 from appliance.core.listener import MIN_UTTERANCE_SAMPLES, Listener
+from appliance.core.live import CallState as State
+from appliance.core.live import LiveFeed
 from appliance.core.playout import CallTransport, Playout
 from appliance.core.recorder import CallRecorder
 from appliance.core.redaction import redactor
@@ -54,13 +55,6 @@ LISTENER_RESTARTS = 3  # a listener that keeps dying ends the call (after the ap
 NO_SPEECH_PROB = 0.8  # Whisper's own doubt above which an utterance is taken for noise
 
 
-class State(enum.Enum):
-    LISTENING = "listening"
-    THINKING = "thinking"
-    SPEAKING = "speaking"
-    ENDED = "ended"
-
-
 @dataclass
 class Engines:
     """What a session needs from the loaded engines (shared by every call)."""
@@ -83,7 +77,8 @@ class Engines:
 class CallSession:
     def __init__(self, call_sid: str, settings: Settings, engines: Engines, store: CallStore,
                  transport: CallTransport, *, clock: Clock = MONOTONIC,
-                 events: EventSink | None = None, tape: CallTape | None = None) -> None:
+                 events: EventSink | None = None, tape: CallTape | None = None,
+                 live: LiveFeed | None = None) -> None:
         self.call_sid = call_sid
         self.settings = settings
         self.engines = engines
@@ -91,10 +86,11 @@ class CallSession:
         self.transport: CallTransport = (transport if tape is None
                                          else TapedTransport(transport, tape))
         self.clock = clock
-        self.state = State.LISTENING
+        self._state = State.LISTENING
         self.recorder = CallRecorder(call_sid, store, clock, events,
                                      history_turns=settings.history_turns,
-                                     redact=redactor(settings))
+                                     redact=redactor(settings), live=live,
+                                     mode="media-streams")
         self.playout = Playout(self.transport, clock, on_audio=self._on_audio_out)
         self.speaker = Speaker(engines.tts, engines.phrases, self.playout, self.recorder, clock)
         self._listener = self._new_listener()
@@ -107,6 +103,16 @@ class CallSession:
         self._reply_task: asyncio.Task[None] | None = None
         self._audio_task: asyncio.Task[None] | None = None
         self._ending = False
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        if state is not self._state:
+            self._state = state
+            self.recorder.state(state)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -138,6 +144,14 @@ class CallSession:
                 self.recorder.spawn(self.recorder.store.update_call(
                     self.call_sid, recording_s=round(seconds, 2)))
         await self.recorder.close(status=status, reason=reason)
+
+    # --- operator actions (the console) -----------------------------------------------------
+
+    async def hang_up(self) -> None:
+        await self.transport.hang_up()
+
+    async def transfer(self, number: str) -> None:
+        await self.transport.transfer(number)
 
     # --- inbound events (called by the transport's receive loop; never block) --------------
 

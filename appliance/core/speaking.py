@@ -75,6 +75,7 @@ class Speaker:
                 metrics.tts_sentences.append(SentenceVoice(
                     provider, None if first is None else round(first - started, 3)))
                 if first is not None:
+                    self.recorder.said(sentence)
                     self.recorder.stage(StageEventType.TTS_FIRST_AUDIO, provider=provider)
                     if metrics.tts_first_audio_s is None:
                         metrics.tts_first_audio_s = first - started
@@ -108,6 +109,7 @@ class Speaker:
                     return
                 await self.playout.play(turn, text, audio, hold=hold)
         turn.text = text
+        self.recorder.said(text)
 
     async def hold_on(self, phrase: str, at: float, turn: AgentTurn,
                       waiting: Callable[[], bool]) -> None:

@@ -39,6 +39,13 @@ class Workers:
             turn=_pool("turn", 1),  # ~0.1 s per pause: kept off the VAD's per-frame path
         )
 
+    def queued(self) -> dict[str, int]:
+        """Jobs waiting for a worker, per pool (``/metrics``): a deep STT or LLM queue is the
+        first sign the box takes more calls than its models keep up with."""
+        pools = {"stt": self.stt, "llm": self.llm, "tts": self.tts, "kb": self.kb,
+                 "vad": self.vad, "turn": self.turn}
+        return {name: pool._work_queue.qsize() for name, pool in pools.items()}
+
     def shutdown(self) -> None:
         for pool in (self.stt, self.llm, self.tts, self.kb, self.vad, self.turn):
             pool.shutdown(wait=False, cancel_futures=True)

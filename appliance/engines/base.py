@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from appliance.engines.breaker import CircuitBreaker
 from appliance.store.metrics import TurnMetrics
 
 
@@ -133,6 +134,14 @@ class NamesSpeaker(Protocol):
 
     @property
     def last_provider(self) -> str: ...
+
+
+@runtime_checkable
+class FailsOver(Protocol):
+    """A remote primary with a local fall-back behind a circuit breaker (``/metrics``)."""
+
+    @property
+    def breaker(self) -> CircuitBreaker: ...
 
 
 @runtime_checkable

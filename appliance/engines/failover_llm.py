@@ -39,6 +39,10 @@ class FailoverLlm:
                                version=f"{p.version}; {f.version}", path=p.path, device=p.device)
 
     @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    @property
     def provider_in_use(self) -> str:
         with self._lock:
             return SERVER if self._breaker.closed else LOCAL

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from contextvars import ContextVar
@@ -73,6 +74,8 @@ class FailoverTts:
         self._stall_s = first_byte_s  # mid-stream: the least wait, and Piper's head start
         self._breaker = breaker
         self._voice = PRIMARY  # who spoke last, across calls: a change of it is logged
+        # Changes of voice by (from, to, reason), for /metrics: counted where they are logged.
+        self.switches: Counter[tuple[str, str, str]] = Counter()
         self._chars_per_s = DEFAULT_CHARS_PER_S
         self._phrase_texts: list[str] = []
         self._cache: dict[tuple[str, str], bytes] = {}
@@ -80,6 +83,10 @@ class FailoverTts:
         p, f = primary.info, fallback.info
         self.info = EngineInfo(slot="tts", name=f"{p.name}+{f.name}",
                                version=f"{p.version}; {f.version}", path=f.path, device=f.device)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
 
     @property
     def last_provider(self) -> str:
@@ -207,7 +214,7 @@ class FailoverTts:
         back = self._breaker.success()
         if back or self._voice != PRIMARY:
             log.info("ElevenLabs answers again: speaking with ElevenLabs")
-            self._voice = PRIMARY
+            self._switch(PRIMARY, "recovered")
         if audio:
             seconds = sum(map(len, audio)) / TELEPHONE_RATE
             if len(text) >= 20 and seconds > 0.5:  # short ones are mostly silence padding
@@ -221,6 +228,9 @@ class FailoverTts:
         """Update the breaker and log the change of state, if any, in one line."""
         reason = describe(err)
         breaker = self._breaker
+        why = ("rejected-key" if isinstance(err, AuthError) else
+               "rate-limited" if isinstance(err, RateLimited) else
+               "timeout" if isinstance(err, ElevenLabsTimeout) else "error")
         if isinstance(err, AuthError):
             if breaker.disable():
                 log.error("ElevenLabs rejected the API key (%s): ElevenLabs is off until "
@@ -238,7 +248,12 @@ class FailoverTts:
             log.warning("ElevenLabs failed (%s): Piper speaks until it answers again", reason)
         else:
             log.debug("ElevenLabs failed again (%s)", reason)
-        self._voice = FALLBACK
+        self._switch(FALLBACK, why)
+
+    def _switch(self, voice: str, reason: str) -> None:
+        if voice != self._voice:
+            self.switches[(self._voice, voice, reason)] += 1
+            self._voice = voice
 
     async def warm(self) -> None:
         """At call start, while the greeting plays: have ElevenLabs' connection ready."""

@@ -12,6 +12,7 @@ from appliance.core.audio import TELEPHONE_RATE
 from appliance.core.call_audio import CallTape
 from appliance.core.clock import MONOTONIC
 from appliance.core.session import CallSession
+from appliance.logs import CALL_SID
 from appliance.telephony import twilio_media as tm
 from appliance.telephony.sids import is_call_sid, is_stream_sid
 from appliance.telephony.twilio_calls import TwilioCalls
@@ -142,6 +143,7 @@ class MediaFrames:
                                 f"streamSid {info.stream_sid[:40]!r}")
         if info.media_format.encoding != "audio/x-mulaw" or info.media_format.sample_rate != 8000:
             raise SocketRefused("bad-format", f"unsupported media format {info.media_format}")
+        CALL_SID.set(call_sid)  # this socket's log lines, and its session's tasks', carry it
         engines = self.runtime.engines
         assert engines is not None  # the route refused the socket before the models were ready
 
@@ -154,7 +156,8 @@ class MediaFrames:
                                                  status="in-progress", mode="media-streams",
                                                  **recording)
             session = CallSession(call_sid, self.runtime.settings, engines,
-                                  self.runtime.store, self.transport, tape=tape)
+                                  self.runtime.store, self.transport, tape=tape,
+                                  live=self.runtime.live)
             await session.start()
             return session
 

@@ -11,6 +11,7 @@ from litestar.exceptions import WebSocketDisconnect
 from appliance.core.agent import Tool
 from appliance.core.clock import MONOTONIC
 from appliance.core.relay_session import RelaySession
+from appliance.logs import CALL_SID
 from appliance.telephony import twilio_relay as tr
 from appliance.telephony.sids import is_call_sid
 from appliance.web.deadlines import SocketDeadlines
@@ -86,6 +87,7 @@ class RelayFrames:
             raise tr.ProtocolError("setup without callSid")
         if not is_call_sid(call_sid):
             raise SocketRefused("bad-sid", f"callSid {call_sid[:40]!r}")
+        CALL_SID.set(call_sid)  # this socket's log lines, and its session's tasks', carry it
         engines = self.runtime.engines
         assert engines is not None  # the route refused the socket before the models were ready
 
@@ -93,12 +95,13 @@ class RelayFrames:
             await self.runtime.store.update_call(call_sid, stream_sid=message.session_id,
                                                  status="in-progress", mode="conversation-relay")
             session = RelaySession(call_sid, self.runtime.settings, engines.agent,
-                                   self.runtime.store, self.transport)
+                                   self.runtime.store, self.transport, live=self.runtime.live)
             await session.start()
             return session
 
         ticket = message.custom_parameters.get(TICKET_PARAMETER, "")
         session = await start_admitted(self.runtime, call_sid, ticket, start)
+        self.runtime.sessions[call_sid] = session  # the console's operator buttons use it
         self.deadlines.on_start()
         log.info("call %s: relay session %s started", call_sid, message.session_id)
         return session

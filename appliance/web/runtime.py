@@ -9,10 +9,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from appliance.config import Settings, api_token
-from appliance.core.session import CallSession, Engines
+from appliance.core.live import LiveFeed
+from appliance.core.session import Engines
 from appliance.engines.base import CallStore, EngineInfo
 from appliance.recordings import Recordings
 from appliance.store.postgres import call_store
@@ -32,6 +33,16 @@ TICKET_PARAMETER = "ticket"  # the <Parameter> that carries a call's socket tick
 def new_ticket() -> str:
     """A fresh socket ticket: 144 random bits, URL-safe (it travels in TwiML)."""
     return secrets.token_urlsafe(18)
+
+
+class LiveSession(Protocol):
+    """What the console's operator buttons need of a live call, whichever front door."""
+
+    call_sid: str
+
+    async def hang_up(self) -> None: ...
+
+    async def transfer(self, number: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +134,8 @@ class Runtime:
         default_factory=lambda: RefusalLog(logging.getLogger("appliance.web.refusals")))
     refused: Counter[str] = field(default_factory=Counter)  # sockets refused, by reason
     cluster: Cluster | None = None  # several boxes sharing admission through Redis
-    sessions: dict[str, CallSession] = field(default_factory=dict)  # live, for the console
+    sessions: dict[str, LiveSession] = field(default_factory=dict)  # live, for the console
+    live: LiveFeed = field(default_factory=LiveFeed)  # live calls as they happen, for watchers
 
     def refuse(self, what: str, reason: str, detail: str = "") -> None:
         """Count one refused socket by reason (``/api/metrics``, the bench) and log it through

@@ -20,6 +20,7 @@ from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.status_codes import WS_1008_POLICY_VIOLATION
 
+from appliance.logs import CALL_SID
 from appliance.telephony.errors import ProtocolError
 from appliance.web.deadlines import SocketDeadlines
 from appliance.web.flood import FloodGuard
@@ -108,6 +109,7 @@ async def run_socket(socket: WebSocket, runtime: Runtime, handler: FrameHandler,
             task.cancel()
         await asyncio.gather(receiving, expiry, return_exceptions=True)
         if handler.session is not None:
+            CALL_SID.set(handler.session.call_sid)  # the close's lines (set in the reader task)
             await handler.session.close(reason, status=status)
             runtime.calls.release(handler.session.call_sid)
             runtime.sessions.pop(handler.session.call_sid, None)

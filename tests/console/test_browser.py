@@ -160,9 +160,10 @@ def test_console_in_a_real_browser(browser: webdriver.Chrome, tmp_path: Path) ->
         wait.until(ec.presence_of_element_located((By.ID, "calls")))
         shot(browser, shots, "login-then-calls-empty")
 
+        browser.get(f"{base}/console/live")  # open before the call: what follows is pushed
+        wait.until(ec.presence_of_element_located((By.ID, "no-calls")))
         call = HeldCall(base, settings)
         assert call.answered.wait(90), "the simulated call was not answered"
-        browser.get(f"{base}/console/live")
         wait.until(ec.text_to_be_present_in_element((By.ID, "live"),
                                                     "What time do you open tomorrow?"))
         assert call.call_sid in (browser.find_element(

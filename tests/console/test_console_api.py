@@ -175,6 +175,10 @@ def test_roles_tokens_and_the_calls_api(log_settings: Settings) -> None:
         assert "appliance_voice_to_voice_seconds_count 1.0" in metrics
         assert 'appliance_stage_seconds_count{stage="stt"} 1.0' in metrics
         assert "appliance_active_calls 0.0" in metrics
+        assert 'appliance_stage_seconds_count{stage="retrieval"} 1.0' in metrics
+        assert 'appliance_worker_queue_depth{pool="llm"} 0.0' in metrics
+        assert "appliance_live_watchers 0.0" in metrics
+        assert "appliance_breaker_state{" not in metrics  # no fail-over configured, no breaker
 
 
 def test_probes_and_the_first_admin_hint(settings: Settings, caplog) -> None:

@@ -46,7 +46,7 @@ def test_one_call_one_turn_writes_the_json(tmp_path: Path,
     assert result["settings"]["llm_threads"] == settings.llm_threads
     assert result["options"] == {"calls": [1], "turns": 1, "stagger_s": 0.3, "warmup": False,
                                  "url": None, "hold": False, "barge_in_s": None,
-                                 "adversary": False}
+                                 "adversary": False, "console_watchers": 0}
     assert (level["calls"], level["completed"], level["failed"]) == (1, 1, 0)
     assert (level["turns_answered"], level["turns_total"]) == (1, 1)
     assert set(level["v2v_heard_s"]) == SUMMARY_KEYS and level["v2v_heard_s"]["n"] == 1
@@ -76,3 +76,26 @@ def test_barge_in_reaction_is_measured(tmp_path: Path) -> None:
     assert first["barge_in_s"] is not None and second["barge_in_s"] is None
     assert level["barge_in_s"]["n"] == 1
     assert second["clear_received"] and first["interrupted"]  # the server stopped the reply
+
+
+def test_console_watchers_run_each_level_twice_side_by_side(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = make_settings(tmp_path, kb_dir=str(KB))
+    out = tmp_path / "bench.json"
+    args = parse(["bench", "--calls", "1", "--turns", "1", "--no-warmup", "--turn-timeout", "60",
+                  "--console-watchers", "2", "--json", str(out)])
+    status = args.func(args, settings)
+
+    result = json.loads(out.read_text())
+    alone, watched = result["levels"]
+    assert status == 0, alone["errors"] + watched["errors"]
+    assert "console_watchers" not in alone
+    viewers = watched["console_watchers"]
+    assert viewers["watchers"] == 2 and viewers["errors"] == {}
+    assert viewers["events"]["snapshot"] >= 2 and viewers["events"]["line"] >= 2
+    assert viewers["page_loads"] > 0
+    versus = viewers["versus_without"]
+    assert versus["v2v_heard_p95_s"] == [alone["v2v_heard_s"]["p95"],
+                                         watched["v2v_heard_s"]["p95"]]
+    assert "console viewer(s) beside 1 call(s)" in capsys.readouterr().out
+    assert result["command"].endswith("--console-watchers 2")

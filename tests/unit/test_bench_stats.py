@@ -23,6 +23,7 @@ from appliance.bench.runner import (
     settings_toml,
 )
 from appliance.bench.stats import LoopLag, percentile, summarize, turn_stages
+from appliance.bench.watchers import versus
 from appliance.caller.report import CallFailed, CallReport, TurnReport
 from appliance.config import load_settings
 
@@ -200,3 +201,14 @@ def test_spawned_server_gets_exactly_these_settings(tmp_path: Path,
     loaded = load_settings(environ={"TWILIO_AUTH_TOKEN": env["TWILIO_AUTH_TOKEN"]},
                            **tomllib.loads(text))
     assert loaded == child
+
+
+def test_watched_versus_alone_compares_loop_lag_p99_and_v2v_p95() -> None:
+    def level(lag: float | None, v2v: float | None) -> dict:
+        return {"loop_lag_ms": {"server": None if lag is None else {"p99": lag}},
+                "v2v_heard_s": {"p95": v2v}}
+
+    assert versus(level(10.0, 1.0), level(11.0, 1.2)) == {
+        "loop_lag_p99_ms": [10.0, 11.0], "loop_lag_ratio": 1.1,
+        "v2v_heard_p95_s": [1.0, 1.2], "v2v_ratio": 1.2}
+    assert versus(level(None, 1.0), level(5.0, None))["loop_lag_ratio"] is None

@@ -217,6 +217,8 @@ async def test_breaker_skips_the_primary_then_a_trial_brings_it_back(
     assert len(lines) == 3, lines  # failed → off for 30 s → back
     assert "HTTP 500" in lines[0] and "trying again in 30 s" in lines[1]
     assert "answers again" in lines[2]
+    assert tts.switches == {("elevenlabs", "piper", "error"): 1,
+                            ("piper", "elevenlabs", "recovered"): 1}
 
 
 async def test_a_drop_mid_sentence_is_finished_by_the_fallback_from_the_word_playing(

@@ -96,8 +96,10 @@ class Rig:
                                          token_delay_s=0.01))
         self.fakes.tts = with_cloud_voice(self.settings, self.fallback)  # type: ignore[assignment]
 
-    def call(self, case_starts: Callable[[], None] = lambda: None) -> Heard:
-        """Serve, let start-up finish, start the case, then place one call and hear the reply."""
+    def call(self, case_starts: Callable[[], None] = lambda: None,
+             after: Callable[[str], None] = lambda base: None) -> Heard:
+        """Serve, let start-up finish, start the case, then place one call and hear the reply;
+        ``after`` looks at the server (its base URL) before it stops."""
         server_loop: list[asyncio.AbstractEventLoop] = []
 
         async def load(settings: Settings) -> Engines:
@@ -107,6 +109,7 @@ class Rig:
         with running_server(create_app(self.settings, load), self.settings) as base:
             case_starts()
             heard = asyncio.run(converse(base, self.settings))
+            after(base)
             if isinstance(self.fakes.tts, Closable):  # its kept-alive connection
                 closing = self.fakes.tts.aclose()
                 asyncio.run_coroutine_threadsafe(closing, server_loop[0]).result(5)
@@ -244,6 +247,24 @@ def test_piper_takes_over_without_dead_air(name: str, tmp_path: Path, fake: Fake
 
     heard = run_case(CASES[name], tmp_path, fake, PiperTts(default_path("tts")), caplog)
     assert heard.seconds > 1.0
+
+
+def test_metrics_count_the_voice_switch_and_show_the_breaker(
+        tmp_path: Path, fake: FakeElevenLabs) -> None:
+    rig = Rig(rig_settings(tmp_path, fake.base_url), fake, FakeTts(ms=400, chunk_ms=100))
+    scraped: list[str] = []
+    rig.call(fake.go_offline, lambda base: scraped.append(
+        httpx.get(f"{base}/metrics", headers=api_auth(base)).text))
+    metrics = scraped[0]
+    switched = 'appliance_tts_provider_switches_total{from="elevenlabs",reason="error",to="piper"}'
+    assert f"{switched} 1.0" in metrics
+    states = {line.split('state="')[1].split('"')[0]: line.endswith(" 1.0")
+              for line in metrics.splitlines()
+              if line.startswith('appliance_breaker_state{breaker="tts"')}
+    assert set(states) == {"closed", "open", "half-open", "disabled"}
+    assert sum(states.values()) == 1  # one state at a time
+    assert 'breaker="llm"' not in metrics  # the fake LLM has no fail-over
+    assert 'appliance_worker_queue_depth{pool="stt"} 0.0' in metrics
 
 
 STARTUP = {
