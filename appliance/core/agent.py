@@ -32,7 +32,7 @@ from appliance.engines.base import ChatMessage, KbChunk, KnowledgeBase, Llm
 from appliance.kb import relevance
 from appliance.kb.query import STOP_WORDS as _STOP_WORDS
 from appliance.kb.query import expand
-from appliance.messages.flow import MessageFlow, TakenMessage
+from appliance.messages.flow import Keyed, MessageFlow, TakenMessage
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,25 @@ class Reply:
     guard: GuardLog = field(default_factory=GuardLog)  # filled as ``tokens`` streams
     message: TakenMessage | None = None  # a message the caller just confirmed: store it
 
+    @classmethod
+    def saying(cls, text: str) -> Reply:
+        """A fixed sentence as a reply (a keyed number read back)."""
+        return cls(tokens=_one(text))
+
+
+@dataclass(frozen=True)
+class KeyPress:
+    """What a key press on the phone pad means for the call.
+
+    ``tool``: a call-control tool ('0': a person). ``keyed``: a call-back number entry that just
+    ended (or restarted): say ``keyed.said`` as a turn of its own. ``wait_s``: digits are being
+    keyed, and the entry ends by itself after this long without another key.
+    """
+
+    tool: Tool | None = None
+    keyed: Keyed | None = None
+    wait_s: float | None = None
+
 
 class Agent:
     def __init__(self, settings: Settings, llm: Llm, kb: KnowledgeBase | None,
@@ -145,6 +164,20 @@ class Agent:
         """The tool a key press asks for, if this line can use it (0: a person)."""
         tool = DTMF_TOOLS.get(digit)
         return tool if tool is Tool.TRANSFER and self.can_transfer else None
+
+    def press(self, conversation: Conversation, key: str, now: float) -> KeyPress:
+        """A key press: a digit of the call-back number while a message asks for it (so '0'
+        is then not a transfer), else the key's tool if it has one."""
+        flow = conversation.message
+        if flow is None or not flow.takes_keys:
+            return KeyPress(tool=self.dtmf_tool(key))
+        return KeyPress(keyed=flow.press(key, now), wait_s=flow.wait_s(now))
+
+    def key_pause(self, conversation: Conversation, now: float) -> KeyPress:
+        """The pause after the last key: the number keyed so far is complete, if there is one."""
+        flow = conversation.message
+        keyed = flow.pause(now) if flow is not None else None
+        return KeyPress(keyed=keyed, wait_s=flow.wait_s(now) if flow and not keyed else None)
 
     @property
     def unknown_answer(self) -> str:
