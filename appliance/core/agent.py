@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from appliance.config import Settings
-from appliance.core import answer_types
+from appliance.core import answer_types, tool_choice
 from appliance.core.answer_guard import GuardLog, guarded, spoken_fact
 from appliance.core.grounding import Support
+from appliance.core.tool_choice import Choice
 from appliance.core.workers import Workers, iterate_in, run_in
 from appliance.engines.base import ChatMessage, KbChunk, KnowledgeBase, Llm
 from appliance.kb import relevance
@@ -76,6 +77,7 @@ _TRANSFER_RULES = tuple(re.compile(rule, re.I) for rule in (
     r"receptionist)(?:[,\s]+(?:please|now))*[\s.!?]*$",
 ))
 DTMF_TOOLS = {"0": Tool.TRANSFER}
+_TOOLS = {Choice.END_CALL: Tool.END_CALL, Choice.TRANSFER: Tool.TRANSFER}
 
 
 def detect_tool(text: str, *, can_transfer: bool) -> Tool | None:
@@ -200,9 +202,14 @@ class Agent:
     async def reply(self, conversation: Conversation, text: str,
                     tool: Tool | None = None) -> Reply:
         """Decide what to say to ``text``; the returned token stream is lazy and cancellable."""
-        if tool is None and (taking := self._message_turn(conversation, text)) is not None:
-            return taking
-        tool = tool or detect_tool(text, can_transfer=self.can_transfer)
+        if tool is None and (flow := conversation.message) is not None:
+            return self._message_step(conversation, flow, text)
+        if tool is None:
+            choice = await self.choose(conversation, text)
+            if choice is Choice.TAKE_MESSAGE:
+                conversation.message = MessageFlow()
+                return Reply(tokens=_one(conversation.message.opening()))
+            tool = _TOOLS.get(choice) if choice else None
         if tool is not None:
             return Reply(tokens=_one(self.phrase_for(tool)), tool=tool)
         started = time.monotonic()
@@ -243,16 +250,28 @@ class Agent:
         return Reply(tokens=guarded(_brief(tokens, MAX_SENTENCES), support, fallback, guard),
                      sources=chunks, retrieval_s=retrieval_s, guard=guard)
 
-    def _message_turn(self, conversation: Conversation, text: str) -> Reply | None:
-        """The take-a-message steps, when the caller asked for it or accepted the offer."""
-        flow = conversation.message
-        if flow is None:
-            last = next((m.content for m in reversed(conversation.history)
-                         if m.role == "assistant"), "")
-            if not MessageFlow.wanted(text, offered="take a message" in last):
-                return None
-            conversation.message = MessageFlow()
-            return Reply(tokens=_one(conversation.message.opening()))
+    async def choose(self, conversation: Conversation, text: str) -> Choice | None:
+        """Hang up, transfer, take a message, or none: the model's choice where its engine
+        declares tool calling, else (and whenever that fails) the rule-based intents."""
+        if self.llm.tool_calling:
+            offered = tool_choice.tools(can_transfer=self.can_transfer)
+            asked = tool_choice.messages(self.settings.system_prompt, conversation.history, text)
+            try:
+                call = await run_in(self.workers.llm, self.llm.choose_tool, asked, offered,
+                                    conversation.session_id)
+            except Exception as err:  # noqa: BLE001 - a failed choice must not fail the turn
+                log.warning("the model could not choose a tool (%s); the rules decide", err)
+            else:
+                return tool_choice.meaning(call, offered)
+        last = next((m.content for m in reversed(conversation.history)
+                     if m.role == "assistant"), "")
+        if MessageFlow.wanted(text, offered="take a message" in last):
+            return Choice.TAKE_MESSAGE
+        rule = detect_tool(text, can_transfer=self.can_transfer)
+        return next((c for c, t in _TOOLS.items() if t is rule), None) if rule else None
+
+    def _message_step(self, conversation: Conversation, flow: MessageFlow, text: str) -> Reply:
+        """The next take-a-message step (the caller asked for it or accepted the offer)."""
         said, taken = flow.answer(text)
         if taken is not None:
             conversation.message = None
