@@ -257,8 +257,8 @@ class Agent:
             offered = tool_choice.tools(can_transfer=self.can_transfer)
             asked = tool_choice.messages(self.settings.system_prompt, conversation.history, text)
             try:
-                call = await run_in(self.workers.llm, self.llm.choose_tool, asked, offered,
-                                    conversation.session_id)
+                call = await run_in(self.workers.llm, lambda: self.llm.choose_tool(
+                    asked, offered, session_id=conversation.session_id))
             except Exception as err:  # noqa: BLE001 - a failed choice must not fail the turn
                 log.warning("the model could not choose a tool (%s); the rules decide", err)
             else:

@@ -111,7 +111,11 @@ class OpenAiLlm:
     def choose_tool(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *,
                     session_id: str = "") -> ToolCall | None:
         """The model's function call for this turn, from the streamed ``tool_calls`` deltas
-        (the name comes in the first, the arguments in pieces after it); None if it answers.
+        (the name comes whole, the arguments in pieces); None if it answers.
+
+        OpenAI sends the name in a call's first delta only; llama-cpp-python's server repeats
+        it in every delta (found by tests/e2e/test_model_server.py: "end_callend_call..."), so
+        a name is taken once per call, never joined.
 
         Streamed like an answer, so a silent server is caught by the same first-token timer.
         """
@@ -124,7 +128,7 @@ class OpenAiLlm:
                     continue
                 function = call.get("function") or {}
                 entry = calls.setdefault(_count(call.get("index")), ["", ""])
-                entry[0] += str(function.get("name") or "")
+                entry[0] = entry[0] or str(function.get("name") or "")
                 entry[1] += str(function.get("arguments") or "")
         if not calls:
             return None
