@@ -219,7 +219,7 @@ class Agent:
             return self._generate(conversation, text, [], [], retrieval_s)
         scope = relevance.decide(chunks, self.settings)
         facts = self._facts(chunks, text, self.search_text(conversation, text))
-        if not scope.relevant or not facts:
+        if not (scope.relevant or self._asks_only_a_kind(text)) or not facts:
             # Nothing in the documents is about this: any answer would be made up.
             log.info("declining: %s", scope.reason if not scope.relevant
                      else "no fact line matches the question's words")
@@ -229,6 +229,13 @@ class Agent:
             return Reply(tokens=_one(_extract(facts, text)), sources=chunks,
                          retrieval_s=retrieval_s)
         return self._generate(conversation, text, chunks, facts, retrieval_s)
+
+    def _asks_only_a_kind(self, text: str) -> bool:
+        """"where are you", "what's your phone number": no word says what about, so the share
+        of words found (kb/relevance.py) says nothing; the kind of fact asked is the question,
+        and a line stating it (picked through the paraphrase map) is the answer."""
+        business = set(_words(self.settings.business_name))
+        return not _topic(text, business) and bool(answer_types.asked(text) & _PLAIN_KINDS)
 
     def _generate(self, conversation: Conversation, text: str, chunks: list[KbChunk],
                   facts: list[str], retrieval_s: float) -> Reply:
@@ -314,8 +321,13 @@ class Agent:
         business = set(_words(self.settings.business_name))
         # Paraphrases last: "what's your address" → "located location street".
         tries = (question, follow_up, expand(question))
-        worded = [t for t in dict.fromkeys(tries) if t and _words(t, business)]
-        if worded or extra:
+        worded = [t for t in dict.fromkeys(tries) if t and _topic(t, business)]
+        wanted = answer_types.asked(question)
+        stating = [fact for chunk in chunks for _, fact in _split_facts(chunk)
+                   if self._asks_only_a_kind(question) and wanted & answer_types.offered(fact)]
+        if stating:  # "what's your phone number": the lines that state one, best chunk first
+            lines = stating
+        elif worded or extra:
             ranked = (_rank_lines(chunks, t, extra, business) for t in worded or [question])
             lines = next((found for found in ranked if found), [])
         else:
@@ -334,6 +346,13 @@ class Agent:
 
 _SUFFIXES = ("ations", "ation", "ions", "ion", "ings", "ing", "ed", "es", "s")
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# "cost(s)", "price(s)", "charge(s)/charged", "fee(s)", "rate(s)", "phone", "number(s)", as
+# ``_words`` stems them: the words with which ``answer_types`` hears a price or phone question.
+_KIND_WORDS = frozenset({"cost", "price", "pric", "charge", "charg", "fee", "rate", "phone",
+                         "number"})
+# Kinds a question can ask with common words alone; "who" or "how much" alone is a follow-up
+# or says nothing ("who are you" is not a question about the staff).
+_PLAIN_KINDS = frozenset({"place", "phone", "email", "time"})
 _BULLET = re.compile(r"[-*•]\s+|\d+[.)]\s+")
 _ABBREVIATIONS = frozenset({"dr", "mr", "mrs", "ms", "st", "ave", "vs", "etc", "e.g", "i.e",
                             "a.m", "p.m"})
@@ -345,12 +364,25 @@ def _words(text: str, drop: frozenset[str] | set[str] = frozenset()) -> list[str
     for word in re.findall(r"[a-z0-9]+", text.lower()):
         if len(word) < 2 or word in _STOP_WORDS or word in drop:
             continue
+        if word.endswith("ies") and len(word) > 5:  # "emergencies" is "emergency"
+            out.append(word[:-3] + "y")
+            continue
         for suffix in _SUFFIXES:
             if word.endswith(suffix) and len(word) - len(suffix) >= (3 if suffix == "s" else 4):
                 word = word[: -len(suffix)]
                 break
         out.append(word)
     return out
+
+
+def _topic(text: str, drop: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """The content words that say what a question is about, not which kind of fact it wants.
+
+    "how much do you charge for braces" is about braces: "charge" only says a price is wanted,
+    and matched on its own it picked "Missed appointments ... are charged a $40 fee". The kind
+    is weighed by ``answer_types`` (a tie-breaker) instead.
+    """
+    return [w for w in _words(text, drop) if w not in _KIND_WORDS]
 
 
 def _same_word(a: str, b: str) -> bool:
@@ -416,7 +448,7 @@ def _rank_lines(chunks: list[KbChunk], question: str, extra: list[str],
     "Parking", not the one about the accessible spaces under "Accessibility". A line that states the
     kind of fact asked for (a price for "how much") gains 0.6 of the strongest word's weight.
     """
-    query = set(_words(question, drop)) | set(extra)
+    query = set(_topic(question, drop)) | set(extra)
     if extra:  # 'tomorrow' is looked up as the weekday it stands for
         query -= set(_words("today tonight tomorrow"))
     candidates = []
