@@ -40,7 +40,11 @@ log = logging.getLogger(__name__)
 HISTORY_MESSAGES = 6  # recent messages kept verbatim; older ones fall out of the prompt
 MAX_FACTS = 3  # fact lines per turn: more distract a small model
 FACT_SCORE_RATIO = 0.5  # lines scoring below this share of the best line are left out
-TYPE_BONUS = 0.6  # share of the strongest word's weight for stating the kind of fact asked
+# Share of the strongest word's weight for stating the kind of fact asked: 0.6 until price and
+# phone words stopped counting as topic words; then "what does it cost to cancel" needed 0.8 to
+# prefer "Missed appointments ... $40 fee" (under "Cancellations") over the notice line; 0.8
+# and 1.0 broke no tuning question.
+TYPE_BONUS = 0.8
 MAX_SENTENCES = 2  # a caller hears one or two sentences, then may ask on
 
 
@@ -446,7 +450,7 @@ def _rank_lines(chunks: list[KbChunk], question: str, extra: list[str],
     that label is an FAQ question: it is as specific as the answer), and a quarter more when
     the line and its own label both have it: "where do I park" wants the line under
     "Parking", not the one about the accessible spaces under "Accessibility". A line that states the
-    kind of fact asked for (a price for "how much") gains 0.6 of the strongest word's weight.
+    kind of fact asked for (a price for "how much") gains 0.8 of the strongest word's weight.
     """
     query = set(_topic(question, drop)) | set(extra)
     if extra:  # 'tomorrow' is looked up as the weekday it stands for
