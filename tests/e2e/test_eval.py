@@ -27,8 +27,8 @@ pytestmark = pytest.mark.slow
 # vet; never tuned on).
 RIGHT_FLOOR = {"dental": 0.9, "plumber": 0.85, "law": 0.65, "restaurant": 0.7, "vet": 0.8}
 # The tiny model writing its own sentences (answer_style = "generative"), tuning set only:
-# measured 62 % on the dental practice.
-GENERATIVE_RIGHT_FLOOR = 0.45
+# measured 67 % on the dental practice (62 % before issue 16's questions and changes).
+GENERATIVE_RIGHT_FLOOR = 0.55
 
 
 @pytest.fixture(scope="module")
