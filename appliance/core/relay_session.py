@@ -16,6 +16,10 @@ Prompts that arrive while a reply is being produced (one reply runs at a time):
   are joined into one and answered as one turn when the reply is done. Waiting text is capped at
   ``MAX_PENDING_CHARS``; beyond that prompts are dropped with a warning.
 
+Keys (``dtmf``) go to the agent: '0' transfers, except while a call-back number is being keyed
+for a message; then digits collect until '#' or a pause on the session clock, and the read-back
+is an exchange of its own (the keys as the user turn).
+
 An ``interrupt`` cancels the running reply (never a hand-off phrase: once a tool is chosen the
 call ends); what it answered, if nothing was sent, waits to be joined with the next prompt. An
 assistant turn is recorded when the next exchange starts, when it is interrupted (heard =

@@ -6,7 +6,9 @@ directs each have their own module: the :class:`Listener` (frames → turn-takin
 :class:`Speaker` (a reply as it is produced, fixed phrases, the hold phrase), the
 :class:`Playout` (20 ms frames, marks, what the caller heard) and the :class:`CallRecorder`
 (the call log). A barge-in cancels the reply, tells the transport to drop what the caller has
-not heard yet, and keeps in the transcript only what was played.
+not heard yet, and keeps in the transcript only what was played. A key press ('0': transfer)
+also stops the agent talking; while a call-back number is keyed for a message its digits
+collect until '#' or a pause on the session clock, then the number is read back as a turn.
 """
 
 from __future__ import annotations

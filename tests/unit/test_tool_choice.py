@@ -96,3 +96,13 @@ def test_the_preset_or_the_setting_declares_tool_calling(tmp_path: Path, environ
                                                          expected: str) -> None:
     settings = load_settings(environ=environ, data_dir=str(tmp_path))
     assert llm_tool_format(settings) == expected
+
+
+def test_the_gpu_phrasing_table_has_thirty_each_way_and_no_phrasing_twice() -> None:
+    from tests.e2e import tool_phrasings as p
+
+    tables = [p.HANG_UP, p.NOT_HANG_UP, p.TRANSFER, p.NOT_TRANSFER, p.TAKE_MESSAGE,
+              p.NOT_TAKE_MESSAGE]
+    assert all(len(table) >= 30 for table in tables)
+    for yes, no in zip(tables[::2], tables[1::2], strict=True):
+        assert not set(yes) & set(no) and len(set(yes)) == len(yes)
