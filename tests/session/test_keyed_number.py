@@ -106,3 +106,31 @@ async def test_relay_keyed_number_ends_at_pound(tmp_path: Path) -> None:
     assert not [s for s in transport.sent if s[0] == "end"]  # no transfer
     assert store.left[0]["callback_number"] == "0205550134"
     assert ("user", "keyed 0205550134#") in [(t["role"], t["text"]) for t in store.turns]
+
+
+async def test_relay_keyed_number_ends_at_a_pause_on_the_session_clock(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, mode="conversation-relay")
+    workers = Workers.sized(1, 1)
+    transport, store, clock = FakeRelayTransport(), MemoryStore(), FakeClock()
+    session = RelaySession("CApause", settings, Agent(settings, FakeLlm(), None, workers), store,
+                           transport, clock=clock)
+    replies = lambda: [t[1] for t in transport.sent if t[0] == "text" and t[1]]  # noqa: E731
+    await session.start()
+    try:
+        session.on_prompt("take a message", last=True)
+        await until(lambda: len(replies()) == 1, "the name question")
+        session.on_prompt("Jo", last=True)
+        await until(lambda: len(replies()) == 2, "the number question")
+        for key in "5552013344":
+            session.on_dtmf(key)
+        await until(lambda: clock.sleeping, "the wait for more keys")
+        clock.advance(KEY_PAUSE_S - 0.1)
+        await asyncio.sleep(0.01)
+        assert len(replies()) == 2  # still waiting for keys
+        clock.advance(0.1)
+        await until(lambda: len(replies()) == 3, "the read-back")
+    finally:
+        await session.close("test over")
+        workers.shutdown()
+    assert replies()[-1] == "I have 555-201-3344. Is that right?"
+    assert ("user", "keyed 5552013344") in [(t["role"], t["text"]) for t in store.turns]
