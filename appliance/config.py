@@ -124,6 +124,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     llm_max_tokens: int = 48  # replies stop after two sentences anyway
     llm_temperature: float = 0.0  # greedy: a small model drifts off the facts when sampled
     llm_gpu_layers: int = -1
+    # Who picks hang-up, transfer and take-a-message: "auto" the model when its preset declares
+    # a function-calling chat format (gpu-small, gpu-large), else the rules; "on" the model
+    # (a model server, or an llm_model path, whose format you know); "off" always the rules.
+    llm_tools: Literal["auto", "on", "off"] = "auto"
     tts_threads: int = 1
 
     # Turn taking.

@@ -18,7 +18,7 @@ from appliance.core.agent import Agent, Tool
 from appliance.core.session import Engines
 from appliance.core.workers import Workers
 from appliance.engines.base import KnowledgeBase, Llm, PhraseCache, Stt, Tts, TurnDetector, Vad
-from appliance.models.resolve import resolve_models
+from appliance.models.resolve import llm_tool_format, resolve_models
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def load_llm(settings: Settings, path: Path | None = None, instances: int = 0) -
     return with_model_server(settings, lambda: LlamaCppLlm(
         path or resolve_models(settings).llm, instances=instances or settings.llm_instances,
         threads=settings.llm_threads, batch_threads=settings.llm_batch_threads,
-        n_ctx=settings.llm_context, gpu_layers=settings.llm_gpu_layers, device=settings.device))
+        n_ctx=settings.llm_context, gpu_layers=settings.llm_gpu_layers, device=settings.device,
+        tool_format=llm_tool_format(settings)))
 
 
 def load_turn_detector(settings: Settings, path: Path) -> TurnDetector | None:

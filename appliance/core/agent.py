@@ -24,22 +24,27 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from appliance.config import Settings
-from appliance.core import answer_types
+from appliance.core import answer_types, tool_choice
 from appliance.core.answer_guard import GuardLog, guarded, spoken_fact
 from appliance.core.grounding import Support
+from appliance.core.tool_choice import Choice
 from appliance.core.workers import Workers, iterate_in, run_in
 from appliance.engines.base import ChatMessage, KbChunk, KnowledgeBase, Llm
 from appliance.kb import relevance
 from appliance.kb.query import STOP_WORDS as _STOP_WORDS
 from appliance.kb.query import expand
-from appliance.messages.flow import MessageFlow, TakenMessage
+from appliance.messages.flow import Keyed, MessageFlow, TakenMessage
 
 log = logging.getLogger(__name__)
 
 HISTORY_MESSAGES = 6  # recent messages kept verbatim; older ones fall out of the prompt
 MAX_FACTS = 3  # fact lines per turn: more distract a small model
 FACT_SCORE_RATIO = 0.5  # lines scoring below this share of the best line are left out
-TYPE_BONUS = 0.6  # share of the strongest word's weight for stating the kind of fact asked
+# Share of the strongest word's weight for stating the kind of fact asked: 0.6 until price and
+# phone words stopped counting as topic words; then "what does it cost to cancel" needed 0.8 to
+# prefer "Missed appointments ... $40 fee" (under "Cancellations") over the notice line; 0.8
+# and 1.0 broke no tuning question.
+TYPE_BONUS = 0.8
 MAX_SENTENCES = 2  # a caller hears one or two sentences, then may ask on
 
 
@@ -76,6 +81,7 @@ _TRANSFER_RULES = tuple(re.compile(rule, re.I) for rule in (
     r"receptionist)(?:[,\s]+(?:please|now))*[\s.!?]*$",
 ))
 DTMF_TOOLS = {"0": Tool.TRANSFER}
+_TOOLS = {Choice.END_CALL: Tool.END_CALL, Choice.TRANSFER: Tool.TRANSFER}
 
 
 def detect_tool(text: str, *, can_transfer: bool) -> Tool | None:
@@ -125,6 +131,25 @@ class Reply:
     guard: GuardLog = field(default_factory=GuardLog)  # filled as ``tokens`` streams
     message: TakenMessage | None = None  # a message the caller just confirmed: store it
 
+    @classmethod
+    def saying(cls, text: str) -> Reply:
+        """A fixed sentence as a reply (a keyed number read back)."""
+        return cls(tokens=_one(text))
+
+
+@dataclass(frozen=True)
+class KeyPress:
+    """What a key press on the phone pad means for the call.
+
+    ``tool``: a call-control tool ('0': a person). ``keyed``: a call-back number entry that just
+    ended (or restarted): say ``keyed.said`` as a turn of its own. ``wait_s``: digits are being
+    keyed, and the entry ends by itself after this long without another key.
+    """
+
+    tool: Tool | None = None
+    keyed: Keyed | None = None
+    wait_s: float | None = None
+
 
 class Agent:
     def __init__(self, settings: Settings, llm: Llm, kb: KnowledgeBase | None,
@@ -145,6 +170,20 @@ class Agent:
         """The tool a key press asks for, if this line can use it (0: a person)."""
         tool = DTMF_TOOLS.get(digit)
         return tool if tool is Tool.TRANSFER and self.can_transfer else None
+
+    def press(self, conversation: Conversation, key: str, now: float) -> KeyPress:
+        """A key press: a digit of the call-back number while a message asks for it (so '0'
+        is then not a transfer), else the key's tool if it has one."""
+        flow = conversation.message
+        if flow is None or not flow.takes_keys:
+            return KeyPress(tool=self.dtmf_tool(key))
+        return KeyPress(keyed=flow.press(key, now), wait_s=flow.wait_s(now))
+
+    def key_pause(self, conversation: Conversation, now: float) -> KeyPress:
+        """The pause after the last key: the number keyed so far is complete, if there is one."""
+        flow = conversation.message
+        keyed = flow.pause(now) if flow is not None else None
+        return KeyPress(keyed=keyed, wait_s=flow.wait_s(now) if flow and not keyed else None)
 
     @property
     def unknown_answer(self) -> str:
@@ -167,9 +206,14 @@ class Agent:
     async def reply(self, conversation: Conversation, text: str,
                     tool: Tool | None = None) -> Reply:
         """Decide what to say to ``text``; the returned token stream is lazy and cancellable."""
-        if tool is None and (taking := self._message_turn(conversation, text)) is not None:
-            return taking
-        tool = tool or detect_tool(text, can_transfer=self.can_transfer)
+        if tool is None and (flow := conversation.message) is not None:
+            return self._message_step(conversation, flow, text)
+        if tool is None:
+            choice = await self.choose(conversation, text)
+            if choice is Choice.TAKE_MESSAGE:
+                conversation.message = MessageFlow()
+                return Reply(tokens=_one(conversation.message.opening()))
+            tool = _TOOLS.get(choice) if choice else None
         if tool is not None:
             return Reply(tokens=_one(self.phrase_for(tool)), tool=tool)
         started = time.monotonic()
@@ -179,7 +223,7 @@ class Agent:
             return self._generate(conversation, text, [], [], retrieval_s)
         scope = relevance.decide(chunks, self.settings)
         facts = self._facts(chunks, text, self.search_text(conversation, text))
-        if not scope.relevant or not facts:
+        if not (scope.relevant or self._asks_only_a_kind(text)) or not facts:
             # Nothing in the documents is about this: any answer would be made up.
             log.info("declining: %s", scope.reason if not scope.relevant
                      else "no fact line matches the question's words")
@@ -189,6 +233,13 @@ class Agent:
             return Reply(tokens=_one(_extract(facts, text)), sources=chunks,
                          retrieval_s=retrieval_s)
         return self._generate(conversation, text, chunks, facts, retrieval_s)
+
+    def _asks_only_a_kind(self, text: str) -> bool:
+        """"where are you", "what's your phone number": no word says what about, so the share
+        of words found (kb/relevance.py) says nothing; the kind of fact asked is the question,
+        and a line stating it (picked through the paraphrase map) is the answer."""
+        business = set(_words(self.settings.business_name))
+        return not _topic(text, business) and bool(answer_types.asked(text) & _PLAIN_KINDS)
 
     def _generate(self, conversation: Conversation, text: str, chunks: list[KbChunk],
                   facts: list[str], retrieval_s: float) -> Reply:
@@ -210,16 +261,28 @@ class Agent:
         return Reply(tokens=guarded(_brief(tokens, MAX_SENTENCES), support, fallback, guard),
                      sources=chunks, retrieval_s=retrieval_s, guard=guard)
 
-    def _message_turn(self, conversation: Conversation, text: str) -> Reply | None:
-        """The take-a-message steps, when the caller asked for it or accepted the offer."""
-        flow = conversation.message
-        if flow is None:
-            last = next((m.content for m in reversed(conversation.history)
-                         if m.role == "assistant"), "")
-            if not MessageFlow.wanted(text, offered="take a message" in last):
-                return None
-            conversation.message = MessageFlow()
-            return Reply(tokens=_one(conversation.message.opening()))
+    async def choose(self, conversation: Conversation, text: str) -> Choice | None:
+        """Hang up, transfer, take a message, or none: the model's choice where its engine
+        declares tool calling, else (and whenever that fails) the rule-based intents."""
+        if self.llm.tool_calling:
+            offered = tool_choice.tools(can_transfer=self.can_transfer)
+            asked = tool_choice.messages(self.settings.system_prompt, conversation.history, text)
+            try:
+                call = await run_in(self.workers.llm, lambda: self.llm.choose_tool(
+                    asked, offered, session_id=conversation.session_id))
+            except Exception as err:  # noqa: BLE001 - a failed choice must not fail the turn
+                log.warning("the model could not choose a tool (%s); the rules decide", err)
+            else:
+                return tool_choice.meaning(call, offered)
+        last = next((m.content for m in reversed(conversation.history)
+                     if m.role == "assistant"), "")
+        if MessageFlow.wanted(text, offered="take a message" in last):
+            return Choice.TAKE_MESSAGE
+        rule = detect_tool(text, can_transfer=self.can_transfer)
+        return next((c for c, t in _TOOLS.items() if t is rule), None) if rule else None
+
+    def _message_step(self, conversation: Conversation, flow: MessageFlow, text: str) -> Reply:
+        """The next take-a-message step (the caller asked for it or accepted the offer)."""
         said, taken = flow.answer(text)
         if taken is not None:
             conversation.message = None
@@ -262,8 +325,13 @@ class Agent:
         business = set(_words(self.settings.business_name))
         # Paraphrases last: "what's your address" → "located location street".
         tries = (question, follow_up, expand(question))
-        worded = [t for t in dict.fromkeys(tries) if t and _words(t, business)]
-        if worded or extra:
+        worded = [t for t in dict.fromkeys(tries) if t and _topic(t, business)]
+        wanted = answer_types.asked(question)
+        stating = [fact for chunk in chunks for _, fact in _split_facts(chunk)
+                   if self._asks_only_a_kind(question) and wanted & answer_types.offered(fact)]
+        if stating:  # "what's your phone number": the lines that state one, best chunk first
+            lines = stating
+        elif worded or extra:
             ranked = (_rank_lines(chunks, t, extra, business) for t in worded or [question])
             lines = next((found for found in ranked if found), [])
         else:
@@ -282,6 +350,13 @@ class Agent:
 
 _SUFFIXES = ("ations", "ation", "ions", "ion", "ings", "ing", "ed", "es", "s")
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# "cost(s)", "price(s)", "charge(s)/charged", "fee(s)", "rate(s)", "phone", "number(s)", as
+# ``_words`` stems them: the words with which ``answer_types`` hears a price or phone question.
+_KIND_WORDS = frozenset({"cost", "price", "pric", "charge", "charg", "fee", "rate", "phone",
+                         "number"})
+# Kinds a question can ask with common words alone; "who" or "how much" alone is a follow-up
+# or says nothing ("who are you" is not a question about the staff).
+_PLAIN_KINDS = frozenset({"place", "phone", "email", "time"})
 _BULLET = re.compile(r"[-*•]\s+|\d+[.)]\s+")
 _ABBREVIATIONS = frozenset({"dr", "mr", "mrs", "ms", "st", "ave", "vs", "etc", "e.g", "i.e",
                             "a.m", "p.m"})
@@ -293,12 +368,25 @@ def _words(text: str, drop: frozenset[str] | set[str] = frozenset()) -> list[str
     for word in re.findall(r"[a-z0-9]+", text.lower()):
         if len(word) < 2 or word in _STOP_WORDS or word in drop:
             continue
+        if word.endswith("ies") and len(word) > 5:  # "emergencies" is "emergency"
+            out.append(word[:-3] + "y")
+            continue
         for suffix in _SUFFIXES:
             if word.endswith(suffix) and len(word) - len(suffix) >= (3 if suffix == "s" else 4):
                 word = word[: -len(suffix)]
                 break
         out.append(word)
     return out
+
+
+def _topic(text: str, drop: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """The content words that say what a question is about, not which kind of fact it wants.
+
+    "how much do you charge for braces" is about braces: "charge" only says a price is wanted,
+    and matched on its own it picked "Missed appointments ... are charged a $40 fee". The kind
+    is weighed by ``answer_types`` (a tie-breaker) instead.
+    """
+    return [w for w in _words(text, drop) if w not in _KIND_WORDS]
 
 
 def _same_word(a: str, b: str) -> bool:
@@ -362,9 +450,9 @@ def _rank_lines(chunks: list[KbChunk], question: str, extra: list[str],
     that label is an FAQ question: it is as specific as the answer), and a quarter more when
     the line and its own label both have it: "where do I park" wants the line under
     "Parking", not the one about the accessible spaces under "Accessibility". A line that states the
-    kind of fact asked for (a price for "how much") gains 0.6 of the strongest word's weight.
+    kind of fact asked for (a price for "how much") gains 0.8 of the strongest word's weight.
     """
-    query = set(_words(question, drop)) | set(extra)
+    query = set(_topic(question, drop)) | set(extra)
     if extra:  # 'tomorrow' is looked up as the weekday it stands for
         query -= set(_words("today tonight tomorrow"))
     candidates = []

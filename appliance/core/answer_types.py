@@ -6,7 +6,9 @@ emergency. It is a tie-breaker, never a match by itself: weighted like the quest
 strongest word, with "open" and a bare "where" as cues, it overruled the words on the tuning
 businesses ("are you open on saturdays" got Monday's hours over "Saturday and Sunday: closed");
 without those cues and at 0.6 of it, it picked the price line for "how much is teeth
-whitening" over the whitening aftercare line, and broke no other question.
+whitening" over the whitening aftercare line, and broke no other question. Since the price and
+phone words themselves no longer count as words of the topic (core/agent.py ``_topic``), it is
+0.8 of it (agent.TYPE_BONUS).
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ Prompts that arrive while a reply is being produced (one reply runs at a time):
   are joined into one and answered as one turn when the reply is done. Waiting text is capped at
   ``MAX_PENDING_CHARS``; beyond that prompts are dropped with a warning.
 
+Keys (``dtmf``) go to the agent: '0' transfers, except while a call-back number is being keyed
+for a message; then digits collect until '#' or a pause on the session clock, and the read-back
+is an exchange of its own (the keys as the user turn).
+
 An ``interrupt`` cancels the running reply (never a hand-off phrase: once a tool is chosen the
 call ends); what it answered, if nothing was sent, waits to be joined with the next prompt. An
 assistant turn is recorded when the next exchange starts, when it is interrupted (heard =
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from appliance.config import Settings
-from appliance.core.agent import Agent, Reply, Tool
+from appliance.core.agent import Agent, KeyPress, Reply, Tool
 from appliance.core.clock import MONOTONIC, Clock
 from appliance.core.events import ErrorCode, EventSink, StageError, StageEventType, stage
 from appliance.core.live import CallState, LiveFeed
@@ -68,6 +72,7 @@ class _Exchange:
     heard_at: float  # session clock: arrival of the caller's last prompt in ``text``
     started: float  # wall clock, for the user turn
     tool: Tool | None = None
+    keyed: tuple[str, str] | None = None  # (keys pressed, what to say): a keyed number ended
     turn: AgentTurn | None = None
 
 
@@ -87,6 +92,7 @@ class RelaySession:
         self._quiet: asyncio.TimerHandle | None = None  # when Twilio should be done speaking
         self._exchange: _Exchange | None = None  # the reply being produced
         self._task: asyncio.Task[None] | None = None
+        self._key_timer: asyncio.Task[None] | None = None  # ends a keyed number at a pause
         self._pending: list[str] = []
         self._pending_at = (0.0, 0.0)  # (session clock of the latest, wall clock of the first)
         self._restarts = 0
@@ -109,9 +115,10 @@ class RelaySession:
         self._closed = True
         self._state(CallState.ENDED)
         exchange = self._exchange
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._key_timer):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if (turn := self.recorder.current) is not None:
             self.recorder.finish(turn, interrupted=not turn.streamed)
         unanswered = ([exchange.text] if exchange and exchange.turn is None else []) + self._pending
@@ -199,26 +206,52 @@ class RelaySession:
 
     def on_dtmf(self, digit: str) -> None:
         self.recorder.event("dtmf", digit=digit)
-        if (tool := self.agent.dtmf_tool(digit)) is not None and not self._ending:
+        if self._ending:
+            return
+        press = self.agent.press(self.recorder.conversation, digit, self.clock.now())
+        if press.tool is not None:
             self._cancel_reply()
             if (turn := self.recorder.current) is not None:
                 self.recorder.finish(turn, interrupted=True)
-            self._start_reply(tool=tool)
+            self._start_reply(tool=press.tool)
+        else:
+            self._on_keys(press)
+
+    def _on_keys(self, press: KeyPress) -> None:
+        """A keyed number ended (say so) or goes on (wait for the pause that would end it)."""
+        if self._key_timer is not None:
+            self._key_timer.cancel()
+            self._key_timer = None
+        if press.keyed is not None:
+            self._cancel_reply()
+            self._start_reply(keyed=(press.keyed.keys, press.keyed.said))
+        elif press.wait_s is not None:
+            self._key_timer = asyncio.create_task(self._keys_pause(press.wait_s))
+
+    async def _keys_pause(self, wait_s: float) -> None:
+        await self.clock.sleep(wait_s)
+        self._key_timer = None
+        if not self._ending:
+            self._on_keys(self.agent.key_pause(self.recorder.conversation, self.clock.now()))
 
     def on_error(self, description: str) -> None:
         self.recorder.failed("relay", StageError(ErrorCode.TWILIO_ERROR, description))
 
     # --- one reply ------------------------------------------------------------------------
 
-    def _start_reply(self, tool: Tool | None = None) -> None:
-        """Answer everything waiting (or run ``tool``) as one exchange."""
+    def _start_reply(self, tool: Tool | None = None,
+                     keyed: tuple[str, str] | None = None) -> None:
+        """Answer everything waiting (or run ``tool``, or say what a keyed entry needs) as one
+        exchange."""
         if (turn := self.recorder.current) is not None:
             self.recorder.finish(turn, interrupted=False)
-        text = "" if tool else " ".join(self._pending)
-        heard_at, started = self._pending_at if not tool else (self.clock.now(), time.time())
-        if not tool:
+        words = tool is None and keyed is None
+        text = " ".join(self._pending) if words else ""
+        heard_at, started = self._pending_at if words else (self.clock.now(), time.time())
+        if words:
             self._pending.clear()
-        exchange = _Exchange(text=text, heard_at=heard_at, started=started, tool=tool)
+        exchange = _Exchange(text=text, heard_at=heard_at, started=started, tool=tool,
+                             keyed=keyed)
         self._exchange = exchange
         self._state(CallState.THINKING)
         self._task = asyncio.create_task(self._reply(exchange), name=f"relay-{self.call_sid}")
@@ -238,9 +271,12 @@ class RelaySession:
         metrics = TurnMetrics()
         sentences = SentenceChunker()
         try:
-            with stage(ErrorCode.RETRIEVAL_FAILED):
-                reply = await self.agent.reply(self.recorder.conversation, exchange.text,
-                                               tool=exchange.tool)
+            if exchange.keyed is not None:
+                reply = Reply.saying(exchange.keyed[1])
+            else:
+                with stage(ErrorCode.RETRIEVAL_FAILED):
+                    reply = await self.agent.reply(self.recorder.conversation, exchange.text,
+                                                   tool=exchange.tool)
             metrics.retrieval_s = reply.retrieval_s
             if reply.tool is not None:
                 self._ending = True
@@ -290,9 +326,10 @@ class RelaySession:
         metrics.tts_provider = f"twilio:{self.settings.relay_tts_provider or 'default'}"
         self._restarts = 0
         self._state(CallState.SPEAKING)
-        if exchange.text:
-            self.recorder.user(exchange.text, exchange.started)
-            self.recorder.conversation.add("user", exchange.text)
+        said = f"keyed {exchange.keyed[0]}" if exchange.keyed else exchange.text
+        if said:
+            self.recorder.user(said, exchange.started)
+            self.recorder.conversation.add("user", said)
         else:
             self.recorder.idx += 1  # a key press, not words: the turn still gets its number
         return self.recorder.begin(metrics=metrics, kb_chunks=[c.id for c in reply.sources])

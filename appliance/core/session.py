@@ -6,7 +6,9 @@ directs each have their own module: the :class:`Listener` (frames → turn-takin
 :class:`Speaker` (a reply as it is produced, fixed phrases, the hold phrase), the
 :class:`Playout` (20 ms frames, marks, what the caller heard) and the :class:`CallRecorder`
 (the call log). A barge-in cancels the reply, tells the transport to drop what the caller has
-not heard yet, and keeps in the transcript only what was played.
+not heard yet, and keeps in the transcript only what was played. A key press ('0': transfer)
+also stops the agent talking; while a call-back number is keyed for a message its digits
+collect until '#' or a pause on the session clock, then the number is read back as a turn.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.config import Settings
-from appliance.core.agent import Agent, Tool
+from appliance.core.agent import Agent, KeyPress, Reply, Tool
 from appliance.core.call_audio import CallTape, TapedTransport
 from appliance.core.clock import MONOTONIC, Clock
 from appliance.core.events import ErrorCode, EventSink, StageError, StageEventType, stage
@@ -102,6 +104,7 @@ class CallSession:
         self._dropped_frames = 0
         self._reply_task: asyncio.Task[None] | None = None
         self._audio_task: asyncio.Task[None] | None = None
+        self._key_timer: asyncio.Task[None] | None = None  # ends a keyed number at a pause
         self._ending = False
 
     @property
@@ -130,7 +133,8 @@ class CallSession:
         if (turn := self.recorder.current) is not None:
             self.recorder.finish(turn, interrupted=True, heard=turn.heard_text(self.clock.now()))
         self.state = State.ENDED
-        tasks = [t for t in (self._reply_task, self._audio_task) if t is not None]
+        tasks = [t for t in (self._reply_task, self._audio_task, self._key_timer)
+                 if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -180,9 +184,47 @@ class CallSession:
     def on_dtmf(self, digit: str) -> None:
         self.recorder.event("dtmf", digit=digit)
         # One tool at a time: "0" pressed again while a transfer dials must not dial twice.
-        if (tool := self.engines.agent.dtmf_tool(digit)) is not None and not self._ending:
+        if self._ending:
+            return
+        press = self.engines.agent.press(self.recorder.conversation, digit, self.clock.now())
+        if press.tool is not None:
             self._interrupt("dtmf")
-            self._reply_task = asyncio.create_task(self._use_tool(tool, record=True))
+            self._reply_task = asyncio.create_task(self._use_tool(press.tool, record=True))
+            return
+        if press.wait_s is not None:
+            self._stop_talking()  # keying over the question: it was understood
+        self._on_keys(press)
+
+    def _on_keys(self, press: KeyPress) -> None:
+        """A keyed number ended (say so) or goes on (wait for the pause that would end it)."""
+        if self._key_timer is not None:
+            self._key_timer.cancel()
+            self._key_timer = None
+        if press.keyed is not None:
+            self._stop_talking()
+            self._reply_task = asyncio.create_task(self._say_keyed(press.keyed.keys,
+                                                                   press.keyed.said))
+        elif press.wait_s is not None:
+            self._key_timer = asyncio.create_task(self._keys_pause(press.wait_s))
+
+    def _stop_talking(self) -> None:
+        if self.playout.playing or (self._reply_task is not None and not self._reply_task.done()):
+            self._interrupt("dtmf")
+
+    async def _keys_pause(self, wait_s: float) -> None:
+        await self.clock.sleep(wait_s)
+        self._key_timer = None
+        if not self._ending:
+            self._on_keys(self.engines.agent.key_pause(self.recorder.conversation,
+                                                       self.clock.now()))
+
+    async def _say_keyed(self, keys: str, said: str) -> None:
+        """The keys as the caller's turn, the read-back as the assistant's."""
+        self.recorder.user(f"keyed {keys}", time.time())
+        self.recorder.conversation.add("user", f"keyed {keys}")
+        turn = self.recorder.begin(metrics=TurnMetrics())
+        await self.speaker.reply(turn, Reply.saying(said), self.clock.now())
+        self._settle(turn)
 
     # --- listening ------------------------------------------------------------------------
 

@@ -85,8 +85,31 @@ class ChatMessage:
     content: str
 
 
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call instead of answering (no arguments: call control)."""
+
+    name: str
+    description: str
+
+    def schema(self) -> dict[str, Any]:
+        """The OpenAI ``tools`` entry (llama.cpp's chat handlers read the same shape)."""
+        return {"type": "function", "function": {
+            "name": self.name, "description": self.description,
+            "parameters": {"type": "object", "properties": {}}}}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    name: str
+    arguments: str = "{}"  # JSON text, as the model wrote it
+
+
 class Llm(Protocol):
     info: EngineInfo
+    # Declared by the model preset or a setting, never probed: whether ``choose_tool`` asks a
+    # model whose chat format does function calling. False: the rule-based intents decide.
+    tool_calling: bool
 
     def stream_chat(
         self,
@@ -101,6 +124,12 @@ class Llm(Protocol):
         ``session_id`` lets a pool of model instances route a conversation back to the instance
         that already holds its prompt prefix in cache.
         """
+        ...
+
+    def choose_tool(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *,
+                    session_id: str = "") -> ToolCall | None:
+        """Blocking: the tool the model calls for this turn, or None when it would answer.
+        Only called when ``tool_calling`` is declared; an error means the rules decide."""
         ...
 
 

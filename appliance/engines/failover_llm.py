@@ -17,9 +17,9 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 
 from appliance.config import ConfigError, Settings
-from appliance.engines.base import ChatMessage, EngineInfo, Llm
+from appliance.engines.base import ChatMessage, EngineInfo, Llm, ToolCall, ToolSpec
 from appliance.engines.breaker import CircuitBreaker
-from appliance.engines.openai_llm import OpenAiLlm
+from appliance.engines.openai_llm import LlmUnavailable, OpenAiLlm
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class FailoverLlm:
         self._breaker = breaker
         self._lock = threading.Lock()  # the breaker is shared by the LLM worker threads
         self._using = SERVER
+        self.tool_calling = primary.tool_calling  # what the server was declared to do
         p, f = primary.info, fallback.info
         self.info = EngineInfo(slot="llm", name=f"{p.name}+{f.name}",
                                version=f"{p.version}; {f.version}", path=p.path, device=p.device)
@@ -80,6 +81,27 @@ class FailoverLlm:
                 return
         with closing(ask(self.fallback)) as stream:
             yield from continue_from("".join(said), stream)
+
+    def choose_tool(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *,
+                    session_id: str = "") -> ToolCall | None:
+        """The server's choice; while it is down, the in-process model's if it declares tool
+        calling, else the error (the agent's rules decide that turn)."""
+        with self._lock:
+            allowed = self._breaker.allow()
+        if allowed:
+            try:
+                chosen = self.primary.choose_tool(messages, tools, session_id=session_id)
+            except Exception as err:  # noqa: BLE001 - any server failure
+                self._failed(err, mid_answer=False)
+                if not self.fallback.tool_calling:
+                    raise
+            else:
+                self._succeeded()
+                return chosen
+        if not self.fallback.tool_calling:
+            raise LlmUnavailable("the model server is down and the in-process model cannot "
+                                 "call tools")
+        return self.fallback.choose_tool(messages, tools, session_id=session_id)
 
     def _succeeded(self) -> None:
         with self._lock:
@@ -151,7 +173,8 @@ def with_model_server(settings: Settings, load_local: Callable[[], Llm]) -> Llm:
                           "http://gpu-host:8000/v1, when APPLIANCE_LLM_BACKEND=openai")
     server = OpenAiLlm(settings.llm_url, settings.llm_server_model, api_key=settings.llm_api_key,
                        connect_timeout_s=settings.llm_connect_timeout_ms / 1000,
-                       first_token_s=settings.llm_first_token_ms / 1000)
+                       first_token_s=settings.llm_first_token_ms / 1000,
+                       tool_calling=settings.llm_tools == "on")
     log.info("answering with the model server at %s (model %r), in-process %s behind it",
              settings.llm_url, settings.llm_server_model or "default", local.info.name)
     breaker = CircuitBreaker(settings.llm_failures_to_open, settings.llm_cooldown_s)

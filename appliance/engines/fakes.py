@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 
 import numpy as np
 
 from appliance.core.audio import TELEPHONE_RATE, pcm16_to_ulaw8k
-from appliance.engines.base import ChatMessage, EngineInfo, Transcript
+from appliance.engines.base import ChatMessage, EngineInfo, ToolCall, ToolSpec, Transcript
 
 WINDOW_SAMPLES = 512
 
@@ -113,8 +113,13 @@ class FakeLlm:
         tokens: Sequence[str] = ("Sure", ",", " we", " open", " at", " nine", "."),
         first_token_delay_s: float = 0.0,
         token_delay_s: float = 0.0,
+        calls: Mapping[str, str] | None = None,
     ) -> None:
         self.info = EngineInfo(slot="llm", name="fake-llm", version="0")
+        # ``calls`` (caller's words → the function the model calls) declares tool calling.
+        self.tool_calling = calls is not None
+        self.calls = dict(calls or {})
+        self.tool_requests: list[tuple[list[ChatMessage], list[ToolSpec]]] = []
         self._tokens = list(tokens)
         self._first_token_delay_s = first_token_delay_s
         self._token_delay_s = token_delay_s
@@ -134,6 +139,16 @@ class FakeLlm:
     ) -> Generator[str, None, None]:
         self.requests.append(list(messages))
         return self._stream(max_tokens)
+
+    def choose_tool(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *,
+                    session_id: str = "") -> ToolCall | None:
+        """The scripted call for the last user message's words (None: it answers); a name not
+        among ``tools`` is returned as is, as a confused model would."""
+        self.tool_requests.append((list(messages), list(tools)))
+        if self.error is not None:
+            raise self.error
+        name = self.calls.get(messages[-1].content)
+        return ToolCall(name) if name else None
 
     def _stream(self, max_tokens: int) -> Generator[str, None, None]:
         with self._lock:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import llama_cpp
+from llama_cpp import llama_chat_format
 
-from appliance.engines.base import ChatMessage, EngineInfo
+from appliance.engines.base import ChatMessage, EngineInfo, ToolCall, ToolSpec
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 # llama.cpp also penalises the prompt's tokens, so a strong penalty (1.3) makes the model
 # change the very prices and times it should copy from the facts ("$1,205" for "$1,200").
 REPEAT_PENALTY = 1.1
+TOOL_MAX_TOKENS = 48  # a function call with no arguments is ~15 tokens
 
 
 def resolve_gpu(device: str) -> bool:
@@ -91,8 +93,15 @@ class LlamaCppLlm:
         n_ctx: int = 2048,
         gpu_layers: int = -1,
         device: str = "cpu",
+        tool_format: str = "",
     ) -> None:
         gpu = resolve_gpu(device)
+        # The llama.cpp chat handler that lets the model call functions ("chatml-function-
+        # calling" for Qwen2.5), from the model preset; empty: this model cannot, the rules
+        # decide. Answers keep the GGUF's own template either way.
+        self.tool_calling = bool(tool_format)
+        self._tool_handler = (llama_chat_format.get_chat_completion_handler(tool_format)
+                              if tool_format else None)
         started = time.perf_counter()
         llamas = [
             llama_cpp.Llama(
@@ -159,3 +168,23 @@ class LlamaCppLlm:
                         yield delta
         finally:
             self.pool.release(instance, session_id)
+
+    def choose_tool(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *,
+                    session_id: str = "") -> ToolCall | None:
+        """The preset's function-calling handler decides: a call, or None when it answers."""
+        if self._tool_handler is None:
+            raise RuntimeError(f"{self.info.name} declares no tool calling")
+        instance = self.pool.acquire(session_id)
+        try:
+            result = cast(dict[str, Any], self._tool_handler(
+                llama=instance.llama,
+                messages=cast(Any, [{"role": m.role, "content": m.content} for m in messages]),
+                tools=cast(Any, [tool.schema() for tool in tools]), tool_choice="auto",
+                max_tokens=TOOL_MAX_TOKENS, temperature=0.0, stream=False))
+        finally:
+            self.pool.release(instance, session_id)
+        calls = result["choices"][0]["message"].get("tool_calls") or []
+        if not calls:
+            return None
+        function = calls[0]["function"]
+        return ToolCall(str(function["name"]), str(function.get("arguments") or "{}"))

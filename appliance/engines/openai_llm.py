@@ -14,12 +14,14 @@ import logging
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import msgspec
 
-from appliance.engines.base import ChatMessage, EngineInfo
+from appliance.engines.base import ChatMessage, EngineInfo, ToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 # same greedy answer. llama.cpp's servers read ``repeat_penalty``; servers that do not know the
 # field ignore it.
 REPEAT_PENALTY = 1.1
+TOOL_MAX_TOKENS = 48  # a function call with no arguments is ~15 tokens; an answer is cut short
 
 
 class LlmUnavailable(Exception):
@@ -70,10 +73,15 @@ class OpenAiLlm:
 
     def __init__(self, base_url: str, model: str, *, api_key: str = "",
                  connect_timeout_s: float = 0.3, first_token_s: float = 1.5,
-                 max_connections: int = 16) -> None:
+                 max_connections: int = 16, tool_calling: bool = False,
+                 tool_choice: str | dict[str, Any] = "auto") -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._model = model
         self._first_token_s = first_token_s
+        # Declared by APPLIANCE_LLM_TOOLS=on: only the operator knows the served model's format.
+        # ``tool_choice`` "auto" lets the model answer instead; naming a function forces it.
+        self.tool_calling = tool_calling
+        self._tool_choice = tool_choice
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # ``read`` bounds every wait on the socket: the first token and any pause between two.
         timeout = httpx.Timeout(connect=connect_timeout_s, read=first_token_s, write=5.0,
@@ -93,12 +101,45 @@ class OpenAiLlm:
         temperature: float,
         session_id: str = "",
     ) -> Generator[str, None, None]:
-        """Blocking generator of content deltas; ``close()`` it to cancel the request.
+        """Blocking generator of content deltas; ``close()`` it to cancel the request."""
+        body = self._body(messages, max_tokens, temperature)
+        with closing(self._deltas(body)) as deltas:  # barge-in: the response closes now
+            for delta in deltas:
+                if text := delta.get("content"):
+                    yield str(text)
 
-        The same messages in the same order as in-process (persona, history, new turn) keep the
-        server's prompt-prefix cache warm; ``cache_prompt`` asks llama-server for it explicitly.
+    def choose_tool(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *,
+                    session_id: str = "") -> ToolCall | None:
+        """The model's function call for this turn, from the streamed ``tool_calls`` deltas
+        (the name comes whole, the arguments in pieces); None if it answers.
+
+        OpenAI sends the name in a call's first delta only; llama-cpp-python's server repeats
+        it in every delta (found by tests/e2e/test_model_server.py: "end_callend_call..."), so
+        a name is taken once per call, never joined.
+
+        Streamed like an answer, so a silent server is caught by the same first-token timer.
         """
-        body = {
+        body = {**self._body(messages, TOOL_MAX_TOKENS, 0.0),
+                "tools": [tool.schema() for tool in tools], "tool_choice": self._tool_choice}
+        calls: dict[int, list[str]] = {}  # index → [name, arguments so far]
+        for delta in self._deltas(body):
+            for call in delta.get("tool_calls") or []:
+                if not isinstance(call, dict):
+                    continue
+                function = call.get("function") or {}
+                entry = calls.setdefault(_count(call.get("index")), ["", ""])
+                entry[0] = entry[0] or str(function.get("name") or "")
+                entry[1] += str(function.get("arguments") or "")
+        if not calls:
+            return None
+        name, arguments = calls[min(calls)]  # one tool at a time: the first call
+        return ToolCall(name, arguments or "{}") if name else None
+
+    def _body(self, messages: Sequence[ChatMessage], max_tokens: int,
+              temperature: float) -> dict[str, Any]:
+        """The same messages in the same order as in-process (persona, history, new turn) keep
+        the server's prompt-prefix cache warm; ``cache_prompt`` asks llama-server for it."""
+        return {
             "model": self._model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "max_tokens": max_tokens,
@@ -108,6 +149,9 @@ class OpenAiLlm:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+
+    def _deltas(self, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
+        """The streamed choices' deltas; every failure is ``LlmUnavailable``."""
         started = time.monotonic()
         first = True
         try:
@@ -120,10 +164,10 @@ class OpenAiLlm:
                         self._record(usage)
                     for choice in chunk.choices:
                         delta = choice.get("delta")
-                        text = delta.get("content") if isinstance(delta, dict) else None
-                        if text:
-                            first = False
-                            yield str(text)
+                        if isinstance(delta, dict):
+                            if delta.get("content") or delta.get("tool_calls"):
+                                first = False
+                            yield delta
                     if first and time.monotonic() - started > self._first_token_s:
                         raise LlmUnavailable(
                             f"no token within {self._first_token_s * 1000:.0f} ms")

@@ -27,7 +27,7 @@ wheres hows whos im ive dont doesnt cant theres""".split())
 # phrase in the caller's words → words the documents use for it
 SYNONYMS: dict[str, str] = {
     "address": "located location street",
-    "where are you": "address located location",
+    "where are you": "address located location area cover serve",
     "where is your office": "address located location",
     "located": "address location",
     "park": "parking garage lot",

@@ -3,14 +3,18 @@
 Rule-based, like the call-control intents: the tiny default model cannot run a form reliably,
 and every step is a fixed sentence, so nothing here can state an invented fact. The call-back
 number defaults to the caller ID ("this number"); a spoken number is read back digit by digit
-(the voice's number rules do that for "555-201-3344").
+(the voice's number rules do that for "555-201-3344"). A number keyed on the phone pad
+(messages/keypad.py) is read back at once and confirmed before the message is asked for: the
+caller cannot see what they keyed, and a slipped key is cheaper to fix now than at the end.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from appliance.messages.keypad import Entry, Keypad
 
 _YES = re.compile(r"\b(yes|yeah|yep|sure|please|ok(ay)?|correct|right|that'?s right|go ahead)\b",
                   re.I)
@@ -22,11 +26,14 @@ _NAME_LEAD = re.compile(r"^\s*(my name is|my name's|this is|it'?s|i'?m|i am|name
 _DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3",
                 "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
 MAX_NUMBER_TRIES = 2
+MIN_NUMBER_DIGITS = 7
+KEY_AGAIN = "Please key the number again, then press the pound key."
 
 
 class Step(enum.Enum):
     NAME = "name"
     NUMBER = "number"
+    CHECK_NUMBER = "check_number"  # a keyed number was read back: is it right?
     MESSAGE = "message"
     CONFIRM = "confirm"
 
@@ -40,6 +47,14 @@ class TakenMessage:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """A keyed entry that ended: the keys as pressed (for the call log) and what to say."""
+
+    keys: str
+    said: str
+
+
 @dataclass(slots=True)
 class MessageFlow:
     """One message being taken; ``step`` is what the caller's next words answer."""
@@ -49,6 +64,7 @@ class MessageFlow:
     number: str = ""
     message: str = ""
     number_tries: int = 0
+    keypad: Keypad = field(default_factory=Keypad)
 
     @staticmethod
     def wanted(text: str, offered: bool) -> bool:
@@ -67,9 +83,13 @@ class MessageFlow:
             self.name = _NAME_LEAD.sub("", text).strip(" .!?") or text
             self.step = Step.NUMBER
             return (f"Thank you, {self.name}. What number should we call you back on? "
-                    "Say 'this number' to use the one you're calling from."), None
+                    "Say 'this number' to use the one you're calling from, or key it in "
+                    "and press the pound key."), None
         if self.step is Step.NUMBER:
+            self.keypad.take()  # spoken words replace a half-keyed entry
             return self._take_number(text), None
+        if self.step is Step.CHECK_NUMBER:
+            return self._check_number(text), None
         if self.step is Step.MESSAGE:
             self.message = text
             self.step = Step.CONFIRM
@@ -80,6 +100,51 @@ class MessageFlow:
         taken = TakenMessage(self.name, self.number, self.message)
         return "Thank you, I've passed your message on. Is there anything else?", taken
 
+    @property
+    def takes_keys(self) -> bool:
+        """Whether key presses are digits of the call-back number (so '0' is not a transfer)."""
+        return self.step in (Step.NUMBER, Step.CHECK_NUMBER)
+
+    def press(self, key: str, now: float) -> Keyed | None:
+        """A key pressed while the number is asked for; what to say once the entry ends."""
+        if self.step is Step.CHECK_NUMBER and (key.isdigit() or key == "*"):
+            self.step, self.number = Step.NUMBER, ""  # keying again replaces the number
+        entry = self.keypad.press(key, now)
+        if entry is Entry.RESTART:
+            return Keyed("*", "Okay, let's start over. Key the number, then press the pound key.")
+        if entry is Entry.DONE and self.step is Step.NUMBER:
+            digits = self.keypad.take()
+            return self._keyed(digits, digits + "#")
+        return None
+
+    def pause(self, now: float) -> Keyed | None:
+        """The caller stopped keying for a while: the digits so far are the number."""
+        if self.step is Step.NUMBER and self.keypad.paused(now):
+            digits = self.keypad.take()
+            return self._keyed(digits, digits)
+        return None
+
+    def wait_s(self, now: float) -> float | None:
+        """How long until a pause ends the keyed entry (None: nothing is being keyed)."""
+        return self.keypad.wait_s(now) if self.step is Step.NUMBER else None
+
+    def _keyed(self, digits: str, keys: str) -> Keyed:
+        if len(digits) < MIN_NUMBER_DIGITS:
+            return Keyed(keys, f"Sorry, that number seems too short. {KEY_AGAIN}")
+        self.number, self.step = digits, Step.CHECK_NUMBER
+        return Keyed(keys, f"I have {_grouped(digits)}. Is that right?")
+
+    def _check_number(self, text: str) -> str:
+        if _NO.search(text) and not _YES.search(text):
+            self.step, self.number = Step.NUMBER, ""
+            return f"Sorry about that. {KEY_AGAIN} Or say it digit by digit."
+        if len(spoken_digits(text)) >= MIN_NUMBER_DIGITS:  # they said it instead
+            return self._take_number(text)
+        if _YES.search(text):
+            self.step = Step.MESSAGE
+            return "Got it. And what's your message?"
+        return f"Is {_grouped(self.number)} the right number? Please say yes or no."
+
     def read_back(self) -> str:
         number = (_grouped(self.number) if self.number
                   else "the number you're calling from")
@@ -88,7 +153,7 @@ class MessageFlow:
 
     def _take_number(self, text: str) -> str:
         digits = spoken_digits(text)
-        if len(digits) >= 7:
+        if len(digits) >= MIN_NUMBER_DIGITS:
             self.number = digits
         elif not (_THIS_NUMBER.search(text) or _YES.search(text)):
             self.number_tries += 1

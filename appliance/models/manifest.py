@@ -44,6 +44,9 @@ class Slot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     files: tuple[ModelFile, ...]
     package: str = ""
     requirement: str = ""
+    # llm slot only: the llama.cpp chat handler with which this model calls functions
+    # ("chatml-function-calling"); empty: it cannot, and the rule-based intents decide.
+    tool_format: str = ""
 
     @property
     def packaged(self) -> bool:

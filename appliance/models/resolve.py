@@ -64,6 +64,25 @@ def resolve_models(settings: Settings, manifest: Manifest | None = None) -> Mode
     return ModelPaths(**found)
 
 
+def llm_tool_format(settings: Settings, manifest: Manifest | None = None) -> str:
+    """The llama.cpp chat handler the in-process model calls functions with; empty: the rules.
+
+    Declared, never guessed from the file: ``llm_tools = "auto"`` takes the preset's word (an
+    explicit ``llm_model`` path has none), "on" uses ChatML function calling for any model. With
+    a model server, "on" is the server's: the in-process fall-back keeps its preset's word.
+    """
+    if settings.llm_tools == "off":
+        return ""
+    if settings.llm_tools == "on" and settings.llm_backend == "in-process":
+        return CHATML_TOOLS
+    if settings.llm_model or settings.models == DEFAULT_PRESET:
+        return ""
+    return _preset(settings, manifest).slots["llm"].tool_format
+
+
+CHATML_TOOLS = "chatml-function-calling"
+
+
 def _preset(settings: Settings, manifest: Manifest | None) -> Preset:
     """The configured preset, or ModelMissing saying how to pick a valid one."""
     try:

@@ -4,6 +4,7 @@ costs the caller a slower answer, never silence."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.engines.base import ChatMessage
+from appliance.engines.base import ChatMessage, ToolSpec
 from appliance.engines.breaker import BreakerState, CircuitBreaker
 from appliance.engines.failover_llm import LOCAL, SERVER, FailoverLlm
 from appliance.engines.llama_cpp_llm import LlamaCppLlm
@@ -157,3 +158,38 @@ def test_appliance_ask_answers_through_the_server_and_survives_its_death(server,
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert ask() == served
+
+
+END_CALL = ToolSpec("end_call", "Say goodbye and hang up.")
+TRANSFER = ToolSpec("transfer_to_person", "Put the caller through to a person.")
+GOODBYE = [SYSTEM, ChatMessage("user", "That's all, thanks. Goodbye!")]
+
+
+def test_a_tool_call_comes_back_over_the_wire_as_streamed_deltas(server) -> None:
+    """``tools`` in the request, ``tool_calls`` deltas in the stream, through a real server.
+
+    The tiny model's choice is not the point (the GPU phrasing table is): ``tool_choice``
+    names the function, so the server constrains the model to it with a grammar and the
+    result is the same on every run.
+    """
+    url, _, log = server
+    forced = OpenAiLlm(url, "smol", first_token_s=30.0, tool_calling=True,
+                       tool_choice={"type": "function", "function": {"name": "end_call"}})
+    call = forced.choose_tool(GOODBYE, [TRANSFER, END_CALL], session_id="s1")
+    assert call is not None and call.name == "end_call"
+    assert isinstance(json.loads(call.arguments), dict)
+    # "auto" on a model whose template has no tool calling: the server answers in words, and
+    # that is no call at all.
+    free = OpenAiLlm(url, "smol", first_token_s=30.0, tool_calling=True)
+    assert free.choose_tool(GOODBYE, [TRANSFER, END_CALL]) is None
+
+
+def test_the_in_process_model_chooses_through_the_function_calling_handler() -> None:
+    """The preset's chat handler runs on a real model and gives an offered function or none."""
+    llm = LlamaCppLlm(default_path("llm"), instances=1, threads=1, n_ctx=1024, device="cpu",
+                      tool_format="chatml-function-calling")
+    assert llm.tool_calling
+    call = llm.choose_tool(GOODBYE, [TRANSFER, END_CALL], session_id="s1")
+    assert call is None or (call.name in {"end_call", "transfer_to_person"}
+                            and isinstance(json.loads(call.arguments), dict))
+    assert not LlamaCppLlm(default_path("llm"), instances=1, n_ctx=512).tool_calling

@@ -56,3 +56,24 @@ async def test_the_session_ends_only_once_twilio_could_say_goodbye(settings: Set
         ("assistant", settings.greeting_text), ("user", "Thanks, goodbye!"),
         ("assistant", settings.goodbye)]
     assert store.ended == {"status": "completed", "reason": "handed off: end_call"}
+
+
+async def test_a_model_s_tool_call_takes_the_same_one_tool_path(settings: Settings) -> None:
+    workers = Workers.sized(1, 1)
+    transport, store, clock = FakeRelayTransport(), MemoryStore(), FakeClock()
+    llm = FakeLlm(calls={"I'm all set, cheers": "end_call"})
+    session = RelaySession("CAtool", settings, Agent(settings, llm, None, workers), store,
+                           transport, clock=clock)
+    await session.start()
+    try:
+        session.on_prompt("I'm all set, cheers", last=True)
+        await until(lambda: clock.sleeping, "the wait for Twilio to speak")
+        session.on_prompt("Goodbye!", last=True)  # while ending: recorded, not answered
+        clock.advance(60)
+        await until(lambda: transport.sent[-1][0] == "end", "the end message")
+    finally:
+        await session.close("test over")
+        workers.shutdown()
+    assert transport.sent == [("text", settings.goodbye, False), ("text", "", True),
+                              ("end", Tool.END_CALL, "CAtool")]
+    assert len(llm.tool_requests) == 1 and {"type": "tool", "tool": "end_call"} in store.events

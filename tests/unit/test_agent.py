@@ -440,3 +440,47 @@ def test_a_request_for_a_person_transfers(text: str) -> None:
 @pytest.mark.parametrize("text", QUESTIONS_FOR_THE_AGENT)
 def test_a_question_mentioning_people_does_not_transfer(text: str) -> None:
     assert detect_tool(text, can_transfer=True) is not Tool.TRANSFER
+
+
+# --- price and phone words, common-word questions (issue 16) --------------------------------
+
+POLICIES = KbChunk(
+    id="policies:0", source="policies.md", distance=0.5, heading="Policies > Cancellations",
+    text=("Please give us 24 hours' notice to cancel or move an appointment. Missed "
+          "appointments without notice are charged a $40 fee."))
+CONTACT = KbChunk(
+    id="contact:0", source="practice.md", distance=0.8, heading="Practice > Address",
+    text=("We are at 48 Orchard Road, Millbrook, next to the library. The number 7 bus stops "
+          "outside.\n\nContact\nCall us on (555) 318-2270. Email us at desk@example.test."),
+    metadata={"best_distance": 0.8, "coverage": 0.0})
+
+
+def test_a_price_word_alone_does_not_pick_a_line_about_something_else(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path)
+    assert agent._facts([POLICIES], "how much do you charge for braces") == []
+    assert agent._facts([POLICIES], "what does it cost to cancel")[0] == (
+        "Missed appointments without notice are charged a $40 fee.")
+
+
+@pytest.mark.parametrize("question, answer", [
+    ("where are you", "We are at 48 Orchard Road"),
+    ("what's your phone number", "Call us on (555) 318-2270."),
+])
+def test_a_question_of_common_words_gets_the_line_stating_its_kind(
+        tmp_path: Path, question: str, answer: str) -> None:
+    # Far in meaning and no word of it in the documents: the relevance test alone declines.
+    agent = make_agent(tmp_path, kb=FakeKb(CONTACT))
+    said, reply = say(agent, Conversation("c"), question)
+    assert said.startswith(answer) and reply.grounded
+
+
+@pytest.mark.parametrize("question", ["who are you", "how much is it", "what's the bus fare"])
+def test_a_common_word_question_without_a_plain_kind_is_still_declined(
+        tmp_path: Path, question: str) -> None:
+    agent = make_agent(tmp_path, kb=FakeKb(CONTACT))
+    said, reply = say(agent, Conversation("c"), question)
+    assert not reply.grounded and said == agent.unknown_answer
+
+
+def test_plural_ies_is_the_same_word() -> None:
+    assert agent_module._words("emergencies companies") == ["emergency", "company"]

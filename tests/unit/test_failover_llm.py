@@ -66,3 +66,25 @@ def test_token_totals_add_up_for_the_metrics_route() -> None:
         "prompt": 120, "cached": 84, "completion": 17}
     assert token_counts(FakeLlm()) is None
     server.close()
+
+
+def test_the_server_chooses_tools_and_a_failure_leaves_it_to_the_rules() -> None:
+    import pytest
+
+    from appliance.engines.base import ChatMessage, ToolSpec
+    from appliance.engines.breaker import CircuitBreaker
+    from appliance.engines.failover_llm import FailoverLlm
+    from appliance.engines.fakes import FakeLlm
+
+    asked, tools = [ChatMessage("user", "bye")], [ToolSpec("end_call", "hang up")]
+    server = FakeLlm(calls={"bye": "end_call"})
+    llm = FailoverLlm(server, FakeLlm(), CircuitBreaker(1, 60.0))
+    assert llm.tool_calling and llm.choose_tool(asked, tools).name == "end_call"  # type: ignore[union-attr]
+    server.error = RuntimeError("gone")
+    with pytest.raises(RuntimeError):  # the in-process model cannot call tools: rules decide
+        llm.choose_tool(asked, tools)
+    with pytest.raises(Exception, match="cannot call tools"):  # the breaker is open now
+        llm.choose_tool(asked, tools)
+    local = FakeLlm(calls={"bye": "end_call"})
+    assert FailoverLlm(server, local, CircuitBreaker(1, 60.0)).choose_tool(asked, tools) \
+        is not None  # a tool-calling fall-back answers for the server
