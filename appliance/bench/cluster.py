@@ -160,7 +160,7 @@ async def run_cluster(settings: Settings, opts: BenchOptions, copts: ClusterOpti
                 log.info("the hop alone: %d first tokens each way", copts.hop_prompts)
                 hop = await asyncio.to_thread(
                     llm_hop.compare, model.url, MODEL_ALIAS, copts.hop_prompts,
-                    settings.llm_threads, settings.llm_context)
+                    settings.llm_threads, settings.llm_batch_threads, settings.llm_context)
     return result, hop
 
 

@@ -45,11 +45,13 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def compare(url: str, model: str = "", n: int = 20, threads: int = 1,
+def compare(url: str, model: str = "", n: int = 20, threads: int = 1, batch_threads: int = 0,
             n_ctx: int = 1024) -> dict[str, dict[str, float]]:
     """First-token times of ``n`` prompts each way, alternating, and of their difference (the
-    hop): ``{"in-process" | "server" | "hop": {"p50_ms", "p95_ms", "n"}}``."""
-    local = LlamaCppLlm(default_path("llm"), instances=1, threads=threads, n_ctx=n_ctx)
+    hop): ``{"in-process" | "server" | "hop": {"p50_ms", "p95_ms", "n"}}``. ``threads`` and
+    ``batch_threads`` must be the server's for the difference to be the hop alone."""
+    local = LlamaCppLlm(default_path("llm"), instances=1, threads=threads,
+                        batch_threads=batch_threads, n_ctx=n_ctx)
     remote = OpenAiLlm(url, model, first_token_s=30.0)
     try:
         for llm in (local, remote):  # warm: load pages, open the connection, cache the persona
