@@ -134,6 +134,8 @@ async def run_cluster(settings: Settings, opts: BenchOptions, copts: ClusterOpti
         model = shared.enter_context(services.model_server(
             work, llm, alias=MODEL_ALIAS, threads=settings.llm_threads,
             batch_threads=settings.llm_batch_threads, n_ctx=settings.llm_context))
+        # A model server is long-running: its first reply pays for paging the model in.
+        await asyncio.to_thread(llm_hop.warm, model.url, MODEL_ALIAS)
         kb_url = shared.enter_context(services.chroma_server(work))
         database_url = shared.enter_context(services.postgres_schema(copts.database_url))
         cluster_name = shared.enter_context(services.redis_namespace(copts.redis_url))

@@ -45,6 +45,15 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def warm(url: str, model: str = "") -> None:
+    """One short reply from the server, as a long-running one has already given."""
+    remote = OpenAiLlm(url, model, first_token_s=60.0)
+    try:
+        first_token_s(remote, QUESTIONS[0], "warm")
+    finally:
+        remote.close()
+
+
 def compare(url: str, model: str = "", n: int = 20, threads: int = 1, batch_threads: int = 0,
             n_ctx: int = 1024) -> dict[str, dict[str, float]]:
     """First-token times of ``n`` prompts each way, alternating, and of their difference (the

@@ -76,8 +76,9 @@ def test_two_boxes_then_one_answer_the_same_calls(tmp_path: Path, postgres_serve
     assert "boxes" not in one_box["levels"][0]  # SQLite, one box: nothing to tell apart
     # Two warm-ups and two calls, each answered by the model (generative answers)...
     assert cluster["model_server"]["chat_requests"] >= 4
-    assert any(m["slot"] == "llm" and "+" in m["name"] for m in cluster["server"]["models"])
-    assert all("+" not in m["name"] for m in one_box["server"]["models"])
+    llm = {name: next(m for m in setup["server"]["models"] if m["slot"] == "llm")
+           for name, setup in result["setups"].items()}
+    assert (llm["cluster"]["device"], llm["one_box"]["device"]) == ("server", "cpu")
     # ... then the hop alone.
     assert {k: v["n"] for k, v in result["llm_hop"].items()} == {
         "in-process": 2, "server": 2, "hop": 2}
