@@ -29,8 +29,10 @@ import logging
 import math
 import secrets
 import shutil
+import signal
 import string
 import tempfile
+import threading
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -178,6 +180,20 @@ async def run_cluster_bench(settings: Settings, opts: BenchOptions,
                          "APPLIANCE_REDIS_URL); nothing was started")
     if opts.url:
         raise BenchError("--cluster starts its own boxes: leave out --url")
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    handle = main is not None and threading.current_thread() is threading.main_thread()
+    if handle and main is not None:  # SIGTERM ends the run as Ctrl-C does: servers stopped first
+        loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    try:
+        return await _both_setups(settings, opts, copts)
+    finally:
+        if handle:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _both_setups(settings: Settings, opts: BenchOptions,
+                       copts: ClusterOptions) -> dict[str, Any]:
     lines = await load_lines(settings, opts)
     result: dict[str, Any] = {
         "schema": SCHEMA,

@@ -168,15 +168,16 @@ def cluster_table(result: dict[str, Any]) -> str:
         f"rings {cluster['boxes'][0]['box']}'s webhook; one model server "
         f"({cluster['model_server']['model']}, {cluster['model_server']['threads']} thread(s)), "
         f"Chroma server, PostgreSQL, Redis",
-        "", f"{'setup':<26}{'calls':>7}{'answered':>10}{'turns':>9}"
+        "", f"{'setup':<22}{'calls':>6}{'completed':>11}{'turns answered':>16}"
         f"{'v2v p50/p95 s':>16}{'LLM 1st tok p50/p95 s':>24}  boxes used"]
-    setups = (("cluster", cluster), ("one box, in-process", one_box))
+    setups = ((f"{len(cluster['boxes'])} boxes, 1 LLM server", cluster),
+              ("1 box, in-process", one_box))
     for name, setup in setups:
         for lv in setup.get("levels", []):
             boxes = ", ".join(f"{k} {v}" for k, v in lv.get("boxes", {}).items()) or "-"
+            turns = f"{lv['turns_answered']} / {lv['turns_total']}"
             lines.append(
-                f"{name:<26}{lv['calls']:>7}{lv['completed']:>10}"
-                f"{lv['turns_answered']:>5} / {lv['turns_total']:<2}"
+                f"{name:<22}{lv['calls']:>6}{lv['completed']:>11}{turns:>16}"
                 f"{_s(lv['v2v_heard_s'], ('p50', 'p95')):>16}"
                 f"{_s(lv['stages'].get('llm_ttft_s'), ('p50', 'p95')):>24}  {boxes}")
     lines.append(f"model server: {cluster['model_server']['chat_requests']} chat request(s) "

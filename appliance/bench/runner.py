@@ -400,10 +400,15 @@ class Bench:
         window.start()
         probe.start()
         started = time.monotonic()
-        outcomes = await asyncio.gather(
-            *(self.one_call(-1 if warmup else i, turns, i * self.opts.stagger_s)
-              for i in range(calls)),
-            return_exceptions=True)
+        try:
+            outcomes = await asyncio.gather(
+                *(self.one_call(-1 if warmup else i, turns, i * self.opts.stagger_s)
+                  for i in range(calls)),
+                return_exceptions=True)
+        except BaseException:  # interrupted: the samplers must not outlive the HTTP client
+            await probe.stop()
+            await window.stop()
+            raise
         wall = time.monotonic() - started
         rtts = await probe.stop()
         resources = await window.stop()

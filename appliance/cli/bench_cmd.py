@@ -159,6 +159,10 @@ def cluster_bench(args: argparse.Namespace, settings: Settings, opts: BenchOptio
     except (BenchError, AudioSourceError) as err:
         print(f"appliance bench: {err}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("appliance bench: interrupted; every server it started was stopped",
+              file=sys.stderr)
+        return 130
     result["command"] = command_line(args)
     print(report.cluster_table(result))
     if args.json:
