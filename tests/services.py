@@ -43,6 +43,16 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def postgres_server() -> str:
+    """The PostgreSQL URL itself, for code that makes (and drops) its own schema in it."""
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.OperationalError as err:
+        require("PostgreSQL at " + POSTGRES_URL, err)
+    return POSTGRES_URL
+
+
+@pytest.fixture
 def redis_url() -> Iterator[str]:
     """The Redis URL; the test keeps its keys under its own cluster name (see ``cluster_name``)."""
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)

@@ -45,6 +45,39 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def warm(url: str, model: str = "") -> None:
+    """One short reply from the server, as a long-running one has already given."""
+    remote = OpenAiLlm(url, model, first_token_s=60.0)
+    try:
+        first_token_s(remote, QUESTIONS[0], "warm")
+    finally:
+        remote.close()
+
+
+def compare(url: str, model: str = "", n: int = 20, threads: int = 1, batch_threads: int = 0,
+            n_ctx: int = 1024) -> dict[str, dict[str, float]]:
+    """First-token times of ``n`` prompts each way, alternating, and of their difference (the
+    hop): ``{"in-process" | "server" | "hop": {"p50_ms", "p95_ms", "n"}}``. ``threads`` and
+    ``batch_threads`` must be the server's for the difference to be the hop alone."""
+    local = LlamaCppLlm(default_path("llm"), instances=1, threads=threads,
+                        batch_threads=batch_threads, n_ctx=n_ctx)
+    remote = OpenAiLlm(url, model, first_token_s=30.0)
+    try:
+        for llm in (local, remote):  # warm: load pages, open the connection, cache the persona
+            first_token_s(llm, QUESTIONS[0], "warm")
+        times: dict[str, list[float]] = {"in-process": [], "server": []}
+        for i in range(n):
+            question = QUESTIONS[i % len(QUESTIONS)]
+            times["in-process"].append(first_token_s(local, question, "bench"))
+            times["server"].append(first_token_s(remote, question, "bench"))
+    finally:
+        remote.close()
+    times["hop"] = [r - lo for r, lo in zip(times["server"], times["in-process"], strict=True)]
+    return {name: {"p50_ms": round(statistics.median(values) * 1000, 1),
+                   "p95_ms": round(percentile(values, 95) * 1000, 1), "n": len(values)}
+            for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="OpenAI-compatible base URL (…/v1)")
@@ -52,20 +85,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20, help="prompts per side")
     parser.add_argument("--threads", type=int, default=1, help="in-process LLM threads")
     args = parser.parse_args()
-    local = LlamaCppLlm(default_path("llm"), instances=1, threads=args.threads, n_ctx=1024)
-    remote = OpenAiLlm(args.url, args.model, first_token_s=30.0)
-    for llm in (local, remote):  # warm: load pages, open the connection, cache the persona
-        first_token_s(llm, QUESTIONS[0], "warm")
-    times: dict[str, list[float]] = {"in-process": [], "server": []}
-    for i in range(args.n):
-        question = QUESTIONS[i % len(QUESTIONS)]
-        times["in-process"].append(first_token_s(local, question, "bench"))
-        times["server"].append(first_token_s(remote, question, "bench"))
-    hop = [r - lo for r, lo in zip(times["server"], times["in-process"], strict=True)]
-    for name, values in [*times.items(), ("hop (server - in-process)", hop)]:
-        print(f"{name:28s} p50 {statistics.median(values) * 1000:7.1f} ms   "
-              f"p95 {percentile(values, 95) * 1000:7.1f} ms   (n={len(values)})")
-    remote.close()
+    for name, figures in compare(args.url, args.model, args.n, args.threads).items():
+        label = "hop (server - in-process)" if name == "hop" else name
+        print(f"{label:28s} p50 {figures['p50_ms']:7.1f} ms   "
+              f"p95 {figures['p95_ms']:7.1f} ms   (n={figures['n']})")
 
 
 if __name__ == "__main__":

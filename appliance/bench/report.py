@@ -176,3 +176,43 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def cluster_table(result: dict[str, Any]) -> str:
+    """``--cluster``: one row per setup and level, then the hop alone (``bench/cluster.py``)."""
+    cluster, one_box = result["setups"]["cluster"], result["setups"]["one_box"]
+    opts = result["options"]
+    lines = header(cluster)[:2] + [
+        f"run:      {opts['turns']} turn(s) per call, the same calls on each setup, one after "
+        f"the other; answers generative (the LLM on every answer's path)",
+        f"cluster:  {len(cluster['boxes'])} boxes x {opts['capacity']} call slots, every call "
+        f"rings {cluster['boxes'][0]['box']}'s webhook; one model server "
+        f"({cluster['model_server']['model']}, {cluster['model_server']['threads']} thread(s)), "
+        f"Chroma server, PostgreSQL, Redis",
+        "", f"{'setup':<22}{'calls':>6}{'completed':>11}{'turns answered':>16}"
+        f"{'v2v p50/p95 s':>16}{'LLM 1st tok p50/p95 s':>24}  boxes used"]
+    setups = ((f"{len(cluster['boxes'])} boxes, 1 LLM server", cluster),
+              ("1 box, in-process", one_box))
+    for name, setup in setups:
+        for lv in setup.get("levels", []):
+            boxes = ", ".join(f"{k} {v}" for k, v in lv.get("boxes", {}).items()) or "-"
+            turns = f"{lv['turns_answered']} / {lv['turns_total']}"
+            lines.append(
+                f"{name:<22}{lv['calls']:>6}{lv['completed']:>11}{turns:>16}"
+                f"{_s(lv['v2v_heard_s'], ('p50', 'p95')):>16}"
+                f"{_s(lv['stages'].get('llm_ttft_s'), ('p50', 'p95')):>24}  {boxes}")
+    lines.append(f"model server: {cluster['model_server']['chat_requests']} chat request(s) "
+                 f"served (warm-ups included); boxes' fall-back warnings: "
+                 f"{cluster['llm_fallbacks']}")
+    hop = result.get("llm_hop")
+    if hop:
+        lines.append(
+            f"LLM hop alone, first token (n={hop['hop']['n']} each, alternating): in-process "
+            f"{hop['in-process']['p50_ms']:.0f} / {hop['in-process']['p95_ms']:.0f} ms, server "
+            f"{hop['server']['p50_ms']:.0f} / {hop['server']['p95_ms']:.0f} ms, hop "
+            f"{hop['hop']['p50_ms']:+.0f} / {hop['hop']['p95_ms']:+.0f} ms (p50 / p95)")
+    for name, setup in setups:
+        for lv in setup.get("levels", []):
+            for error in lv["errors"][:8]:
+                lines.append(f"! {name}, {lv['calls']} call(s): {error}")
+    return "\n".join(lines)

@@ -21,7 +21,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import msgspec
 
 from appliance.bench import probes, utterances
 from appliance.bench.adversary import Adversary
+from appliance.bench.services import free_port
 from appliance.bench.stats import LoopLag, ms, summarize, turn_stages
 from appliance.bench.watchers import ConsoleWatchers, versus
 from appliance.caller.audio_source import Utterance
@@ -98,12 +98,6 @@ class Server:
     healthz: dict[str, Any] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_settings(settings: Settings, data_dir: Path, port: int,
                     opts: BenchOptions) -> Settings:
     """The user's settings, pointed at a private data dir and port, signed with a fresh token.
@@ -160,23 +154,32 @@ async def spawned_server(settings: Settings, opts: BenchOptions) -> AsyncIterato
         if kb.is_dir():  # the deployment's ingested documents; else the server ingests kb_dir
             shutil.copytree(kb, data / "kb")
         child = server_settings(settings, data, free_port(), opts)
-        log_path = Path(tmp) / "server.log"
-        config = Path(tmp) / "settings.toml"
-        config.write_text(settings_toml(child))
-        cmd = [sys.executable, "-m", "appliance", "--config", str(config), "serve"]
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(cmd, env=server_env(child), stdout=log_file,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        server = Server(f"http://127.0.0.1:{child.port}", child, spawned=True, pid=proc.pid,
-                        log_path=log_path)
-        try:
-            server.healthz = await wait_ready(server, opts.ready_timeout_s, proc)
+        async with serve_process(child, Path(tmp), opts.ready_timeout_s) as server:
             yield server
-        finally:
-            await asyncio.to_thread(_stop, proc)
-            if proc.returncode not in (0, -2, -15, None):
-                log.warning("server exited with %s; its log:\n%s", proc.returncode,
-                            _tail(log_path))
+
+
+@asynccontextmanager
+async def serve_process(child: Settings, workdir: Path, ready_timeout_s: float,
+                        name: str = "server") -> AsyncIterator[Server]:
+    """``appliance serve`` with exactly ``child``'s settings (TOML file and secrets in its
+    environment, log in ``workdir``) until it is ready; stopped after, however the block ends."""
+    log_path = workdir / f"{name}.log"
+    config = workdir / f"{name}.toml"
+    config.write_text(settings_toml(child))
+    cmd = [sys.executable, "-m", "appliance", "--config", str(config), "serve"]
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(cmd, env=server_env(child), stdout=log_file,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    server = Server(f"http://127.0.0.1:{child.port}", child, spawned=True, pid=proc.pid,
+                    log_path=log_path)
+    try:
+        server.healthz = await wait_ready(server, ready_timeout_s, proc)
+        yield server
+    finally:
+        await asyncio.to_thread(_stop, proc)
+        if proc.returncode not in (0, -2, -15, None):
+            log.warning("%s exited with %s; its log:\n%s", name, proc.returncode,
+                        _tail(log_path))
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -293,6 +296,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
     stages: dict[str, list[float | None]] = {}
     errors: list[str] = []
     completed = rejected = answered = total = ungrounded = 0
+    boxes: Counter[str] = Counter()  # which box held each call (a shared call log says)
     for number, outcome in enumerate(outcomes, 1):
         if isinstance(outcome, BaseException):
             errors.append(f"call {number}: {type(outcome).__name__}: {outcome}")
@@ -302,6 +306,8 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
             errors.append(f"call {number}: rejected: {outcome.rejected}")
             continue
         completed += outcome.ok
+        if box := ((outcome.server or {}).get("call") or {}).get("box"):
+            boxes[str(box)] += 1
         total += len(outcome.turns)
         ungrounded += sum(1 for e in (outcome.server or {}).get("events") or []
                           if isinstance(e, dict) and e.get("type") == "ungrounded")
@@ -336,6 +342,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
         "barge_in_s": summarize(barge_in).to_json(),
         "stages": {key: summarize(values).to_json() for key, values in stages.items()},
         "errors": errors,
+        **({"boxes": dict(sorted(boxes.items()))} if boxes else {}),
     }
 
 
@@ -408,10 +415,15 @@ class Bench:
         window.start()
         probe.start()
         started = time.monotonic()
-        outcomes = await asyncio.gather(
-            *(self.one_call(-1 if warmup else i, turns, i * self.opts.stagger_s)
-              for i in range(calls)),
-            return_exceptions=True)
+        try:
+            outcomes = await asyncio.gather(
+                *(self.one_call(-1 if warmup else i, turns, i * self.opts.stagger_s)
+                  for i in range(calls)),
+                return_exceptions=True)
+        except BaseException:  # interrupted: the samplers must not outlive the HTTP client
+            await probe.stop()
+            await window.stop()
+            raise
         wall = time.monotonic() - started
         rtts = await probe.stop()
         resources = await window.stop()
@@ -434,9 +446,27 @@ class Bench:
 
 async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     """The whole benchmark: utterances, server, warm-up, each level; the JSON-able result."""
+    lines = await load_lines(settings, opts)  # before the server runs
+    server_cm = (external_server(settings, opts.url, opts) if opts.url
+                 else spawned_server(settings, opts))
+    async with server_cm as server:
+        return await measure(server, opts, lines)
+
+
+async def load_lines(settings: Settings, opts: BenchOptions) -> dict[str, Utterance]:
+    """Every caller line the levels (and the warm-up) will speak, synthesized or cached."""
     needed = [t for i in range(max(opts.calls)) for t in utterances.script(i, opts.turns)]
     needed.append(utterances.WARMUP_LINE)
-    lines = await asyncio.to_thread(utterances.load, settings, needed)  # before the server runs
+    return await asyncio.to_thread(utterances.load, settings, needed)
+
+
+async def measure(server: Server, opts: BenchOptions, lines: dict[str, Utterance],
+                  also_warm: Sequence[Server] = ()) -> dict[str, Any]:
+    """Warm-up, then each level against ``server``'s webhook; the JSON-able result.
+
+    ``also_warm``: further boxes behind the same webhook, each warmed by a call to its own
+    webhook, so the first call handed to one pays no start-up cost the others did not.
+    """
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -446,11 +476,8 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
                     "barge_in_s": opts.barge_in_s, "adversary": opts.adversary,
                     "console_watchers": opts.console_watchers},
     }
-    server_cm = (external_server(settings, opts.url, opts) if opts.url
-                 else spawned_server(settings, opts))
-    async with (server_cm as server,
-                httpx.AsyncClient(timeout=10, trust_env=False,
-                                  headers=api_headers(server.settings)) as http):
+    async with httpx.AsyncClient(timeout=10, trust_env=False,
+                                 headers=api_headers(server.settings)) as http:
         result["server"] = {"url": server.base_url, "spawned": server.spawned, "pid": server.pid,
                             "models": server.healthz.get("models", []),
                             "max_calls": server.healthz.get("max_calls"),
@@ -466,6 +493,9 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
             if opts.warmup:  # the first turn after start-up fills caches no later call pays for
                 log.info("warm-up call (not counted)")
                 result["warmup"] = await bench.level(1, 1, warmup=True)
+                for other in also_warm:
+                    log.info("warm-up call to %s (not counted)", other.base_url)
+                    await Bench(other, opts, lines, http).level(1, 1, warmup=True)
             result["levels"] = []
             for calls in opts.calls:
                 await asyncio.sleep(opts.level_pause_s)

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from appliance.bench import BenchError, BenchOptions, report, run_bench
+from appliance.bench.cluster import ClusterOptions, run_cluster_bench
 from appliance.caller.audio_source import AudioSourceError
 from appliance.config import Settings
 
@@ -49,6 +51,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "server loop lag p99 and voice-to-voice p95 side by side")
     add("--turn-timeout", type=float, default=20.0, metavar="S",
         help="give up on a reply after S seconds (default 20)")
+    scale = parser.add_argument_group(
+        "scale-out", "--cluster N: the same calls on N boxes sharing one model server, a Chroma "
+        "server, PostgreSQL and Redis (every call rings the first box's webhook), then on one "
+        "box with in-process models; all started on loopback and stopped afterwards")
+    scale.add_argument("--cluster", type=_positive, metavar="N",
+                       help="compare N boxes (N >= 2) with one box; needs --database-url and "
+                       "--redis-url")
+    scale.add_argument("--capacity", type=_positive, metavar="N",
+                       help="call slots per box (default: the largest level spread over boxes)")
+    scale.add_argument("--database-url", metavar="URL",
+                       help="PostgreSQL the boxes share, in a fresh schema dropped afterwards "
+                       "(default APPLIANCE_DATABASE_URL)")
+    scale.add_argument("--redis-url", metavar="URL",
+                       help="Redis the boxes share, under a fresh key prefix deleted afterwards "
+                       "(default APPLIANCE_REDIS_URL)")
+    scale.add_argument("--hop-prompts", type=int, default=20, metavar="N",
+                       help="then time N first tokens each way, in-process vs the model server "
+                       "(default 20; 0 skips)")
+    scale.add_argument("--logs", metavar="DIR", type=Path,
+                       help="keep the model server's, Chroma's and each box's log in DIR")
     parser.set_defaults(func=bench)
 
 
@@ -86,7 +108,13 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--adversary")
     if args.console_watchers:
         parts += ["--console-watchers", str(args.console_watchers)]
-    return " ".join(parts)
+    if args.cluster:
+        parts += ["--cluster", str(args.cluster)]
+        if args.capacity:
+            parts += ["--capacity", str(args.capacity)]
+        if args.hop_prompts != 20:
+            parts += ["--hop-prompts", str(args.hop_prompts)]
+    return " ".join(parts)  # the database and Redis URLs are secrets: never in the JSON
 
 
 def bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -96,6 +124,8 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
                         barge_in_s=args.barge_in_ms / 1000 if args.barge_in_ms else None,
                         adversary=args.adversary, console_watchers=args.console_watchers)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the table
+    if args.cluster:
+        return cluster_bench(args, settings, opts)
     try:
         result = asyncio.run(run_bench(settings, opts))
     except (BenchError, AudioSourceError) as err:
@@ -115,3 +145,34 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
                   file=sys.stderr)
             return 2
     return 0 if all(level["failed"] == 0 for level in result["levels"]) else 1
+
+
+def cluster_bench(args: argparse.Namespace, settings: Settings, opts: BenchOptions) -> int:
+    """``--cluster N``: N boxes sharing servers vs one box (appliance/bench/cluster.py)."""
+    if args.plot or args.adversary or args.barge_in_ms:
+        print("appliance bench: --cluster measures plain calls: leave out --plot, --adversary "
+              "and --barge-in-ms", file=sys.stderr)
+        return 2
+    if args.hop_prompts == 1 or args.hop_prompts < 0:
+        print("appliance bench: --hop-prompts must be 0 or at least 2", file=sys.stderr)
+        return 2
+    copts = ClusterOptions(boxes=args.cluster, capacity=args.capacity,
+                           database_url=args.database_url or settings.database_url,
+                           redis_url=args.redis_url or settings.redis_url,
+                           hop_prompts=args.hop_prompts, logs=args.logs)
+    try:
+        result = asyncio.run(run_cluster_bench(settings, opts, copts))
+    except (BenchError, AudioSourceError) as err:
+        print(f"appliance bench: {err}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("appliance bench: interrupted; every server it started was stopped",
+              file=sys.stderr)
+        return 130
+    result["command"] = command_line(args)
+    print(report.cluster_table(result))
+    if args.json:
+        report.write_json(result, args.json)
+        print(f"JSON written to {args.json}")
+    levels = [lv for setup in result["setups"].values() for lv in setup["levels"]]
+    return 0 if all(level["failed"] == 0 for level in levels) else 1
