@@ -210,13 +210,19 @@ class Agent:
         return Reply(tokens=guarded(_brief(tokens, MAX_SENTENCES), support, fallback, guard),
                      sources=chunks, retrieval_s=retrieval_s, guard=guard)
 
+    async def prepare(self, conversation: Conversation, text: str) -> Reply | None:
+        """:meth:`reply` where working it out changes nothing (the turn is not confirmed yet:
+        core/speculation.py); None for a tool or a take-a-message step, which must wait."""
+        if (conversation.message is not None or _message_wanted(conversation, text)
+                or detect_tool(text, can_transfer=self.can_transfer) is not None):
+            return None
+        return await self.reply(conversation, text)
+
     def _message_turn(self, conversation: Conversation, text: str) -> Reply | None:
         """The take-a-message steps, when the caller asked for it or accepted the offer."""
         flow = conversation.message
         if flow is None:
-            last = next((m.content for m in reversed(conversation.history)
-                         if m.role == "assistant"), "")
-            if not MessageFlow.wanted(text, offered="take a message" in last):
+            if not _message_wanted(conversation, text):
                 return None
             conversation.message = MessageFlow()
             return Reply(tokens=_one(conversation.message.opening()))
@@ -276,6 +282,12 @@ class Agent:
             facts.append(line)
             budget -= len(line)
         return [*dated, *facts] if facts else []
+
+
+def _message_wanted(conversation: Conversation, text: str) -> bool:
+    """The caller asks to leave a message, or accepts the offer of one."""
+    last = next((m.content for m in reversed(conversation.history) if m.role == "assistant"), "")
+    return MessageFlow.wanted(text, offered="take a message" in last)
 
 
 # --- picking fact lines ---------------------------------------------------------------------

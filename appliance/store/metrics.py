@@ -34,6 +34,8 @@ class TurnMetrics:
     v2v_s: float | None = None  # the caller's voice ended → the reply's first audio sent
     first_token_sent_s: float | None = None  # relay: the caller's prompt → first token sent
     tts_provider: str | None = None  # who spoke the first sentence
+    speculative: bool | None = None  # the answer was worked out at the pause, before the end of
+    # the turn was confirmed (core/speculation.py); its retrieval_s is then the wait left
     tts_sentences: list[SentenceVoice] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Versioned migrations, applied in order and recorded in ``schema_version``; append, never edit.
-# Versions 1 and 2 match store/schema.py's SQLite steps; 5 matches its _v5 (retrieval_s).
+# Versions 1 and 2 match store/schema.py's SQLite steps; 5 and 6 its _v5 and _v6.
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE calls (
@@ -66,6 +66,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX messages_call_sid ON messages (call_sid);
     """,
     "ALTER TABLE turn_metrics ADD COLUMN retrieval_s DOUBLE PRECISION",
+    "ALTER TABLE turn_metrics ADD COLUMN speculative INTEGER",
 ]
 MIGRATION_LOCK = 0x61707031  # pg_advisory_xact_lock key: boxes starting together migrate once
 
