@@ -19,7 +19,7 @@ import numpy as np
 from piper import AudioChunk, PiperVoice, SynthesisConfig
 from piper.config import PiperConfig
 
-from appliance.core.audio import pcm16_to_ulaw8k
+from appliance.core.audio import pcm16_to_ulaw8k, trim_leading_silence
 from appliance.core.speakable import speakable
 from appliance.engines.base import EngineInfo
 from appliance.engines.onnx import cpu_session
@@ -33,12 +33,17 @@ SYNTHESIS = SynthesisConfig(volume=0.9)
 REPRODUCIBLE = SynthesisConfig(volume=0.9, noise_scale=0.0, noise_w_scale=0.0)
 
 
-def _next_ulaw(chunks: Iterator[AudioChunk]) -> bytes | None:
-    """Synthesize the next sentence and encode it for the phone; None when the text is done."""
+def _next_ulaw(chunks: Iterator[AudioChunk], first: bool) -> bytes | None:
+    """Synthesize the next sentence and encode it for the phone; None when the text is done.
+    The ``first`` sentence of a piece starts at its first sound: the leading silence Piper
+    puts there would only delay the reply (see ``trim_leading_silence``)."""
     chunk = next(chunks, None)
     if chunk is None:
         return None
-    return pcm16_to_ulaw8k(chunk.audio_int16_array, chunk.sample_rate)
+    pcm = chunk.audio_int16_array
+    if first:
+        pcm = trim_leading_silence(pcm, chunk.sample_rate)
+    return pcm16_to_ulaw8k(pcm, chunk.sample_rate)
 
 
 class PiperTts:
@@ -65,9 +70,12 @@ class PiperTts:
         logger.info("loaded %s (%d Hz)", model_path, self.sample_rate)
 
     async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
-        """μ-law 8 kHz audio, one chunk per sentence of ``text`` (numbers said in words)."""
+        """μ-law 8 kHz audio, one chunk per sentence of ``text`` (numbers said in words), the
+        first without its leading silence."""
         chunks = iter(self._voice.synthesize(speakable(text), syn_config=SYNTHESIS))
-        while (ulaw := await asyncio.to_thread(_next_ulaw, chunks)) is not None:
+        first = True
+        while (ulaw := await asyncio.to_thread(_next_ulaw, chunks, first)) is not None:
+            first = False
             yield ulaw
 
     def synthesize_pcm(self, text: str) -> tuple[np.ndarray, int]:
