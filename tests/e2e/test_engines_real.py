@@ -88,7 +88,7 @@ def test_piper_starts_a_reply_at_its_first_sound(tts: PiperTts) -> None:
     pcm, rate = tts.synthesize_pcm(text)
     untrimmed = silent_ms(pcm16_to_ulaw8k(pcm, rate))
     trimmed = silent_ms(asyncio.run(first_chunk()))
-    assert untrimmed >= 20 and trimmed <= 5
+    assert trimmed + 10 <= untrimmed
 
 
 def test_piper_stops_working_when_the_consumer_stops(
