@@ -31,7 +31,7 @@ from appliance.core.speaking import Speaker
 from appliance.core.speculation import Primed, Speculation, said
 from appliance.core.spoken import AgentTurn
 from appliance.core.turns import TurnEvent
-from appliance.core.workers import OneAtATime, Workers
+from appliance.core.workers import OneAtATime, Ticket, Workers, ranked
 from appliance.engines.base import (
     CallStore,
     EngineInfo,
@@ -226,7 +226,8 @@ class CallSession:
         self._drop_early()
         if self._ending or audio is None or audio.size < MIN_UTTERANCE_SAMPLES:
             return
-        self._early = Speculation(self._transcribe(audio, early=True), self.engines.agent,
+        ticket = Ticket(self.clock.now(), speculative=True)  # behind every confirmed turn
+        self._early = Speculation(self._transcribe(audio, ticket), ticket, self.engines.agent,
                                   self.recorder.conversation, NO_SPEECH_PROB)
 
     def _on_speech_end(self, audio: np.ndarray | None, silence_s: float) -> None:
@@ -243,12 +244,19 @@ class CallSession:
             self._reply_task.cancel()
         self._pending_audio = [audio]
         self.state = State.THINKING
-        self._reply_task = asyncio.create_task(self._turn(audio, voice_end, early),
-                                               name=f"turn-{self.call_sid}")
+        # This turn's work, early or not, now waits in the shared pools as confirmed, ranked by
+        # how long this caller has waited.
+        ticket = early.ticket if early is not None else Ticket(voice_end)
+        ticket.confirm(voice_end)
+        self._reply_task = ranked(ticket, self._turn(audio, voice_end, early),
+                                  name=f"turn-{self.call_sid}")
 
-    def _transcribe(self, audio: np.ndarray, *, early: bool) -> asyncio.Future[Transcript]:
-        self.recorder.stage(StageEventType.STT_START, early=early)
-        return asyncio.ensure_future(self._stt.run(self.engines.stt.transcribe, audio))
+    def _transcribe(self, audio: np.ndarray, early: Ticket | None = None
+                    ) -> asyncio.Future[Transcript]:
+        """Transcribe ``audio``: in the turn's task, or ``early`` (at a pause) with its ticket."""
+        self.recorder.stage(StageEventType.STT_START, early=early is not None)
+        words = self._stt.run(self.engines.stt.transcribe, audio)
+        return ranked(early, words) if early is not None else asyncio.ensure_future(words)
 
     # --- one turn -------------------------------------------------------------------------
 
@@ -262,7 +270,7 @@ class CallSession:
         reply: Reply | None = None
         try:
             asked = self.clock.now()
-            words = early.words if early is not None else self._transcribe(audio, early=False)
+            words = early.words if early is not None else self._transcribe(audio)
             with stage(ErrorCode.STT_FAILED):
                 transcript = await words
             # what the caller waited for, after the end of their turn

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from appliance.core.agent import HISTORY_MESSAGES, Agent, Conversation, Reply
+from appliance.core.workers import Ticket, ranked
 from appliance.engines.base import ChatMessage, Transcript
 
 _END = object()
@@ -48,14 +49,14 @@ class Basis:
 class Speculation:
     """The transcription started at one pause, and the answer worked out from its words."""
 
-    def __init__(self, words: asyncio.Future[Transcript], agent: Agent,
+    def __init__(self, words: asyncio.Future[Transcript], ticket: Ticket, agent: Agent,
                  conversation: Conversation, no_speech_prob: float) -> None:
         self.words = words
+        self.ticket = ticket  # its work's place in the shared pools: behind confirmed turns
         self._agent = agent
         self._conversation = conversation
         self._no_speech_prob = no_speech_prob
-        self._answer: asyncio.Task[tuple[Basis, Reply] | None] = asyncio.create_task(
-            self._work())
+        self._answer: asyncio.Task[tuple[Basis, Reply] | None] = ranked(ticket, self._work())
         self._answer.add_done_callback(_seen)
 
     async def _work(self) -> tuple[Basis, Reply] | None:
