@@ -287,16 +287,15 @@ class CallSession:
             self.recorder.user(text, started)
             conversation = self.recorder.conversation
             with stage(ErrorCode.RETRIEVAL_FAILED):
-                if early is not None and (
-                        reply := await early.answer_for(conversation, text)) is not None:
-                    metrics.speculative = True
-                else:
+                reply = await early.answer_for(conversation, text) if early is not None else None
+                metrics.speculative = reply is not None
+                if reply is None:
                     reply = await self.engines.agent.reply(conversation, text)
             # the search's own time, or (worked out early) only what was left of it
             metrics.retrieval_s = (self.clock.now() - heard if metrics.speculative
                                    else reply.retrieval_s)
             self.recorder.stage(StageEventType.RETRIEVAL_END, tool=reply.tool,
-                                early=bool(metrics.speculative))
+                                early=metrics.speculative)
             self.recorder.conversation.add("user", text)
             turn = self.recorder.begin(metrics=metrics, kb_chunks=[c.id for c in reply.sources])
             await self.speaker.reply(turn, reply, voice_end)

@@ -124,6 +124,7 @@ async def test_a_tool_waits_for_the_end_of_the_turn(tmp_path: Path) -> None:
     finally:
         await call.end()
     assert not llm.requests
+    assert call.store.turns[-1]["metrics"].speculative is False
     tool = next(e for e in call.store.events if e["type"] == "tool")
     assert tool["tool"] == "transfer"
     assert call.first(E.RETRIEVAL_END).data == {"tool": Tool.TRANSFER, "early": False}
