@@ -228,7 +228,7 @@ class CallSession:
             return
         ticket = Ticket(self.clock.now(), speculative=True)  # behind every confirmed turn
         self._early = Speculation(self._transcribe(audio, ticket), ticket, self.engines.agent,
-                                  self.recorder.conversation, NO_SPEECH_PROB)
+                                  self.engines.tts, self.recorder.conversation, NO_SPEECH_PROB)
 
     def _on_speech_end(self, audio: np.ndarray | None, silence_s: float) -> None:
         early, self._early = self._early, None
@@ -298,7 +298,8 @@ class CallSession:
                                 early=metrics.speculative)
             self.recorder.conversation.add("user", text)
             turn = self.recorder.begin(metrics=metrics, kb_chunks=[c.id for c in reply.sources])
-            await self.speaker.reply(turn, reply, voice_end)
+            await self.speaker.reply(turn, reply, voice_end,
+                                     early.ahead if early and metrics.speculative else None)
             self.recorder.replied(reply, self.settings)
             self.recorder.stage(StageEventType.TURN_END)
             if reply.tool is None:

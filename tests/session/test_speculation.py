@@ -16,7 +16,7 @@ from appliance.config import Settings
 from appliance.core.agent import Conversation, Tool
 from appliance.core.events import StageEventType as E
 from appliance.engines.base import ChatMessage
-from appliance.engines.fakes import FakeLlm, FakeStt
+from appliance.engines.fakes import FakeLlm, FakeStt, FakeTts
 from tests.conftest import make_settings
 from tests.session.harness import SILENCE, Call, start_call, tone
 from tests.unit.test_agent import make_agent
@@ -59,12 +59,14 @@ async def settled(call: Call) -> None:
 async def test_the_answer_worked_out_at_the_pause_is_spoken_once_the_turn_ends(
         settings: Settings) -> None:
     llm = FakeLlm(["We open", " at nine."])
-    call = await start_call(settings, llm=llm)
+    tts = FakeTts(ms=400, chunk_ms=100)
+    call = await start_call(settings, llm=llm, tts=tts)
     try:
         await call.greeted()
         sent = len(call.transport.sent)
         call.say(tone(0.8) + PAUSE)
         await call.until(lambda: llm.produced == 2, "the model's tokens, at the pause")
+        await call.until(lambda: "We open at nine." in tts.texts, "its first piece, at the pause")
         assert E.TURN_START not in call.types()
         assert len(call.transport.sent) == sent  # held: nothing said before the turn ends
         assert [t["role"] for t in call.store.turns] == ["assistant"]  # nor logged
@@ -72,7 +74,8 @@ async def test_the_answer_worked_out_at_the_pause_is_spoken_once_the_turn_ends(
         await call.until(lambda: E.TURN_END in call.types(), "the answer")
     finally:
         await call.end()
-    assert len(llm.requests) == 1
+    assert len(llm.requests) == 1 and tts.texts.count("We open at nine.") == 1
+    assert call.transport.answer_marks()[-1].startswith("t1-")
     user, answer = call.store.turns[-2:]
     assert answer["text"] == "We open at nine." and answer["metrics"].speculative is True
     assert call.first(E.RETRIEVAL_END).data["early"] is True
