@@ -21,14 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.config import Settings
-from appliance.core.agent import Agent, Reply, Tool
+from appliance.core.agent import Agent, Tool
 from appliance.core.clock import MONOTONIC, Clock
 from appliance.core.events import ErrorCode, EventSink, StageError, StageEventType, stage
 from appliance.core.listener import MIN_UTTERANCE_SAMPLES, Listener
 from appliance.core.playout import CallTransport, Playout
 from appliance.core.recorder import CallRecorder
 from appliance.core.speaking import Speaker
-from appliance.core.speculation import Primed, Speculation, said
+from appliance.core.speculation import Speculation, said
 from appliance.core.spoken import AgentTurn
 from appliance.core.turns import TurnEvent
 from appliance.core.workers import OneAtATime, Ticket, Workers, ranked
@@ -267,7 +267,6 @@ class CallSession:
         started = time.time()
         self.speaker.answered = False
         hold = self._hold(voice_end)
-        reply: Reply | None = None
         try:
             asked = self.clock.now()
             words = early.words if early is not None else self._transcribe(audio)
@@ -316,8 +315,8 @@ class CallSession:
         finally:
             if hold is not None:
                 hold.cancel()
-            if reply is not None and isinstance(reply.tokens, Primed):
-                self.recorder.spawn(reply.tokens.aclose())  # a barge-in stops the model
+            if early is not None:
+                early.drop()  # what it did not use stops: the model, the early voice
 
     def _hold(self, voice_end: float) -> asyncio.Task[None] | None:
         """"One moment, please" if no answer has started ``hold_after_ms`` after the caller
