@@ -10,8 +10,9 @@ as a stage event, and the turn's metrics are the times between them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 from appliance.core.agent import Reply
 from appliance.core.clock import Clock
@@ -21,6 +22,7 @@ from appliance.core.recorder import CallRecorder
 from appliance.core.sentences import SentenceChunker
 from appliance.core.speculation import Ahead
 from appliance.core.spoken import AgentTurn
+from appliance.core.workers import TICKET, Ticket
 from appliance.engines.base import NamesSpeaker, Tts
 from appliance.store.metrics import SentenceVoice, TurnMetrics
 
@@ -73,7 +75,8 @@ class Speaker:
                 self.answered = True
                 started = self.clock.now()
                 early, ahead = await _spoken_ahead(ahead, sentence), None
-                first = await self.synthesize(turn, sentence, early)
+                with _queued_behind(turn):
+                    first = await self.synthesize(turn, sentence, early)
                 provider = (self.tts.last_provider if isinstance(self.tts, NamesSpeaker)
                             else self.tts.info.name)
                 metrics.tts_sentences.append(SentenceVoice(
@@ -140,3 +143,18 @@ async def _spoken_ahead(ahead: asyncio.Task[Ahead | None] | None,
     if spoken is not None:
         await spoken.audio.aclose()
     return None
+
+
+@contextlib.contextmanager
+def _queued_behind(turn: AgentTurn) -> Iterator[None]:
+    """A sentence after the first is due when the caller runs out of the audio already sent,
+    not now: in the shared TTS workers another caller's first sentence goes before it."""
+    if turn.play_started is None or not turn.pieces:
+        yield
+        return
+    left = sum(piece.seconds for piece in turn.pieces if not piece.played)
+    token = TICKET.set(Ticket(turn.play_started + left))
+    try:
+        yield
+    finally:
+        TICKET.reset(token)

@@ -9,9 +9,12 @@ already in progress.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import logging
 from collections.abc import AsyncGenerator, Iterator
+from concurrent.futures import Executor
 from importlib.metadata import version
 from pathlib import Path
 
@@ -54,13 +57,17 @@ class PiperTts:
     concurrent calls may synthesize at once.
     """
 
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
+    def __init__(self, model_path: str | Path, threads: int = 1,
+                 executor: Executor | None = None) -> None:
         model_path = Path(model_path)
         with open(f"{model_path}.json", encoding="utf-8") as fh:
             config = PiperConfig.from_dict(json.load(fh))
         session = cpu_session(model_path, threads)
         self._voice = PiperVoice(session=session, config=config)
         self.sample_rate = config.sample_rate
+        # Where the synthesis steps run: the shared TTS workers, which take the most urgent
+        # call's sentence first (core/workers.py); None: asyncio's default threads.
+        self._executor = executor
         self.info = EngineInfo(
             slot="tts",
             name=model_path.stem,
@@ -73,8 +80,11 @@ class PiperTts:
         """μ-law 8 kHz audio, one chunk per sentence of ``text`` (numbers said in words), the
         first without its leading silence."""
         chunks = iter(self._voice.synthesize(speakable(text), syn_config=SYNTHESIS))
+        loop = asyncio.get_running_loop()
         first = True
-        while (ulaw := await asyncio.to_thread(_next_ulaw, chunks, first)) is not None:
+        while (ulaw := await loop.run_in_executor(
+                self._executor, functools.partial(
+                    contextvars.copy_context().run, _next_ulaw, chunks, first))) is not None:
             first = False
             yield ulaw
 

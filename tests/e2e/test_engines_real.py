@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from appliance.core.audio import Ulaw8kTo16k, frames, is_voiced, pcm16_to_ulaw8k, ulaw_decode
+from appliance.core.workers import RankedPool
 from appliance.engines.base import ChatMessage
 from appliance.engines.faster_whisper_stt import FasterWhisperStt
 from appliance.engines.llama_cpp_llm import LlamaCppLlm
@@ -89,6 +90,27 @@ def test_piper_starts_a_reply_at_its_first_sound(tts: PiperTts) -> None:
     untrimmed = silent_ms(pcm16_to_ulaw8k(pcm, rate))
     trimmed = silent_ms(asyncio.run(first_chunk()))
     assert trimmed + 10 <= untrimmed
+
+
+def test_piper_synthesizes_in_the_workers_it_is_given() -> None:
+    class Counting(RankedPool):
+        submitted = 0
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            self.submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    pool = Counting("tts", 1)
+    voice = PiperTts(default_path("tts"), threads=1, executor=pool)
+
+    async def collect() -> list[bytes]:
+        return [c async for c in voice.synthesize("Thanks for calling. We open at nine.")]
+
+    try:
+        assert len(asyncio.run(collect())) == 2
+    finally:
+        pool.shutdown()
+    assert pool.submitted == 3  # two sentences, then the step that finds no more
 
 
 def test_piper_stops_working_when_the_consumer_stops(

@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from appliance.core.workers import RankedPool, Ticket, ranked, run_in
+from appliance.core.speaking import _queued_behind
+from appliance.core.spoken import AgentTurn, SpokenPiece
+from appliance.core.workers import TICKET, RankedPool, Ticket, ranked, run_in
 
 pytestmark = pytest.mark.anyio
 
@@ -107,3 +109,20 @@ async def test_a_job_cancelled_while_it_waits_never_runs_and_errors_reach_the_ca
     assert recorder.ran == ["busy"]
     with pytest.raises(RuntimeError):
         pool.submit(recorder.job("late"))
+
+
+def test_a_later_sentence_is_due_when_the_caller_runs_out_of_audio() -> None:
+    turn = AgentTurn(idx=1, play_started=100.0, pieces=[
+        SpokenPiece("We open at nine.", "t1-1", 1.5, played=True),
+        SpokenPiece("See you then.", "t1-2", 1.25)])
+    outer = Ticket(90.0)
+    token = TICKET.set(outer)
+    try:
+        with _queued_behind(turn):
+            inner = TICKET.get()
+            assert inner is not None and inner.rank() == (False, 101.25)
+        with _queued_behind(AgentTurn(idx=2)):  # nothing sent yet: the turn's own ticket
+            assert TICKET.get() is outer
+        assert TICKET.get() is outer
+    finally:
+        TICKET.reset(token)
