@@ -298,7 +298,8 @@ class CallSession:
             self.recorder.conversation.add("user", text)
             turn = self.recorder.begin(metrics=metrics, kb_chunks=[c.id for c in reply.sources])
             await self.speaker.reply(turn, reply, voice_end,
-                                     early.ahead if early and metrics.speculative else None)
+                                     early.ahead if early is not None and metrics.speculative
+                                     else None)
             self.recorder.replied(reply, self.settings)
             self.recorder.stage(StageEventType.TURN_END)
             if reply.tool is None:
