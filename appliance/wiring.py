@@ -93,7 +93,8 @@ def load_blocking(settings: Settings) -> tuple[Workers, Agent, Vad, Stt, Tts, Tu
         paths.stt, device=settings.device, threads=settings.stt_threads,
         beam_size=settings.stt_beam_size, language=settings.stt_language))
     llm = load_llm(settings, paths.llm)
-    tts = with_cloud_voice(settings, PiperTts(paths.tts, threads=settings.tts_threads))
+    tts = with_cloud_voice(settings, PiperTts(paths.tts, threads=settings.tts_threads,
+                                              executor=workers.tts))
     turn = load_turn_detector(settings, paths.turn)
     kb = open_knowledge_base(settings)
     agent = Agent(settings, llm, kb, workers)

@@ -72,6 +72,8 @@ def table(result: dict[str, Any]) -> str:
     row("calls completed / failed", [f"{lv['completed']} / {lv['failed']}" for lv in levels])
     row("turns answered", [f"{lv['turns_answered']} / {lv['turns_total']}" for lv in levels])
     row("replies replaced (ungrounded)", [str(lv.get("replies_replaced", 0)) for lv in levels])
+    row("answers worked out at the pause", [f"{lv.get('answered_early', 0)} / "
+                                            f"{lv['turns_total']}" for lv in levels])
     lines.append("seconds, p50/p95/max:")
     row("voice-to-voice, caller heard", [_s(lv["v2v_heard_s"]) for lv in levels])
     row("voice-to-voice, first audio recv", [_s(lv["v2v_received_s"]) for lv in levels])

@@ -295,7 +295,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
     barge_in: list[float | None] = []
     stages: dict[str, list[float | None]] = {}
     errors: list[str] = []
-    completed = rejected = answered = total = ungrounded = 0
+    completed = rejected = answered = total = ungrounded = early = 0
     boxes: Counter[str] = Counter()  # which box held each call (a shared call log says)
     for number, outcome in enumerate(outcomes, 1):
         if isinstance(outcome, BaseException):
@@ -319,6 +319,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
             heard.append(turn.v2v_played_s)
             received.append(turn.v2v_s)
             barge_in.append(turn.barge_in_s)
+            early += bool((metrics or {}).get("speculative"))
             values = turn_stages(metrics or {})
             server_v2v = values.get("server_v2v_s")
             values["transport_s"] = (turn.v2v_played_s - server_v2v
@@ -336,6 +337,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
         "turns_answered": answered,
         "turns_total": total,
         "replies_replaced": ungrounded,  # the grounding guard replaced the model's words
+        "answered_early": early,  # answers worked out at the pause, before the turn's end
         "wall_s": round(wall_s, 1),
         "v2v_heard_s": summarize(heard).to_json(),
         "v2v_received_s": summarize(received).to_json(),

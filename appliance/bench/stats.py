@@ -17,7 +17,7 @@ from appliance.store.metrics import STAGES
 STAGE_LABELS = {
     "endpoint_s": "endpoint delay",
     "stt_s": "STT",
-    "retrieval_s": "KB retrieval",
+    "retrieval_s": "KB retrieval (embed + search)",
     "llm_ttft_s": "LLM first token",
     "first_sentence_s": "first sentence ready",
     "tts_first_audio_s": "TTS first audio",

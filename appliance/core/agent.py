@@ -216,6 +216,17 @@ class Agent:
             tool = _TOOLS.get(choice) if choice else None
         if tool is not None:
             return Reply(tokens=_one(self.phrase_for(tool)), tool=tool)
+        return await self._answer(conversation, text)
+
+    async def prepare(self, conversation: Conversation, text: str) -> Reply | None:
+        """:meth:`reply` where working it out changes nothing (the turn is not confirmed yet:
+        core/speculation.py); None for a tool or a take-a-message step, which must wait."""
+        if conversation.message is not None or await self.choose(conversation, text) is not None:
+            return None
+        return await self._answer(conversation, text)
+
+    async def _answer(self, conversation: Conversation, text: str) -> Reply:
+        """An answer from the documents, or the decline."""
         started = time.monotonic()
         chunks = await self.retrieve(conversation, text)
         retrieval_s = time.monotonic() - started
@@ -344,6 +355,12 @@ class Agent:
             facts.append(line)
             budget -= len(line)
         return [*dated, *facts] if facts else []
+
+
+def _message_wanted(conversation: Conversation, text: str) -> bool:
+    """The caller asks to leave a message, or accepts the offer of one."""
+    last = next((m.content for m in reversed(conversation.history) if m.role == "assistant"), "")
+    return MessageFlow.wanted(text, offered="take a message" in last)
 
 
 # --- picking fact lines ---------------------------------------------------------------------

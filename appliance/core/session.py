@@ -33,9 +33,10 @@ from appliance.core.playout import CallTransport, Playout
 from appliance.core.recorder import CallRecorder
 from appliance.core.redaction import redactor
 from appliance.core.speaking import Speaker
+from appliance.core.speculation import Speculation, said
 from appliance.core.spoken import AgentTurn
 from appliance.core.turns import TurnEvent
-from appliance.core.workers import OneAtATime, Workers
+from appliance.core.workers import OneAtATime, Ticket, Workers, ranked
 from appliance.engines.base import (
     CallStore,
     EngineInfo,
@@ -99,7 +100,7 @@ class CallSession:
         self._stt = OneAtATime(engines.workers.stt)  # this call's share of the STT workers
         self._listener_deaths = 0
         self._pending_audio: list[np.ndarray] = []  # the utterance a running turn answers
-        self._early_stt: asyncio.Future[Transcript] | None = None  # started at a pause
+        self._early: Speculation | None = None  # words and answer, started at a pause
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOX_FRAMES)
         self._dropped_frames = 0
         self._reply_task: asyncio.Task[None] | None = None
@@ -274,9 +275,7 @@ class CallSession:
                     self._on_speech_end(heard.audio, heard.silence_s)
 
     def _on_speech_start(self) -> None:
-        if self._early_stt is not None:
-            self._early_stt.cancel()
-            self._early_stt = None
+        self._drop_early()
         if self._ending:
             return
         if self.playout.playing or self.state is State.SPEAKING:
@@ -288,41 +287,54 @@ class CallSession:
             self._listener.carry_over(self._pending_audio)
             self.state = State.LISTENING
 
+    def _drop_early(self) -> None:
+        if self._early is not None:
+            self._early.drop()
+            self._early = None
+
     def _on_pause(self, audio: np.ndarray | None) -> None:
-        """The caller paused: transcribe now, so if the pause turns out to be the end of the
-        turn the words are (nearly) ready. If they speak on, the result is simply dropped."""
-        if self._early_stt is not None:
-            self._early_stt.cancel()
-        self._early_stt = None
+        """The caller paused: transcribe and work out the answer now (core/speculation.py), so
+        if the pause turns out to be the end of the turn the answer is (nearly) ready. If they
+        speak on, all of it is dropped."""
+        self._drop_early()
         if self._ending or audio is None or audio.size < MIN_UTTERANCE_SAMPLES:
             return
-        self._early_stt = self._transcribe(audio, early=True)
+        ticket = Ticket(self.clock.now(), speculative=True)  # behind every confirmed turn
+        self._early = Speculation(self._transcribe(audio, ticket), ticket, self.engines.agent,
+                                  self.engines.tts, self.recorder.conversation, NO_SPEECH_PROB)
 
     def _on_speech_end(self, audio: np.ndarray | None, silence_s: float) -> None:
-        early, self._early_stt = self._early_stt, None
+        early, self._early = self._early, None
         voice_end = self.clock.now() - silence_s
         if early is not None and silence_s < self._listener.endpointer.config.speculate_s:
-            early.cancel()  # a forced end (too long), not this pause: the early words are stale
+            early.drop()  # a forced end (too long), not this pause: the early words are stale
             early = None
         if self._ending or audio is None or audio.size < MIN_UTTERANCE_SAMPLES:
             if early is not None:
-                early.cancel()
+                early.drop()
             return
         if self._reply_task and not self._reply_task.done():
             self._reply_task.cancel()
         self._pending_audio = [audio]
         self.state = State.THINKING
-        self._reply_task = asyncio.create_task(self._turn(audio, voice_end, early),
-                                               name=f"turn-{self.call_sid}")
+        # This turn's work, early or not, now waits in the shared pools as confirmed, ranked by
+        # how long this caller has waited.
+        ticket = early.ticket if early is not None else Ticket(voice_end)
+        ticket.confirm(voice_end)
+        self._reply_task = ranked(ticket, self._turn(audio, voice_end, early),
+                                  name=f"turn-{self.call_sid}")
 
-    def _transcribe(self, audio: np.ndarray, *, early: bool) -> asyncio.Future[Transcript]:
-        self.recorder.stage(StageEventType.STT_START, early=early)
-        return asyncio.ensure_future(self._stt.run(self.engines.stt.transcribe, audio))
+    def _transcribe(self, audio: np.ndarray, early: Ticket | None = None
+                    ) -> asyncio.Future[Transcript]:
+        """Transcribe ``audio``: in the turn's task, or ``early`` (at a pause) with its ticket."""
+        self.recorder.stage(StageEventType.STT_START, early=early is not None)
+        words = self._stt.run(self.engines.stt.transcribe, audio)
+        return ranked(early, words) if early is not None else asyncio.ensure_future(words)
 
     # --- one turn -------------------------------------------------------------------------
 
     async def _turn(self, audio: np.ndarray, voice_end: float,
-                    early: asyncio.Future[Transcript] | None) -> None:
+                    early: Speculation | None) -> None:
         metrics = TurnMetrics(endpoint_s=self.recorder.stage(StageEventType.TURN_START)
                               - voice_end)
         started = time.time()
@@ -330,27 +342,37 @@ class CallSession:
         hold = self._hold(voice_end)
         try:
             asked = self.clock.now()
-            words = early if early is not None else self._transcribe(audio, early=False)
+            words = early.words if early is not None else self._transcribe(audio)
             with stage(ErrorCode.STT_FAILED):
                 transcript = await words
-            text = transcript.text.strip()
             # what the caller waited for, after the end of their turn
-            metrics.stt_s = self.recorder.stage(StageEventType.STT_END, text=text) - asked
-            if not any(ch.isalnum() for ch in text) or transcript.no_speech_prob > NO_SPEECH_PROB:
-                log.info("call %s: no speech in utterance (%r); ignored", self.call_sid, text)
+            heard = self.recorder.stage(StageEventType.STT_END, text=transcript.text.strip())
+            metrics.stt_s = heard - asked
+            if (text := said(transcript, NO_SPEECH_PROB)) is None:
+                log.info("call %s: no speech in utterance (%r); ignored", self.call_sid,
+                         transcript.text)
                 self.state = State.LISTENING
                 return
             self._pending_audio = []
             if (previous := self.recorder.current) is not None:  # the answer before this question
                 self.recorder.finish(previous, interrupted=False)
             self.recorder.user(text, started)
+            conversation = self.recorder.conversation
             with stage(ErrorCode.RETRIEVAL_FAILED):
-                reply = await self.engines.agent.reply(self.recorder.conversation, text)
-            metrics.retrieval_s = reply.retrieval_s
-            self.recorder.stage(StageEventType.RETRIEVAL_END, tool=reply.tool)
+                reply = await early.answer_for(conversation, text) if early is not None else None
+                metrics.speculative = reply is not None
+                if reply is None:
+                    reply = await self.engines.agent.reply(conversation, text)
+            # the search's own time, or (worked out early) only what was left of it
+            metrics.retrieval_s = (self.clock.now() - heard if metrics.speculative
+                                   else reply.retrieval_s)
+            self.recorder.stage(StageEventType.RETRIEVAL_END, tool=reply.tool,
+                                early=metrics.speculative)
             self.recorder.conversation.add("user", text)
             turn = self.recorder.begin(metrics=metrics, kb_chunks=[c.id for c in reply.sources])
-            await self.speaker.reply(turn, reply, voice_end)
+            await self.speaker.reply(turn, reply, voice_end,
+                                     early.ahead if early is not None and metrics.speculative
+                                     else None)
             self.recorder.replied(reply, self.settings)
             self.recorder.stage(StageEventType.TURN_END)
             if reply.tool is None:
@@ -367,6 +389,8 @@ class CallSession:
         finally:
             if hold is not None:
                 hold.cancel()
+            if early is not None:
+                early.drop()  # what it did not use stops: the model, the early voice
 
     def _hold(self, voice_end: float) -> asyncio.Task[None] | None:
         """"One moment, please" if no answer has started ``hold_after_ms`` after the caller

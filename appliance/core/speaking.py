@@ -10,8 +10,9 @@ as a stage event, and the turn's metrics are the times between them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 from appliance.core.agent import Reply
 from appliance.core.clock import Clock
@@ -19,7 +20,9 @@ from appliance.core.events import ErrorCode, StageError, StageEventType, stage
 from appliance.core.playout import Playout
 from appliance.core.recorder import CallRecorder
 from appliance.core.sentences import SentenceChunker
+from appliance.core.speculation import Ahead
 from appliance.core.spoken import AgentTurn
+from appliance.core.workers import TICKET, Ticket
 from appliance.engines.base import NamesSpeaker, Tts
 from appliance.store.metrics import SentenceVoice, TurnMetrics
 
@@ -36,8 +39,10 @@ class Speaker:
         self.clock = clock
         self.answered = False  # the current turn's reply has started to play
 
-    async def reply(self, turn: AgentTurn, reply: Reply, voice_end: float) -> None:
-        """Speak ``reply`` sentence by sentence into ``turn``, timing the stages in its metrics."""
+    async def reply(self, turn: AgentTurn, reply: Reply, voice_end: float,
+                    ahead: asyncio.Task[Ahead | None] | None = None) -> None:
+        """Speak ``reply`` sentence by sentence into ``turn``, timing the stages in its metrics.
+        ``ahead``: its first piece, being synthesized since the caller's pause."""
         metrics = turn.metrics = turn.metrics or TurnMetrics()
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         llm_start = self.recorder.stage(StageEventType.LLM_START)
@@ -69,7 +74,9 @@ class Speaker:
             while (sentence := await sentences.get()) is not None:
                 self.answered = True
                 started = self.clock.now()
-                first = await self.synthesize(turn, sentence)
+                early, ahead = await _spoken_ahead(ahead, sentence), None
+                with _queued_behind(turn):
+                    first = await self.synthesize(turn, sentence, early)
                 provider = (self.tts.last_provider if isinstance(self.tts, NamesSpeaker)
                             else self.tts.info.name)
                 metrics.tts_sentences.append(SentenceVoice(
@@ -84,15 +91,19 @@ class Speaker:
             await producer
         finally:
             producer.cancel()
+            if ahead is not None:
+                ahead.cancel()
         turn.text = turn.text.strip()
         if not turn.pieces:
             raise StageError(ErrorCode.EMPTY_REPLY, "the model produced nothing to say")
 
-    async def synthesize(self, turn: AgentTurn, text: str) -> float | None:
-        """Synthesize one sentence and play it; the time its first frame went out."""
+    async def synthesize(self, turn: AgentTurn, text: str,
+                         audio: AsyncIterator[bytes] | None = None) -> float | None:
+        """Synthesize one sentence (unless its ``audio`` is on its way already) and play it;
+        the time its first frame went out."""
         async with self.playout.lock:
             with stage(ErrorCode.TTS_FAILED):
-                return await self.playout.stream(turn, text, self.tts.synthesize(text))
+                return await self.playout.stream(turn, text, audio or self.tts.synthesize(text))
 
     async def say(self, turn: AgentTurn, text: str, *, hold: bool = False) -> None:
         """Play a pre-synthesized phrase (greeting, apology, goodbye): no model in the way.
@@ -118,3 +129,34 @@ class Speaker:
         await self.clock.sleep(max(0.0, at - self.clock.now()))
         if not self.answered and waiting():
             await self.say(turn, phrase, hold=True)
+
+
+async def _spoken_ahead(ahead: asyncio.Task[Ahead | None] | None,
+                        sentence: str) -> AsyncIterator[bytes] | None:
+    """The audio synthesized early for ``sentence``, if that is the piece it was made for."""
+    if ahead is None:
+        return None
+    try:
+        spoken = await ahead
+    except Exception:  # an early voice that failed: the sentence is synthesized now
+        return None
+    if spoken is not None and spoken.text == sentence:
+        return spoken.audio
+    if spoken is not None:
+        await spoken.audio.aclose()
+    return None
+
+
+@contextlib.contextmanager
+def _queued_behind(turn: AgentTurn) -> Iterator[None]:
+    """A sentence after the first is due when the caller runs out of the audio already sent,
+    not now: in the shared TTS workers another caller's first sentence goes before it."""
+    if turn.play_started is None or not turn.pieces:
+        yield
+        return
+    left = sum(piece.seconds for piece in turn.pieces if not piece.played)
+    token = TICKET.set(Ticket(turn.play_started + left))
+    try:
+        yield
+    finally:
+        TICKET.reset(token)

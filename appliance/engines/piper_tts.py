@@ -9,9 +9,12 @@ already in progress.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import logging
 from collections.abc import AsyncGenerator, Iterator
+from concurrent.futures import Executor
 from importlib.metadata import version
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import numpy as np
 from piper import AudioChunk, PiperVoice, SynthesisConfig
 from piper.config import PiperConfig
 
-from appliance.core.audio import pcm16_to_ulaw8k
+from appliance.core.audio import pcm16_to_ulaw8k, trim_leading_silence
 from appliance.core.speakable import speakable
 from appliance.engines.base import EngineInfo
 from appliance.engines.onnx import cpu_session
@@ -33,12 +36,17 @@ SYNTHESIS = SynthesisConfig(volume=0.9)
 REPRODUCIBLE = SynthesisConfig(volume=0.9, noise_scale=0.0, noise_w_scale=0.0)
 
 
-def _next_ulaw(chunks: Iterator[AudioChunk]) -> bytes | None:
-    """Synthesize the next sentence and encode it for the phone; None when the text is done."""
+def _next_ulaw(chunks: Iterator[AudioChunk], first: bool) -> bytes | None:
+    """Synthesize the next sentence and encode it for the phone; None when the text is done.
+    The ``first`` sentence of a piece starts at its first sound: the leading silence Piper
+    puts there would only delay the reply (see ``trim_leading_silence``)."""
     chunk = next(chunks, None)
     if chunk is None:
         return None
-    return pcm16_to_ulaw8k(chunk.audio_int16_array, chunk.sample_rate)
+    pcm = chunk.audio_int16_array
+    if first:
+        pcm = trim_leading_silence(pcm, chunk.sample_rate)
+    return pcm16_to_ulaw8k(pcm, chunk.sample_rate)
 
 
 class PiperTts:
@@ -49,13 +57,17 @@ class PiperTts:
     concurrent calls may synthesize at once.
     """
 
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
+    def __init__(self, model_path: str | Path, threads: int = 1,
+                 executor: Executor | None = None) -> None:
         model_path = Path(model_path)
         with open(f"{model_path}.json", encoding="utf-8") as fh:
             config = PiperConfig.from_dict(json.load(fh))
         session = cpu_session(model_path, threads)
         self._voice = PiperVoice(session=session, config=config)
         self.sample_rate = config.sample_rate
+        # Where the synthesis steps run: the shared TTS workers, which take the most urgent
+        # call's sentence first (core/workers.py); None: asyncio's default threads.
+        self._executor = executor
         self.info = EngineInfo(
             slot="tts",
             name=model_path.stem,
@@ -65,9 +77,15 @@ class PiperTts:
         logger.info("loaded %s (%d Hz)", model_path, self.sample_rate)
 
     async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
-        """μ-law 8 kHz audio, one chunk per sentence of ``text`` (numbers said in words)."""
+        """μ-law 8 kHz audio, one chunk per sentence of ``text`` (numbers said in words), the
+        first without its leading silence."""
         chunks = iter(self._voice.synthesize(speakable(text), syn_config=SYNTHESIS))
-        while (ulaw := await asyncio.to_thread(_next_ulaw, chunks)) is not None:
+        loop = asyncio.get_running_loop()
+        first = True
+        while (ulaw := await loop.run_in_executor(
+                self._executor, functools.partial(
+                    contextvars.copy_context().run, _next_ulaw, chunks, first))) is not None:
+            first = False
             yield ulaw
 
     def synthesize_pcm(self, text: str) -> tuple[np.ndarray, int]:

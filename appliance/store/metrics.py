@@ -34,12 +34,16 @@ class TurnMetrics:
     v2v_s: float | None = None  # the caller's voice ended → the reply's first audio sent
     first_token_sent_s: float | None = None  # relay: the caller's prompt → first token sent
     tts_provider: str | None = None  # who spoke the first sentence
+    speculative: bool | None = None  # the answer was worked out at the pause, before the end of
+    # the turn was confirmed (core/speculation.py); its retrieval_s is then the wait left
     tts_sentences: list[SentenceVoice] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
-        """The measured fields as call-log columns (sentences as a JSON list); {} if none."""
-        row = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name != "tts_sentences" and getattr(self, f.name) is not None}
+        """The measured fields as call-log columns (sentences as a JSON list, flags as 0/1, the
+        INTEGER both back ends store them in); {} if none."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tts_sentences"}
+        row = {name: int(v) if isinstance(v, bool) else v
+               for name, v in values.items() if v is not None}
         if self.tts_sentences:
             row["tts_sentences"] = json.dumps([asdict(s) for s in self.tts_sentences])
         return row

@@ -118,7 +118,12 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.table("calls").add_column("recording_s", float)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: sqlite_utils.Database) -> None:
+    """Whether a turn's answer was worked out before its end was confirmed (1) or after (0)."""
+    db.table("turn_metrics").add_column("speculative", int)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance.core.audio import Ulaw8kTo16k, frames, is_voiced, pcm16_to_ulaw8k
+from appliance.core.audio import Ulaw8kTo16k, frames, is_voiced, pcm16_to_ulaw8k, ulaw_decode
+from appliance.core.workers import RankedPool
 from appliance.engines.base import ChatMessage
 from appliance.engines.faster_whisper_stt import FasterWhisperStt
 from appliance.engines.llama_cpp_llm import LlamaCppLlm
@@ -72,6 +73,44 @@ def test_piper_streams_one_ulaw_chunk_per_sentence(tts: PiperTts) -> None:
     assert 1.5 < seconds < 6.0
     voiced = [is_voiced(f) for f in frames(b"".join(chunks))]
     assert sum(voiced) > 0.5 * len(voiced)
+
+
+def test_piper_starts_a_reply_at_its_first_sound(tts: PiperTts) -> None:
+    text = "Fillings start at one hundred and twenty dollars."
+
+    async def first_chunk() -> bytes:
+        return await anext(aiter(tts.synthesize(text)))
+
+    def silent_ms(ulaw: bytes) -> int:
+        """Leading 5 ms slices below -40 dB of the loudest sample."""
+        pcm = np.abs(ulaw_decode(ulaw).astype(np.int32))
+        return 5 * int(np.flatnonzero(pcm > pcm.max() * 0.01)[0] // 40)
+
+    pcm, rate = tts.synthesize_pcm(text)
+    untrimmed = silent_ms(pcm16_to_ulaw8k(pcm, rate))
+    trimmed = silent_ms(asyncio.run(first_chunk()))
+    assert trimmed + 10 <= untrimmed
+
+
+def test_piper_synthesizes_in_the_workers_it_is_given() -> None:
+    class Counting(RankedPool):
+        submitted = 0
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            self.submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    pool = Counting("tts", 1)
+    voice = PiperTts(default_path("tts"), threads=1, executor=pool)
+
+    async def collect() -> list[bytes]:
+        return [c async for c in voice.synthesize("Thanks for calling. We open at nine.")]
+
+    try:
+        assert len(asyncio.run(collect())) == 2
+    finally:
+        pool.shutdown()
+    assert pool.submitted == 3  # two sentences, then the step that finds no more
 
 
 def test_piper_stops_working_when_the_consumer_stops(

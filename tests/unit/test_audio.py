@@ -13,6 +13,7 @@ from appliance.core.audio import (
     is_voiced,
     pcm16_to_ulaw8k,
     resample,
+    trim_leading_silence,
     ulaw_decode,
     ulaw_encode,
     ulaw_to_float,
@@ -138,3 +139,21 @@ def test_is_voiced() -> None:
     assert not is_voiced(bytes([ULAW_SILENCE]) * FRAME_BYTES)
     assert not is_voiced(b"")
     assert is_voiced(ulaw_encode((tone(500, 0.02, 8000) * 8000).astype(np.int16)))
+
+
+def test_leading_silence_is_trimmed_to_just_before_the_first_sound() -> None:
+    rate = 22050
+    sound = (10000 * np.cos(np.arange(rate // 10) / 5)).astype(np.int16)
+    quiet = np.full(rate // 20, 30, dtype=np.int16)  # 50 ms of hiss, under -40 dB of the peak
+    trimmed = trim_leading_silence(np.concatenate([quiet, sound]), rate)
+    keep = int(0.005 * rate)
+    assert len(trimmed) == len(sound) + keep
+    assert np.array_equal(trimmed[keep:], sound)
+
+
+def test_audio_that_starts_loud_or_is_silent_throughout_is_kept_whole() -> None:
+    loud = np.array([20000, -20000, 100, 5], dtype=np.int16)
+    silent = np.zeros(400, dtype=np.int16)
+    assert np.array_equal(trim_leading_silence(loud, 8000), loud)
+    assert np.array_equal(trim_leading_silence(silent, 8000), silent)
+    assert trim_leading_silence(np.zeros(0, dtype=np.int16), 8000).size == 0

@@ -102,7 +102,7 @@ def test_reply_metrics_pairs_replies_with_caller_turns() -> None:
 
 
 def test_level_result_counts_and_summarizes() -> None:
-    good = _report([1.1, 1.3], _record(METRICS, METRICS))
+    good = _report([1.1, 1.3], _record(METRICS, dict(METRICS, speculative=1)))
     assert good.server is not None
     good.server["events"] = [{"type": "ungrounded", "detail": {"reason": "price '$54'"}}]
     unanswered = _report([1.2, None], _record(METRICS))
@@ -111,6 +111,7 @@ def test_level_result_counts_and_summarizes() -> None:
     assert (result["completed"], result["failed"], result["rejected"]) == (1, 3, 1)
     assert (result["turns_answered"], result["turns_total"]) == (3, 4)
     assert result["replies_replaced"] == 1
+    assert result["answered_early"] == 1  # of the three answers, one was worked out at a pause
     assert result["v2v_heard_s"]["n"] == 3 and result["v2v_heard_s"]["max"] == pytest.approx(1.32)
     assert result["stages"]["stt_s"]["n"] == 3
     assert result["stages"]["transport_s"]["p50"] == pytest.approx(1.22 - 1.05)
