@@ -1,0 +1,140 @@
+"""The Live page across boxes, through two real servers sharing the real Redis and PostgreSQL:
+box A in this process, box B a process of its own (so it can be killed outright). B's calls
+show on A's ``/api/v1/live`` and A's SSE stream with their transcript as it is spoken; A's
+console hangs up B's call; a killed B's calls leave A's view once its heartbeat expires."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from appliance.config import Settings
+from appliance.web.app import create_app
+from appliance.web.runtime import Runtime
+from tests.conftest import api_auth, make_settings, running_server
+from tests.console.test_live_stream import Watcher
+from tests.web.fake_engines import FakeSet
+from tests.web.twilio_client import SILENCE, greeted_call, tone
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def box_settings(tmp_path: Path, name: str, redis_url: str, postgres_url: str,
+                 cluster_name: str) -> Settings:
+    return make_settings(tmp_path / name, box_id=name, redis_url=redis_url,
+                         database_url=postgres_url, cluster_name=cluster_name,
+                         cluster_heartbeat_s=0.2, cluster_box_ttl_s=1.0)
+
+
+@pytest.fixture
+def box_b(tmp_path: Path, redis_url: str, postgres_url: str,
+          cluster_name: str) -> Iterator[tuple[str, Settings, subprocess.Popen[bytes]]]:
+    """Box B in its own process: base URL, settings, the process."""
+    settings = box_settings(tmp_path, "b", redis_url, postgres_url, cluster_name)
+    path = tmp_path / "b.json"
+    path.write_bytes(msgspec.json.encode(settings))
+    with open(tmp_path / "b.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.web.fake_box", str(path)],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    base = f"http://127.0.0.1:{settings.port}"
+    try:
+        wait_until(lambda: proc.poll() is not None or _ready(base), timeout=120)
+        assert proc.poll() is None, (tmp_path / "b.log").read_text()
+        yield base, settings, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_until(predicate: Any, timeout: float = 30.0) -> None:
+    async def poll() -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.1)
+    asyncio.run(poll())
+
+
+def live_on(base: str) -> list[dict[str, Any]]:
+    return httpx.get(f"{base}/api/v1/live", headers=api_auth(base), timeout=5).json()
+
+
+def test_every_box_sees_every_call_hangs_it_up_and_forgets_a_dead_box(
+        tmp_path: Path, redis_url: str, postgres_url: str, cluster_name: str,
+        box_b: tuple[str, Settings, subprocess.Popen[bytes]]) -> None:
+    b, settings_b, proc_b = box_b
+    settings_a = box_settings(tmp_path, "a", redis_url, postgres_url, cluster_name)
+    app = create_app(settings_a, FakeSet().load)
+    runtime_a: Runtime = app.state.runtime
+    with running_server(app, settings_a) as a:
+        wait_until(lambda: {box["box"] for box in httpx.get(f"{a}/healthz").json()["cluster"]}
+                   == {"a", "b"})
+
+        async def run() -> None:
+            async with httpx.AsyncClient(base_url=a, headers=api_auth(a)) as client:
+                watcher = Watcher(client)
+                await watcher.wait_for(lambda: watcher.of("snapshot"))
+                # A call B holds, seen from A as it happens: opened, greeted, asked, answered.
+                call_sid, stream = await greeted_call(b, settings_b)
+                assert call_sid not in runtime_a.sessions
+                await watcher.wait_for(lambda: any(
+                    c["call_sid"] == call_sid for c in watcher.of("call")
+                    + [c for s in watcher.of("snapshot") for c in s]), timeout=30)
+                await stream.send_audio(SILENCE * 10 + tone(1.0) + SILENCE * 40)
+                await watcher.wait_for(lambda: any(
+                    line["call_sid"] == call_sid and line["text"] == "See you then."
+                    for line in watcher.of("line")), timeout=30)
+                listed = (await client.get("/api/v1/live")).json()
+                assert [(c["call_sid"], c["box"], c["from_number"]) for c in listed] == [
+                    (call_sid, "b", "+15550001111")]
+                spoken = [t["text"] for t in listed[0]["turns"]]
+                asked = spoken.index("What time do you open tomorrow?")
+                assert spoken[0].startswith("Thanks for calling")
+                assert spoken[asked + 1:] == ["We open at nine.", "See you then."]
+                await stream.ack_marks()
+
+                # A's operator hangs up B's call: B does it (closing the media socket).
+                hangup = await client.post(f"/api/v1/live/{call_sid}/hangup")
+                assert hangup.status_code == 200, hangup.text
+                async with asyncio.timeout(30):
+                    while stream.ws.close_code is None:
+                        await asyncio.sleep(0.05)
+                stream._reader.cancel()
+                await watcher.wait_for(lambda: {"call_sid": call_sid} in watcher.of("ended"),
+                                       timeout=30)
+                missing = await client.post(f"/api/v1/live/{call_sid}/hangup")
+                assert missing.status_code == 404
+
+                # Another call on B, then B dies without a word: A forgets it.
+                doomed, doomed_stream = await greeted_call(b, settings_b)
+                await watcher.wait_for(lambda: any(
+                    c["call_sid"] == doomed for c in watcher.of("call")), timeout=30)
+                proc_b.send_signal(signal.SIGKILL)
+                await watcher.wait_for(lambda: {"call_sid": doomed} in watcher.of("ended"),
+                                       timeout=30)
+                doomed_stream._reader.cancel()
+                await watcher.close()
+
+        asyncio.run(run())
+        assert live_on(a) == []
+        actions = [r["action"] for r in httpx.get(f"{a}/api/v1/audit", headers=api_auth(a),
+                                                  timeout=5).json()]
+        assert actions[0] == "call.hangup"
