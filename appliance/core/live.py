@@ -161,8 +161,8 @@ class LiveFeed:
     # --- the other boxes' calls (web.cluster_live) ---------------------------------------------
 
     def remote_call(self, call: LiveCall) -> None:
-        """A call opened on another box (or seen again after a resynchronisation)."""
-        if call.call_sid not in self.calls:
+        """A call opened on another box; one known already (its hash was read first) stays."""
+        if call.call_sid not in self.calls and call.call_sid not in self.remote:
             self.remote[call.call_sid] = call
             self._publish("call", call.to_json())
 

@@ -138,3 +138,119 @@ def test_every_box_sees_every_call_hangs_it_up_and_forgets_a_dead_box(
         actions = [r["action"] for r in httpx.get(f"{a}/api/v1/audit", headers=api_auth(a),
                                                   timeout=5).json()]
         assert actions[0] == "call.hangup"
+
+
+class FakeSession:
+    def __init__(self, call_sid: str) -> None:
+        self.call_sid, self.done = call_sid, []
+
+    async def hang_up(self) -> None:
+        self.done.append("hangup")
+
+    async def transfer(self, number: str) -> None:
+        self.done.append(f"transfer {number}")
+
+
+class Box:
+    """A cluster member without a web server: its cluster, live view and runtime."""
+
+    def __init__(self, tmp_path: Path, name: str, redis_url: str, cluster_name: str,
+                 **overrides: Any) -> None:
+        from appliance.web.cluster import Cluster
+        from appliance.web.cluster_live import ClusterLive
+
+        self.settings = make_settings(tmp_path / name, box_id=name, redis_url=redis_url,
+                                      cluster_name=cluster_name, cluster_heartbeat_s=0.1,
+                                      cluster_box_ttl_s=1.0, **overrides)
+        self.runtime = Runtime.create(self.settings)
+        self.cluster = Cluster.from_settings(self.settings, lambda: False)
+        self.live = ClusterLive(self.cluster, self.runtime)
+        self.feed = self.runtime.live
+
+    async def __aenter__(self) -> Box:
+        await self.cluster.start()
+        await self.live.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.live.stop()
+        await self.cluster.stop()
+
+
+async def until(predicate: Any, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+def test_an_operator_action_runs_on_the_box_holding_the_call(
+        tmp_path: Path, redis_url: str, cluster_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.web import cluster_live
+    from appliance.web.runtime import ActionRefused
+
+    monkeypatch.setattr(cluster_live, "COMMAND_TIMEOUT_S", 1.0)
+
+    async def run() -> None:
+        async with Box(tmp_path, "x", redis_url, cluster_name) as x, \
+                Box(tmp_path, "y", redis_url, cluster_name, transfer_number="+15550009999") as y:
+            session = FakeSession("CY1")
+            y.runtime.sessions["CY1"] = session
+            y.feed.opened("CY1", "media-streams")
+            y.feed.line("CY1", "assistant", "Hello.")
+            await until(lambda: x.live.holder("CY1") == "y")
+            await x.live.act("CY1", "transfer")
+            await x.live.act("CY1", "hangup")
+            assert session.done == ["transfer +15550009999", "hangup"]
+            del y.runtime.sessions["CY1"]  # ended on y before its view caught up
+            with pytest.raises(LookupError):
+                await x.live.act("CY1", "hangup")
+            with pytest.raises(LookupError):
+                await x.live.act("CZ9", "hangup")  # no box holds it
+            for task in y.live._tasks:  # y stops listening: the request is not answered
+                task.cancel()
+            with pytest.raises(ActionRefused, match="box y holding the call did not answer"):
+                await x.live.act("CY1", "hangup")
+
+    asyncio.run(run())
+
+
+def test_publishing_never_waits_for_redis_and_catches_up_once_it_answers(
+        tmp_path: Path, cluster_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import shutil
+
+    from tests.conftest import free_port
+
+    caplog.set_level(logging.INFO, "appliance.web.cluster_live")
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def run() -> list[dict[str, Any]]:
+        async with Box(tmp_path, "x", url, cluster_name) as x:
+            x.feed.opened("CX1", "relay")  # Redis is down: the call goes on regardless
+            for n in range(3000):  # more than the queue holds
+                x.feed.line("CX1", "assistant", f"line {n}")
+            await until(lambda: "cannot publish this box's live calls" in caplog.text)
+            assert [c["call_sid"] for c in x.feed.snapshot()] == ["CX1"]
+            redis = await asyncio.create_subprocess_exec(
+                server, "--port", str(port), "--save", "", "--appendonly", "no",
+                stdout=asyncio.subprocess.DEVNULL)
+            try:
+                async with Box(tmp_path, "y", url, cluster_name) as y:
+                    await until(lambda: y.live.holder("CX1") == "x")
+                    x.feed.line("CX1", "user", "Still there?")
+                    await until(lambda: y.feed.remote["CX1"].said == 3001)
+                    return y.feed.snapshot()
+            finally:
+                redis.kill()
+                await redis.wait()
+
+    seen = asyncio.run(run())
+    assert seen[0]["turns"][-2:] == [{"role": "assistant", "text": "line 2999"},
+                                     {"role": "user", "text": "Still there?"}]
+    assert caplog.text.count("cannot publish this box's live calls") == 1
+    assert "publishing this box's live calls again" in caplog.text
