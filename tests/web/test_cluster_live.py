@@ -142,7 +142,8 @@ def test_every_box_sees_every_call_hangs_it_up_and_forgets_a_dead_box(
 
 class FakeSession:
     def __init__(self, call_sid: str) -> None:
-        self.call_sid, self.done = call_sid, []
+        self.call_sid = call_sid
+        self.done: list[str] = []
 
     async def hang_up(self) -> None:
         self.done.append("hangup")
