@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance.auth import Principal
+from appliance.bench import probes
 from appliance.console import insights as insight
 from appliance.console import queries
 from appliance.console.kbadmin import answer_path
+from appliance.console.metrics import InMemory
 from appliance.console.state import Console
 from appliance.kb import KbError
 from appliance.web.runtime import ActionRefused
@@ -129,8 +131,12 @@ def app_version() -> str:
         return "unknown (not installed)"
 
 
-def system(console: Console) -> dict[str, Any]:
+async def system(console: Console) -> dict[str, Any]:
+    """Health for the System page: models, loop lag, the fail-over breakers (``tts``/``llm``,
+    only those configured with a fail-over) and GPU memory (None without nvidia-smi)."""
     runtime = console.runtime
+    breakers = {slot: state.value for slot, state in InMemory.of(runtime).breakers.items()}
+    gpus = await asyncio.to_thread(probes.gpu_memory)
     status = "ready" if runtime.engines else ("failed" if runtime.load_error else "loading")
     return {
         "version": app_version(),
@@ -141,6 +147,8 @@ def system(console: Console) -> dict[str, Any]:
         "active_calls": len(runtime.calls.active),
         "max_calls": console.settings.max_calls,
         "loop_lag": runtime.loop_lag.stats(),
+        "breakers": breakers,
+        "gpus": gpus,
         "settings": console.settings.redacted(),
     }
 
