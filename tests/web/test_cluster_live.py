@@ -73,6 +73,12 @@ def wait_until(predicate: Any, timeout: float = 30.0) -> None:
     asyncio.run(poll())
 
 
+def shown(watcher: Watcher, call_sid: str) -> bool:
+    """The stream has shown ``call_sid`` opening (or in a fresh snapshot)."""
+    return any(c["call_sid"] == call_sid for c in watcher.of("call")
+               + [c for snapshot in watcher.of("snapshot") for c in snapshot])
+
+
 def live_on(base: str) -> list[dict[str, Any]]:
     return httpx.get(f"{base}/api/v1/live", headers=api_auth(base), timeout=5).json()
 
@@ -95,9 +101,7 @@ def test_every_box_sees_every_call_hangs_it_up_and_forgets_a_dead_box(
                 # A call B holds, seen from A as it happens: opened, greeted, asked, answered.
                 call_sid, stream = await greeted_call(b, settings_b)
                 assert call_sid not in runtime_a.sessions
-                await watcher.wait_for(lambda: any(
-                    c["call_sid"] == call_sid for c in watcher.of("call")
-                    + [c for s in watcher.of("snapshot") for c in s]), timeout=30)
+                await watcher.wait_for(lambda: shown(watcher, call_sid), timeout=30)
                 await stream.send_audio(SILENCE * 10 + tone(1.0) + SILENCE * 40)
                 await watcher.wait_for(lambda: any(
                     line["call_sid"] == call_sid and line["text"] == "See you then."
@@ -125,8 +129,7 @@ def test_every_box_sees_every_call_hangs_it_up_and_forgets_a_dead_box(
 
                 # Another call on B, then B dies without a word: A forgets it.
                 doomed, doomed_stream = await greeted_call(b, settings_b)
-                await watcher.wait_for(lambda: any(
-                    c["call_sid"] == doomed for c in watcher.of("call")), timeout=30)
+                await watcher.wait_for(lambda: shown(watcher, doomed), timeout=30)
                 proc_b.send_signal(signal.SIGKILL)
                 await watcher.wait_for(lambda: {"call_sid": doomed} in watcher.of("ended"),
                                        timeout=30)
