@@ -76,6 +76,24 @@ def _nvidia_smi(*args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def gpu_memory() -> list[dict[str, Any]] | None:
+    """Each GPU's name and memory used / total (MiB), or None without nvidia-smi (the System
+    page: how much room the models leave). Blocks up to nvidia-smi's time: call off the loop."""
+    out = _nvidia_smi("--query-gpu=name,memory.used,memory.total",
+                      "--format=csv,noheader,nounits")
+    if out is None:
+        return None
+    gpus = []
+    for line in out.splitlines():
+        try:
+            name, used, total = (part.strip() for part in line.rsplit(",", 2))
+            gpus.append({"name": name, "used_mb": int(float(used)),
+                         "total_mb": int(float(total))})
+        except ValueError:
+            continue
+    return gpus
+
+
 async def gpu_memory_used_mb() -> float | None:
     """GPU memory in use on all GPUs (MB), or None without nvidia-smi."""
     out = await asyncio.to_thread(

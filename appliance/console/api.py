@@ -189,7 +189,7 @@ async def kb_ask(request: Request[Any, Any, Any],
 
 @get("/system", opt=ADMIN, summary="Health, version and effective settings (secrets redacted)")
 async def system(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return services.system(console_of(request))
+    return await services.system(console_of(request))
 
 
 @get("/audit", opt=ADMIN, summary="Admin actions, newest first")

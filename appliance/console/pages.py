@@ -235,7 +235,8 @@ async def kb_reingest(request: Request[Any, Any, Any]) -> Redirect:
 
 @get("/system", guards=[access_guard], opt=ADMIN)
 async def system_page(request: Request[Any, Any, Any]) -> Template:
-    return render(request, "system.html", nav="system", s=services.system(console_of(request)))
+    system = await services.system(console_of(request))
+    return render(request, "system.html", nav="system", s=system)
 
 
 @get("/audit", guards=[access_guard], opt=ADMIN)

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from appliance.auth import Principal
+from appliance.bench import probes
 from appliance.console import insights as insight
 from appliance.console import queries
 from appliance.console.kbadmin import answer_path
+from appliance.console.metrics import InMemory
 from appliance.console.state import Console
 from appliance.kb import KbError
+from appliance.web.runtime import ActionRefused
 
 
 class NotFound(LookupError):
@@ -102,22 +105,21 @@ async def with_callers(console: Console, calls: list[dict[str, Any]]) -> list[di
 
 async def live_action(console: Console, principal: Principal, call_sid: str,
                       action: str) -> None:
-    """Hang up or transfer a live call, as the agent's own tools would."""
-    session = console.runtime.sessions.get(call_sid)
-    if session is None:
+    """Hang up or transfer a live call, as the agent's own tools would; in a cluster, a call
+    another box holds is forwarded to that box (``web.cluster_live``)."""
+    runtime, others = console.runtime, console.runtime.cluster_live
+    if call_sid in runtime.sessions:
+        act = runtime.act
+    elif others is not None and others.holder(call_sid) is not None:
+        act = others.act
+    else:
         raise NotFound(f"no live call {call_sid}")
     try:
-        if action == "transfer":
-            number = console.settings.transfer_number
-            if not number:
-                raise Refused("no transfer number is configured (APPLIANCE_TRANSFER_NUMBER)")
-            await session.transfer(number)
-        else:
-            await session.hang_up()
-    except Refused:
-        raise
-    except Exception as err:
-        raise Refused(f"{action} failed: {err}") from err
+        await act(call_sid, action)
+    except LookupError as err:
+        raise NotFound(str(err)) from err
+    except ActionRefused as err:
+        raise Refused(str(err)) from err
     finally:
         await console.accounts(lambda a: a.audit(principal.name, f"call.{action}", call_sid))
 
@@ -129,8 +131,12 @@ def app_version() -> str:
         return "unknown (not installed)"
 
 
-def system(console: Console) -> dict[str, Any]:
+async def system(console: Console) -> dict[str, Any]:
+    """Health for the System page: models, loop lag, the fail-over breakers (``tts``/``llm``,
+    only those configured with a fail-over) and GPU memory (None without nvidia-smi)."""
     runtime = console.runtime
+    breakers = {slot: state.value for slot, state in InMemory.of(runtime).breakers.items()}
+    gpus = await asyncio.to_thread(probes.gpu_memory)
     status = "ready" if runtime.engines else ("failed" if runtime.load_error else "loading")
     return {
         "version": app_version(),
@@ -141,6 +147,8 @@ def system(console: Console) -> dict[str, Any]:
         "active_calls": len(runtime.calls.active),
         "max_calls": console.settings.max_calls,
         "loop_lag": runtime.loop_lag.stats(),
+        "breakers": breakers,
+        "gpus": gpus,
         "settings": console.settings.redacted(),
     }
 

@@ -10,6 +10,11 @@ connection) loses its backlog and gets a fresh snapshot instead: its page jumps 
 never notices. Publishing costs one dict and a few queue puts per event, a handful of events per
 turn; the 4-call benchmark with and without two watchers (``appliance bench
 --console-watchers``) is how that is checked.
+
+In a cluster (README "Scale-out") the feed also carries the other boxes' calls: ``listener``
+hands each local event to the web layer's Redis publisher (``web.cluster_live``), which merges
+the other boxes' events back in through the ``remote_*`` methods; every call is then tagged with
+the ``box`` that holds it. Without a cluster none of that is set and nothing changes.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import enum
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +48,21 @@ class LiveCall:
     started: float  # wall clock
     state: str = CallState.LISTENING.value
     lines: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=MAX_LINES))
+    box: str = ""  # the box holding the call, in a cluster
+    said: int = 0  # lines so far, counting those the deque dropped: other boxes skip repeats
 
     def to_json(self) -> dict[str, Any]:
-        return {"call_sid": self.call_sid, "mode": self.mode, "started": self.started,
+        data = {"call_sid": self.call_sid, "mode": self.mode, "started": self.started,
                 "state": self.state, "turns": list(self.lines)}
+        return data | {"box": self.box} if self.box else data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LiveCall:
+        """Another box's call as its publisher wrote it (``to_json`` plus ``said``)."""
+        turns = [{"role": str(t["role"]), "text": str(t["text"])} for t in data["turns"]]
+        return cls(str(data["call_sid"]), str(data["mode"]), float(data["started"]),
+                   str(data["state"]), deque(turns, maxlen=MAX_LINES), str(data["box"]),
+                   int(data["said"]))
 
 
 class FeedClosed(RuntimeError):
@@ -99,7 +116,10 @@ class LiveFeed:
     :meth:`close`, which a signal handler may call."""
 
     def __init__(self) -> None:
-        self.calls: dict[str, LiveCall] = {}
+        self.calls: dict[str, LiveCall] = {}  # this box's
+        self.remote: dict[str, LiveCall] = {}  # the other boxes' (a cluster)
+        self.box = ""  # this box's name, set in a cluster: calls are tagged with it
+        self.listener: Callable[[str, dict[str, Any]], None] | None = None  # local events
         self._subscribers: set[Subscription] = set()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -107,14 +127,14 @@ class LiveFeed:
     # --- publishing (the call recorder) ------------------------------------------------------
 
     def opened(self, call_sid: str, mode: str) -> None:
-        call = self.calls[call_sid] = LiveCall(call_sid, mode, time.time())
-        self._publish("call", call.to_json())
+        call = self.calls[call_sid] = LiveCall(call_sid, mode, time.time(), box=self.box)
+        self._local("call", call.to_json())
 
     def state(self, call_sid: str, state: CallState) -> None:
         call = self.calls.get(call_sid)
         if call is not None and call.state != state.value:
             call.state = state.value
-            self._publish("state", {"call_sid": call_sid, "state": state.value})
+            self._local("state", {"call_sid": call_sid, "state": state.value})
 
     def line(self, call_sid: str, role: str, text: str) -> None:
         """A caller utterance (``user``) or an agent sentence as spoken (``assistant``)."""
@@ -122,20 +142,69 @@ class LiveFeed:
         if call is not None and text:
             line = {"role": role, "text": text}
             call.lines.append(line)
-            self._publish("line", {"call_sid": call_sid, **line})
+            call.said += 1
+            self._local("line", {"call_sid": call_sid, **line})
 
     def closed(self, call_sid: str) -> None:
         if self.calls.pop(call_sid, None) is not None:
-            self._publish("ended", {"call_sid": call_sid})
+            self._local("ended", {"call_sid": call_sid})
+
+    def _local(self, event: str, data: dict[str, Any]) -> None:
+        self._publish(event, data)
+        if self.listener is not None:
+            self.listener(event, data)
 
     def _publish(self, event: str, data: dict[str, Any]) -> None:
         for subscriber in self._subscribers:
             subscriber.offer((event, data))
 
+    # --- the other boxes' calls (web.cluster_live) ---------------------------------------------
+
+    def remote_call(self, call: LiveCall) -> None:
+        """A call opened on another box; one known already (its hash was read first) stays."""
+        if call.call_sid not in self.calls and call.call_sid not in self.remote:
+            self.remote[call.call_sid] = call
+            self._publish("call", call.to_json())
+
+    def remote_state(self, call_sid: str, state: str) -> None:
+        call = self.remote.get(call_sid)
+        if call is not None and call.state != state:
+            call.state = state
+            self._publish("state", {"call_sid": call_sid, "state": state})
+
+    def remote_line(self, call_sid: str, role: str, text: str, said: int) -> None:
+        """Line number ``said`` of a remote call; one its snapshot already had is skipped."""
+        call = self.remote.get(call_sid)
+        if call is not None and said > call.said:
+            call.said = said
+            call.lines.append({"role": role, "text": text})
+            self._publish("line", {"call_sid": call_sid, "role": role, "text": text})
+
+    def remote_ended(self, call_sid: str) -> None:
+        if self.remote.pop(call_sid, None) is not None:
+            self._publish("ended", {"call_sid": call_sid})
+
+    def remote_box(self, box: str, calls: list[LiveCall] | None) -> None:
+        """Box ``box``'s calls are now exactly ``calls`` (None: the box is gone): calls it no
+        longer has end, the others are replaced, and every watcher gets a fresh snapshot."""
+        for call_sid in [sid for sid, c in self.remote.items() if c.box == box]:
+            if calls is None:
+                self.remote_ended(call_sid)
+            else:
+                del self.remote[call_sid]
+        if calls is not None:
+            self.remote.update((c.call_sid, c) for c in calls if c.call_sid not in self.calls)
+            for subscriber in self._subscribers:
+                subscriber.offer((RESYNC, None))
+
+    def remote_boxes(self) -> set[str]:
+        return {call.box for call in self.remote.values()}
+
     # --- watching ------------------------------------------------------------------------------
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return [call.to_json() for call in self.calls.values()]
+        """This box's calls, then the other boxes' (a cluster)."""
+        return [call.to_json() for calls in (self.calls, self.remote) for call in calls.values()]
 
     def subscribe(self) -> Subscription:
         """A new watcher; its first event is a snapshot. FeedClosed once draining."""

@@ -37,6 +37,7 @@ from appliance.telephony import twilio_relay as tr
 from appliance.telephony.sids import is_call_sid
 from appliance.web import twiml
 from appliance.web.cluster import admit, cluster_from_settings
+from appliance.web.cluster_live import ClusterLive
 from appliance.web.hosts import allowed_hosts, host_allow_list
 from appliance.web.media_socket import handle_media_socket
 from appliance.web.relay_socket import handle_relay_socket
@@ -269,6 +270,7 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
         settings, lambda: runtime.draining or runtime.engines is None)
     if runtime.cluster is not None:
         runtime.calls = runtime.cluster.slots
+        runtime.cluster_live = ClusterLive(runtime.cluster, runtime)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -276,6 +278,8 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
         await _repair_recordings(runtime)
         if runtime.cluster is not None:
             await runtime.cluster.start()
+        if runtime.cluster_live is not None:
+            await runtime.cluster_live.start()
         runtime.loop_lag.start()
         task = asyncio.create_task(_load(runtime, load_engines))
         try:
@@ -288,6 +292,8 @@ def create_app(settings: Settings, load_engines: EngineLoader) -> Litestar:
                 runtime.engines.workers.shutdown()
                 if isinstance(runtime.engines.tts, Closable):
                     await runtime.engines.tts.aclose()  # the cloud voice's kept-alive connection
+            if runtime.cluster_live is not None:
+                await runtime.cluster_live.stop()
             if runtime.cluster is not None:
                 await runtime.cluster.stop()
             await runtime.store.close()

@@ -66,12 +66,14 @@ redis.call('DEL', KEYS[1])
 return ''
 """
 
-# KEYS: box hash, slots zset, boxes set. ARGV: id, url, capacity, draining, ttl ms, pending ms,
-# then the live calls' sids. Returns the calls this box holds.
+# KEYS: box hash, slots zset, boxes set, live-calls hash (web.cluster_live). ARGV: id, url,
+# capacity, draining, ttl ms, pending ms, then the live calls' sids.
+# Returns the calls this box holds.
 _BEAT = _NOW + """
 redis.call('HSET', KEYS[1], 'url', ARGV[2], 'capacity', ARGV[3], 'draining', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[5]))
 for i = 7, #ARGV do redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[i]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]) * 2)
@@ -158,12 +160,16 @@ class Cluster:
                                          socket_connect_timeout=2.0, decode_responses=True)
         return cls(settings, client, draining)
 
-    def _key(self, kind: str, box: str) -> str:
+    def key(self, kind: str, box: str) -> str:
         return f"{self._prefix}:{kind}:{box}"
 
     @property
-    def _boxes_key(self) -> str:
+    def boxes_key(self) -> str:
         return f"{self._prefix}:boxes"
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
 
     # --- membership ---------------------------------------------------------------------------
 
@@ -179,8 +185,8 @@ class Cluster:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         try:
-            await self._redis.delete(self._key("box", self.box))
-            await self._redis.srem(self._boxes_key, self.box)
+            await self._redis.delete(self.key("box", self.box))
+            await self._redis.srem(self.boxes_key, self.box)
         except RedisError as err:
             log.warning("cluster: could not leave cleanly (%s); the box times out instead", err)
         await self._redis.aclose()
@@ -190,7 +196,8 @@ class Cluster:
         settings = self.settings
         ttl_ms = int(settings.cluster_box_ttl_s * 1000)
         return int(await self._beat(
-            keys=[self._key("box", self.box), self._key("slots", self.box), self._boxes_key],
+            keys=[self.key("box", self.box), self.key("slots", self.box), self.boxes_key,
+                  self.key("live", self.box)],
             args=[self.box, settings.public_base_url, settings.max_calls,
                   int(self._draining()), ttl_ms, int(settings.socket_ticket_s * 1000),
                   *sorted(self.slots.active)]))
@@ -228,7 +235,7 @@ class Cluster:
 
     async def _free(self, call_sid: str) -> None:
         try:
-            await self._redis.zrem(self._key("slots", self.box), call_sid)
+            await self._redis.zrem(self.key("slots", self.box), call_sid)
         except RedisError as err:
             log.warning("cluster: could not free call %s's slot (%s); it expires", call_sid, err)
 
@@ -236,13 +243,13 @@ class Cluster:
 
     async def pool(self) -> list[BoxState]:
         """Every live box with its load, this one included; dead boxes are forgotten."""
-        ids = sorted(str(m) for m in await self._redis.smembers(self._boxes_key))
+        ids = sorted(str(m) for m in await self._redis.smembers(self.boxes_key))
         seconds, micros = await self._redis.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         async with self._redis.pipeline(transaction=False) as pipe:
             for box in ids:
-                pipe.hgetall(self._key("box", box))
-                pipe.zcount(self._key("slots", box), f"({now_ms}", "+inf")  # unexpired claims
+                pipe.hgetall(self.key("box", box))
+                pipe.zcount(self.key("slots", box), f"({now_ms}", "+inf")  # unexpired claims
             replies = await pipe.execute()
         states, dead = [], []
         for box, info, calls in zip(ids, replies[::2], replies[1::2], strict=True):
@@ -252,7 +259,7 @@ class Cluster:
             states.append(BoxState(box, info["url"], int(info["capacity"]), int(calls),
                                    info.get("draining") == "1"))
         if dead:
-            await self._redis.srem(self._boxes_key, *dead)
+            await self._redis.srem(self.boxes_key, *dead)
         return states
 
     async def view(self) -> list[dict[str, Any]] | str:
@@ -275,7 +282,7 @@ class Cluster:
                         key=lambda b: (-b.room, b.box))
         claim_ms = int(self.settings.socket_ticket_s * 1000)
         for box in [*mine, *others]:
-            keys = [self._key("box", box.box), self._key("slots", box.box),
+            keys = [self.key("box", box.box), self.key("slots", box.box),
                     self._ticket_key(box.box, call_sid)]
             if await self._reserve(keys=keys, args=[call_sid, claim_ms, ticket_digest(ticket)]):
                 return box

@@ -24,6 +24,7 @@ from appliance.web.twilio_auth import SignatureChecker
 
 if TYPE_CHECKING:
     from appliance.web.cluster import Cluster
+    from appliance.web.cluster_live import ClusterLive
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class LiveSession(Protocol):
     async def hang_up(self) -> None: ...
 
     async def transfer(self, number: str) -> None: ...
+
+
+class ActionRefused(RuntimeError):
+    """An operator's hang-up or transfer that cannot be done; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,27 @@ class Runtime:
     cluster: Cluster | None = None  # several boxes sharing admission through Redis
     sessions: dict[str, LiveSession] = field(default_factory=dict)  # live, for the console
     live: LiveFeed = field(default_factory=LiveFeed)  # live calls as they happen, for watchers
+    cluster_live: ClusterLive | None = None  # every box's live calls in that feed (a cluster)
+
+    async def act(self, call_sid: str, action: str) -> None:
+        """Hang up or transfer (``action``) a call live on this box, as the agent's own tools
+        would: LookupError if it is not, ActionRefused if it cannot be done."""
+        session = self.sessions.get(call_sid)
+        if session is None:
+            raise LookupError(f"no live call {call_sid}")
+        try:
+            if action == "transfer":
+                number = self.settings.transfer_number
+                if not number:
+                    raise ActionRefused("no transfer number is configured "
+                                        "(APPLIANCE_TRANSFER_NUMBER)")
+                await session.transfer(number)
+            else:
+                await session.hang_up()
+        except ActionRefused:
+            raise
+        except Exception as err:
+            raise ActionRefused(f"{action} failed: {err}") from err
 
     def refuse(self, what: str, reason: str, detail: str = "") -> None:
         """Count one refused socket by reason (``/api/metrics``, the bench) and log it through

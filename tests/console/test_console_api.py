@@ -279,3 +279,28 @@ def test_knowledge_base_api_upload_ask_delete(settings: Settings, tmp_path) -> N
         assert admin.get("/api/v1/kb/documents").json() == []
         assert admin.post("/api/v1/kb/documents/delete",
                           json={"path": docs[0]["path"]}).status_code == 404
+
+
+def test_the_system_page_shows_gpu_memory_and_breakers(settings: Settings, tmp_path,
+                                                       monkeypatch) -> None:
+    """GPU memory as nvidia-smi reports it (a stand-in script here); no breaker without a
+    fail-over configured (the breakers' states: tests/web/test_tts_failover_call.py)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H200, 52301, 143771'\n")
+    smi.chmod(0o755)
+    with console_server(settings) as base:
+        as_admin = httpx.Client(base_url=base, headers={
+            "Authorization": f"Bearer {make_token(settings, 'admin')}"})
+        monkeypatch.setenv("PATH", str(bin_dir))
+        system = as_admin.get("/api/v1/system").json()
+        assert system["gpus"] == [{"name": "NVIDIA H200", "used_mb": 52301,
+                                   "total_mb": 143771}]
+        assert system["breakers"] == {}
+        admin, _ = login(base, ADMIN)
+        page = admin.get("/console/system").text
+        assert "NVIDIA H200 52301 / 143771 MiB" in page and "none configured" in page
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+        assert as_admin.get("/api/v1/system").json()["gpus"] is None
+        assert "no working nvidia-smi" in admin.get("/console/system").text

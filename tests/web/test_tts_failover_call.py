@@ -253,8 +253,13 @@ def test_metrics_count_the_voice_switch_and_show_the_breaker(
         tmp_path: Path, fake: FakeElevenLabs) -> None:
     rig = Rig(rig_settings(tmp_path, fake.base_url), fake, FakeTts(ms=400, chunk_ms=100))
     scraped: list[str] = []
-    rig.call(fake.go_offline, lambda base: scraped.append(
-        httpx.get(f"{base}/metrics", headers=api_auth(base)).text))
+    systems: list[dict[str, Any]] = []
+
+    def scrape(base: str) -> None:
+        scraped.append(httpx.get(f"{base}/metrics", headers=api_auth(base)).text)
+        systems.append(httpx.get(f"{base}/api/v1/system", headers=api_auth(base)).json())
+
+    rig.call(fake.go_offline, scrape)
     metrics = scraped[0]
     switched = 'appliance_tts_provider_switches_total{from="elevenlabs",reason="error",to="piper"}'
     assert f"{switched} 1.0" in metrics
@@ -263,6 +268,8 @@ def test_metrics_count_the_voice_switch_and_show_the_breaker(
               if line.startswith('appliance_breaker_state{breaker="tts"')}
     assert set(states) == {"closed", "open", "half-open", "disabled"}
     assert sum(states.values()) == 1  # one state at a time
+    # the System page shows the same state (no LLM breaker: the fake LLM has no fail-over)
+    assert systems[0]["breakers"] == {"tts": next(s for s, on in states.items() if on)}
     assert 'breaker="llm"' not in metrics  # the fake LLM has no fail-over
     assert 'appliance_worker_queue_depth{pool="stt"} 0.0' in metrics
 

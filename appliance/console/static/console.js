@@ -30,6 +30,7 @@ function renderLive(root, calls) {
       el("strong", {}, call.from_number || call.call_sid), " · ",
       el("span", {class: "state"}, call.state), " · ",
       el("span", {class: "duration", "data-since": call.since}, since(call.since)));
+    if (call.box) card.append(" · on ", el("span", {class: "box"}, call.box));  // a cluster
     if (admin) {
       ["hangup", "transfer"].forEach((action) => {
         const button = el("button", {class: "action"}, action === "hangup" ? "Hang up" : "Transfer");
