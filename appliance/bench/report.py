@@ -66,7 +66,8 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"{label:<34}" + "".join(f"{c:>{COL}}" for c in cells))
 
     row("", [f"{lv['calls']} call{'s' * (lv['calls'] > 1)}"
-             + (" +adv" if "adversary" in lv else "") for lv in levels])
+             + (" +adv" if "adversary" in lv else "") + (" +talk" if "talker" in lv else "")
+             for lv in levels])
     row("calls completed / failed", [f"{lv['completed']} / {lv['failed']}" for lv in levels])
     row("turns answered", [f"{lv['turns_answered']} / {lv['turns_total']}" for lv in levels])
     row("replies replaced (ungrounded)", [str(lv.get("replies_replaced", 0)) for lv in levels])
@@ -97,6 +98,10 @@ def table(result: dict[str, Any]) -> str:
     for lv in levels:
         if (adv := lv.get("adversary")) is not None:
             lines += adversary_lines(lv["calls"], adv)
+        if (talker := lv.get("talker")) is not None:
+            lines.append(f"endless talker beside {lv['calls']} call(s): {talker['ending']}")
+        if (vs := lv.get("vs_clean")) is not None:
+            lines.append(versus_line(lv["calls"], vs))
     warm = result.get("warmup")
     if warm:
         lines.append(f"warm-up call: voice-to-voice {_s(warm['v2v_heard_s'], ('p50',))} s, "
@@ -114,6 +119,15 @@ def adversary_lines(calls: int, adv: dict[str, Any]) -> list[str]:
             f"  server refused sockets: {counts(adv['refused_sockets'])}",
             f"  after it left: {adv['slots_used_after']} slot(s) used, "
             f"RSS {_num(adv['rss_after_mb'])} MB"]
+
+
+def versus_line(calls: int, vs: dict[str, float | None]) -> str:
+    """The good calls' latencies beside the attacker or talker, as multiples of the clean run's."""
+    def pair(name: str) -> str:
+        return "/".join(_num(vs.get(f"{name}_{stat}"), "{:.2f}") for stat in ("p50", "p95"))
+
+    return (f"  {calls} good call(s) vs the clean run, p50/p95 ×: "
+            f"voice-to-voice {pair('v2v_heard')}, STT {pair('stt')}, endpoint {pair('endpoint')}")
 
 
 def plot(result: dict[str, Any], path: str | Path) -> None:

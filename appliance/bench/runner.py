@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +63,7 @@ KEY_SETTINGS = (
     "endpoint_silence_ms", "min_speech_ms", "kb_top_k", "kb_context_chars", "hold_after_ms",
     "speculative_stt_ms", "turn_model", "turn_complete_ms", "turn_incomplete_ms", "turn_threshold",
 )
+TALK_FOREVER_S = 24 * 3600.0  # the endless talker talks until its level ends
 METRICS_PATH = "/api/metrics"  # the server's own loop lag (and pid, if it tells)
 
 
@@ -82,6 +84,8 @@ class BenchOptions:
     hold: bool = False  # keep the server's "one moment" hold phrase (see server_settings)
     barge_in_s: float | None = None  # callers talk over replies this long after they start
     adversary: bool = False  # each level twice: clean, then beside one misbehaving client
+    talker: bool = False  # each level again beside one caller who never stops talking
+    duration_s: float | None = None  # callers take turns for this long instead of ``turns``
 
 
 @dataclass
@@ -117,7 +121,8 @@ def server_settings(settings: Settings, data_dir: Path, port: int,
         mode="media-streams", validate_signatures=True,
         twilio_auth_token=secrets.token_hex(16),
         twilio_account_sid=settings.twilio_account_sid or new_sid("AC"),
-        max_calls=max(settings.max_calls, *opts.calls) + (1 if opts.adversary else 0),
+        max_calls=max(settings.max_calls, *opts.calls) + (1 if opts.adversary or opts.talker
+                                                          else 0),
         hold_after_ms=settings.hold_after_ms if opts.hold else 0)
 
 
@@ -337,6 +342,25 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
     }
 
 
+def max_turns(duration_s: float) -> int:
+    """Enough utterances for ``duration_s`` of turns: a turn takes well over 2 s (the shortest
+    line is 1.5 s, then the reply), so the caller stops on its clock, never for want of lines."""
+    return max(1, math.ceil(duration_s / 2))
+
+
+def versus(level: dict[str, Any], clean: dict[str, Any]) -> dict[str, float | None]:
+    """``level``'s good-call latencies as ratios of the clean level's (1.2: 20 % slower)."""
+    def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, stat: str) -> float | None:
+        x, y = (a or {}).get(stat), (b or {}).get(stat)
+        return round(x / y, 2) if x is not None and y else None
+
+    pairs = {"v2v_heard": (level["v2v_heard_s"], clean["v2v_heard_s"]),
+             **{key.removesuffix("_s"): (level["stages"].get(key), clean["stages"].get(key))
+                for key in ("stt_s", "endpoint_s")}}
+    return {f"{name}_{stat}": ratio(a, b, stat) for name, (a, b) in pairs.items()
+            for stat in ("p50", "p95")}
+
+
 @dataclass
 class Bench:
     """One benchmark run against one server."""
@@ -348,12 +372,20 @@ class Bench:
     lag: LoopLag = field(default_factory=LoopLag)
 
     def call_options(self, index: int, turns: int) -> CallOptions:
-        texts = utterances.script(index, turns) if index >= 0 else [utterances.WARMUP_LINE]
+        measured = index >= 0
+        if measured and self.opts.duration_s is not None:
+            turns = max_turns(self.opts.duration_s)
+        texts = utterances.script(index, turns) if measured else [utterances.WARMUP_LINE]
         said = tuple(self.lines[t] for t in texts)
         return CallOptions.from_settings(
             self.server.settings, base_url=self.server.base_url, utterances=said,
             turn_timeout_s=self.opts.turn_timeout_s,
-            interrupt_after_s=None if index < 0 else self.opts.barge_in_s)
+            interrupt_after_s=self.opts.barge_in_s if measured else None,
+            stop_after_s=self.opts.duration_s if measured else None)
+
+    def adversary(self) -> Adversary:
+        voice = b"".join(utterances.speech(self.lines[t]) for t in utterances.LINES)
+        return Adversary(self.server.base_url, self.server.settings, self.http, voice)
 
     async def one_call(self, index: int, turns: int, delay_s: float) -> CallReport:
         await asyncio.sleep(delay_s)
@@ -363,13 +395,8 @@ class Bench:
         """:meth:`level` with one :class:`Adversary` attacking throughout; what it tried, how
         the server ended its sockets, the server's refusals by reason and RSS after it left."""
         before = await server_metrics(self.http, self.server.base_url) or {}
-        adversary = Adversary(self.server.base_url, self.server.settings, self.http)
-        attacking = asyncio.create_task(adversary.run(), name="adversary")
-        try:
-            result = await self.level(calls, turns)
-        finally:
-            attacking.cancel()
-            await asyncio.gather(attacking, return_exceptions=True)
+        adversary = self.adversary()
+        result = await self.level_beside(adversary.run(), calls, turns)
         await asyncio.sleep(self.opts.level_pause_s + self.server.settings.start_timeout_s)
         after = await server_metrics(self.http, self.server.base_url) or {}
         refused = Counter(after.get("refused_sockets", {}))
@@ -380,6 +407,31 @@ class Bench:
                                "slots_used_after": after.get("slots_used"),
                                "rss_after_mb": settled and round(settled.rss_mb, 1)}
         return result
+
+    async def talker_level(self, calls: int, turns: int) -> dict[str, Any]:
+        """:meth:`level` beside one admitted caller who talks without a pause from start to end:
+        whether a call that never stops talking takes more than its share of the STT, VAD and
+        turn workers shows in the good calls' STT and end-of-turn times against the clean
+        level's."""
+        talker = self.adversary()
+        ending: list[str] = []
+
+        async def talk() -> None:
+            ending.append(await talker.talk(TALK_FOREVER_S))
+
+        result = await self.level_beside(talk(), calls, turns)
+        result["talker"] = {"ending": ending[0] if ending else "talking until the level ended"}
+        return result
+
+    async def level_beside(self, other: Coroutine[Any, Any, None], calls: int,
+                           turns: int) -> dict[str, Any]:
+        """:meth:`level` with ``other`` running throughout (started first, cancelled after)."""
+        running = asyncio.create_task(other, name="beside")
+        try:
+            return await self.level(calls, turns)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
 
     async def level(self, calls: int, turns: int, warmup: bool = False) -> dict[str, Any]:
         """``calls`` callers at once (staggered), ``turns`` turns each; figures for the level."""
@@ -419,8 +471,9 @@ class Bench:
 
 async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     """The whole benchmark: utterances, server, warm-up, each level; the JSON-able result."""
-    needed = [t for i in range(max(opts.calls)) for t in utterances.script(i, opts.turns)]
-    needed.append(utterances.WARMUP_LINE)
+    turns = max_turns(opts.duration_s) if opts.duration_s is not None else opts.turns
+    needed = [t for i in range(max(opts.calls)) for t in utterances.script(i, turns)]
+    needed += [utterances.WARMUP_LINE, *utterances.LINES]
     lines = await asyncio.to_thread(utterances.load, settings, needed)  # before the server runs
     result: dict[str, Any] = {
         "schema": SCHEMA,
@@ -428,7 +481,8 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
         "machine": probes.machine_info(),
         "options": {"calls": list(opts.calls), "turns": opts.turns, "stagger_s": opts.stagger_s,
                     "warmup": opts.warmup, "url": opts.url, "hold": opts.hold,
-                    "barge_in_s": opts.barge_in_s, "adversary": opts.adversary},
+                    "barge_in_s": opts.barge_in_s, "adversary": opts.adversary,
+                    "talker": opts.talker, "duration_s": opts.duration_s},
     }
     server_cm = (external_server(settings, opts.url, opts) if opts.url
                  else spawned_server(settings, opts))
@@ -454,11 +508,18 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
             for calls in opts.calls:
                 await asyncio.sleep(opts.level_pause_s)
                 log.info("level: %d concurrent call(s), %d turn(s) each", calls, opts.turns)
-                result["levels"].append(await bench.level(calls, opts.turns))
+                clean = await bench.level(calls, opts.turns)
+                result["levels"].append(clean)
                 if opts.adversary:
                     await asyncio.sleep(opts.level_pause_s)
                     log.info("the same level beside one misbehaving client")
-                    result["levels"].append(await bench.attacked_level(calls, opts.turns))
+                    attacked = await bench.attacked_level(calls, opts.turns)
+                    result["levels"].append(attacked | {"vs_clean": versus(attacked, clean)})
+                if opts.talker:
+                    await asyncio.sleep(opts.level_pause_s)
+                    log.info("the same level beside one caller who never stops talking")
+                    talked = await bench.talker_level(calls, opts.turns)
+                    result["levels"].append(talked | {"vs_clean": versus(talked, clean)})
         finally:
             await bench.lag.stop()
     result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--adversary", action="store_true",
         help="run each level twice: clean, then beside one misbehaving socket client cycling "
         "through attacks (idle, forged, garbage, socket bursts, audio flood, endless talker)")
+    add("--talker", action="store_true",
+        help="run each level again beside one admitted caller who talks without a pause for "
+        "the whole level; reports the good calls' STT and end-of-turn times against the clean "
+        "run's")
+    add("--duration", type=_positive, metavar="S",
+        help="callers keep taking turns for S seconds instead of --turns (a soak)")
     add("--turn-timeout", type=float, default=20.0, metavar="S",
         help="give up on a reply after S seconds (default 20)")
     parser.set_defaults(func=bench)
@@ -80,6 +86,10 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--barge-in-ms", str(args.barge_in_ms)]
     if args.adversary:
         parts.append("--adversary")
+    if args.talker:
+        parts.append("--talker")
+    if args.duration:
+        parts += ["--duration", str(args.duration)]
     return " ".join(parts)
 
 
@@ -88,7 +98,8 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
                         stagger_s=args.stagger_ms / 1000, warmup=args.warmup,
                         turn_timeout_s=args.turn_timeout, hold=args.hold,
                         barge_in_s=args.barge_in_ms / 1000 if args.barge_in_ms else None,
-                        adversary=args.adversary)
+                        adversary=args.adversary, talker=args.talker,
+                        duration_s=float(args.duration) if args.duration else None)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the table
     try:
         result = asyncio.run(run_bench(settings, opts))

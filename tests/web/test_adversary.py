@@ -6,13 +6,20 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from appliance.bench import adversary as adv
 from appliance.bench.report import adversary_lines
+from appliance.core.audio import pcm16_to_ulaw8k
 from appliance.web.app import create_app
 from tests.conftest import api_auth, make_settings, running_server
 from tests.web.fake_engines import FakeSet
+
+
+# A tone: speech to the fake VAD, which goes by energy (Silero does not take it for speech).
+VOICE = pcm16_to_ulaw8k((9000 * np.sin(2 * np.pi * 220 * np.arange(4000) / 8000))
+                        .astype(np.int16), 8000)
 
 
 def test_every_attack_is_refused_and_leaves_no_slot(tmp_path: Path,
@@ -22,7 +29,7 @@ def test_every_attack_is_refused_and_leaves_no_slot(tmp_path: Path,
 
     async def attack(base: str) -> tuple[dict[str, str], dict]:
         async with httpx.AsyncClient() as http:
-            client = adv.Adversary(base, settings, http)
+            client = adv.Adversary(base, settings, http, VOICE)
             endings = {name: await run() for name, run in client.attacks.items()}
             await asyncio.sleep(0.5)
             return endings, (await http.get(f"{base}/api/metrics", headers=api_auth(base))).json()
