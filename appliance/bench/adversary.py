@@ -165,12 +165,12 @@ class Adversary:
                                           "media": {"payload": payload}}))
                 await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))
             await ws.send(json.dumps({"event": "stop"}))
-            await ws.close()
         except ConnectionClosed:
             return ws.close_reason or "closed"
-        finally:
+        finally:  # cancelled too (the level ended): hang up, or the call holds its slot
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)
+            await ws.close()
         return "completed: talked until done"
 
 

@@ -16,7 +16,6 @@ from appliance.web.app import create_app
 from tests.conftest import api_auth, make_settings, running_server
 from tests.web.fake_engines import FakeSet
 
-
 # A tone: speech to the fake VAD, which goes by energy (Silero does not take it for speech).
 VOICE = pcm16_to_ulaw8k((9000 * np.sin(2 * np.pi * 220 * np.arange(4000) / 8000))
                         .astype(np.int16), 8000)
