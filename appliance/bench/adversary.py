@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 RADIO_S = 20.0  # how long the caller who never stops talking talks, per round
 CLOSE_WAIT_S = 30.0  # longest an attack waits for the server to close its socket
+ACCEPTED = "accepted: the server started a call without a webhook"
 
 
 class Adversary:
@@ -63,7 +64,10 @@ class Adversary:
                 await asyncio.sleep(0.2)
 
     def result(self) -> dict[str, object]:
-        return {"tried": dict(self.tried), "endings": dict(self.endings)}
+        """What it tried, how each socket ended, and how many the server took for a call
+        without a ticket from the webhook (the target is 0)."""
+        return {"tried": dict(self.tried), "endings": dict(self.endings),
+                "accepted_without_webhook": self.endings[_kind(ACCEPTED)]}
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -139,7 +143,7 @@ class Adversary:
                 await ws.send(json.dumps({"event": "media", "media": {"payload": second}}))
         except ConnectionClosed:
             pass
-        return await _closed(ws)
+        return await _closed(ws, admitted=True)
 
     async def _radio(self) -> str:
         return await self.talk(RADIO_S)
@@ -187,11 +191,15 @@ async def _echo_marks(ws: ClientConnection, stream_sid: str) -> None:
         return
 
 
-async def _closed(ws: ClientConnection) -> str:
-    """Read until the server closes ``ws`` (or give up and close it); how it ended."""
+async def _closed(ws: ClientConnection, admitted: bool = False) -> str:
+    """Read until the server closes ``ws`` (or give up and close it); how it ended. Audio on a
+    socket no webhook ``admitted`` means the server started a call for it: "accepted"."""
     try:
         while True:
-            await asyncio.wait_for(ws.recv(), CLOSE_WAIT_S)
+            message = await asyncio.wait_for(ws.recv(), CLOSE_WAIT_S)
+            if not admitted and '"media"' in str(message):
+                await ws.close()
+                return ACCEPTED
     except ConnectionClosed:
         return ws.close_reason or "closed"
     except TimeoutError:

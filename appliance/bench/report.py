@@ -115,7 +115,8 @@ def adversary_lines(calls: int, adv: dict[str, Any]) -> list[str]:
         return ", ".join(f"{k} {v}" for k, v in sorted(values.items())) or "none"
 
     return [f"adversary beside {calls} call(s): tried {counts(adv['tried'])}",
-            f"  its sockets ended: {counts(adv['endings'])}",
+            f"  its sockets ended: {counts(adv['endings'])}; calls started without a "
+            f"webhook: {adv.get('accepted_without_webhook', 'n/a')}",
             f"  server refused sockets: {counts(adv['refused_sockets'])}",
             f"  after it left: {adv['slots_used_after']} slot(s) used, "
             f"RSS {_num(adv['rss_after_mb'])} MB"]
@@ -127,7 +128,8 @@ def versus_line(calls: int, vs: dict[str, float | None]) -> str:
         return "/".join(_num(vs.get(f"{name}_{stat}"), "{:.2f}") for stat in ("p50", "p95"))
 
     return (f"  {calls} good call(s) vs the clean run, p50/p95 ×: "
-            f"voice-to-voice {pair('v2v_heard')}, STT {pair('stt')}, endpoint {pair('endpoint')}")
+            f"voice-to-voice {pair('v2v_heard')}, STT {pair('stt')}, endpoint {pair('endpoint')}"
+            f"; server RSS at the end {_num(vs.get('rss_end'), '{:.2f}')}")
 
 
 def plot(result: dict[str, Any], path: str | Path) -> None:

@@ -357,8 +357,11 @@ def versus(level: dict[str, Any], clean: dict[str, Any]) -> dict[str, float | No
     pairs = {"v2v_heard": (level["v2v_heard_s"], clean["v2v_heard_s"]),
              **{key.removesuffix("_s"): (level["stages"].get(key), clean["stages"].get(key))
                 for key in ("stt_s", "endpoint_s")}}
-    return {f"{name}_{stat}": ratio(a, b, stat) for name, (a, b) in pairs.items()
-            for stat in ("p50", "p95")}
+    out = {f"{name}_{stat}": ratio(a, b, stat) for name, (a, b) in pairs.items()
+           for stat in ("p50", "p95")}
+    # the server's memory at the end against its warm level (the clean level's end)
+    out["rss_end"] = ratio(level.get("server"), clean.get("server"), "rss_end_mb")
+    return out
 
 
 @dataclass

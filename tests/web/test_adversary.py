@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from appliance.bench import adversary as adv
+from appliance.bench.adversary import ACCEPTED
 from appliance.bench.report import adversary_lines
 from appliance.core.audio import pcm16_to_ulaw8k
 from appliance.web.app import create_app
@@ -41,6 +42,7 @@ def test_every_attack_is_refused_and_leaves_no_slot(tmp_path: Path,
                      # each nested frame is refused on its own (the socket is not ended for it):
                      "nested-json": "no start within 0.5 s", "burst": "no start within 0.5 s",
                      "audio-flood": "audio-flood", "radio": "completed"}
+    assert ACCEPTED not in endings.values()
     assert metrics["slots_used"] == 0 and metrics["active_calls"] == 0
     assert metrics["refused_sockets"]["no-start"] >= 15  # idle, garbage, nested, 12 at once
     lines = adversary_lines(2, {"tried": {"idle": 1}, "endings": {"no-start": 1},
