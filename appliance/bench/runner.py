@@ -64,6 +64,10 @@ KEY_SETTINGS = (
     "speculative_stt_ms", "turn_model", "turn_complete_ms", "turn_incomplete_ms", "turn_threshold",
 )
 TALK_FOREVER_S = 24 * 3600.0  # the endless talker talks until its level ends
+# 0.3 s between the talker's sentences: a pause the server acts on (transcribe, ask the turn
+# model) yet no end of turn without the model's say. With no breath at all the talker cost no
+# STT: nothing ended its utterance but the 20 s ceiling, and each round lasted 20 s.
+BREATH_FRAMES = 15
 METRICS_PATH = "/api/metrics"  # the server's own loop lag (and pid, if it tells)
 
 
@@ -387,7 +391,9 @@ class Bench:
             stop_after_s=self.opts.duration_s if measured else None)
 
     def adversary(self) -> Adversary:
-        voice = b"".join(utterances.speech(self.lines[t]) for t in utterances.LINES)
+        """The misbehaving client; its talker says the bench's lines with a breath between."""
+        breath = utterances.SILENCE * BREATH_FRAMES
+        voice = b"".join(utterances.speech(self.lines[t]) + breath for t in utterances.LINES)
         return Adversary(self.server.base_url, self.server.settings, self.http, voice)
 
     async def one_call(self, index: int, turns: int, delay_s: float) -> CallReport:

@@ -36,6 +36,7 @@ LINES: tuple[str, ...] = (
 WARMUP_LINE = "Do you have free Wi-Fi in the waiting room?"
 
 RATE = 8000
+SILENCE = b"\xff" * 160  # one 20 ms frame of μ-law silence
 WAVE_FORMAT_MULAW = 7
 
 
