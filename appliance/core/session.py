@@ -27,6 +27,7 @@ from appliance.core.events import ErrorCode, EventSink, StageError, StageEventTy
 from appliance.core.listener import MIN_UTTERANCE_SAMPLES, Listener
 from appliance.core.playout import CallTransport, Playout
 from appliance.core.recorder import CallRecorder
+from appliance.core.share import WorkerShare
 from appliance.core.speaking import Speaker
 from appliance.core.spoken import AgentTurn
 from appliance.core.turns import TurnEvent
@@ -93,7 +94,9 @@ class CallSession:
         self.playout = Playout(transport, clock, on_audio=self._on_audio_out)
         self.speaker = Speaker(engines.tts, engines.phrases, self.playout, self.recorder, clock)
         self._listener = self._new_listener()
-        self._stt = OneAtATime(engines.workers.stt)  # this call's share of the STT workers
+        self._stt = OneAtATime(engines.workers.stt)  # one job of this call in the STT pool...
+        self.stt_share = WorkerShare.of_pool(  # ...and no more than its share of their time
+            clock, engines.workers.stt._max_workers, settings.max_calls)
         self._listener_deaths = 0
         self._pending_audio: list[np.ndarray] = []  # the utterance a running turn answers
         self._early_stt: asyncio.Future[Transcript] | None = None  # started at a pause
@@ -244,7 +247,15 @@ class CallSession:
 
     def _transcribe(self, audio: np.ndarray, *, early: bool) -> asyncio.Future[Transcript]:
         self.recorder.stage(StageEventType.STT_START, early=early)
-        return asyncio.ensure_future(self._stt.run(self.engines.stt.transcribe, audio))
+        return asyncio.ensure_future(self._transcribe_in_share(audio))
+
+    async def _transcribe_in_share(self, audio: np.ndarray) -> Transcript:
+        """Transcribe once this call is within its share of STT time; a request cancelled
+        while it waits (the caller spoke on) never reaches the pool."""
+        await self.stt_share.wait_turn()
+        transcribe = self.stt_share.timed(self.engines.stt.transcribe,
+                                          asyncio.get_running_loop())
+        return await self._stt.run(transcribe, audio)
 
     # --- one turn -------------------------------------------------------------------------
 
