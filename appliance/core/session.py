@@ -22,12 +22,13 @@ import numpy as np
 
 from appliance.config import Settings
 from appliance.core.agent import Agent, Tool
+from appliance.core.audio import MODEL_RATE
 from appliance.core.clock import MONOTONIC, Clock
 from appliance.core.events import ErrorCode, EventSink, StageError, StageEventType, stage
 from appliance.core.listener import MIN_UTTERANCE_SAMPLES, Listener
 from appliance.core.playout import CallTransport, Playout
 from appliance.core.recorder import CallRecorder
-from appliance.core.share import WorkerShare
+from appliance.core.share import AudioShare
 from appliance.core.speaking import Speaker
 from appliance.core.spoken import AgentTurn
 from appliance.core.turns import TurnEvent
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 INBOX_FRAMES = 250  # 5 s of audio; beyond this the caller's frames are dropped, not queued
 LISTENER_RESTARTS = 3  # a listener that keeps dying ends the call (after the apology)
 NO_SPEECH_PROB = 0.8  # Whisper's own doubt above which an utterance is taken for noise
+# A call's share of transcription (see core/share.py): 2 s of audio a second of call, 30 s of
+# burst (a maximal 20 s utterance re-transcribed once). The endless talker asked for 13 s a second.
+STT_RATE = 2.0
+STT_BURST_S = 30.0
 
 
 class State(enum.Enum):
@@ -95,8 +100,7 @@ class CallSession:
         self.speaker = Speaker(engines.tts, engines.phrases, self.playout, self.recorder, clock)
         self._listener = self._new_listener()
         self._stt = OneAtATime(engines.workers.stt)  # one job of this call in the STT pool...
-        self.stt_share = WorkerShare.of_pool(  # ...and no more than its share of their time
-            clock, engines.workers.stt._max_workers, settings.max_calls)
+        self.stt_share = AudioShare(clock, STT_RATE, STT_BURST_S)  # ...and its share over time
         self._listener_deaths = 0
         self._pending_audio: list[np.ndarray] = []  # the utterance a running turn answers
         self._early_stt: asyncio.Future[Transcript] | None = None  # started at a pause
@@ -252,10 +256,8 @@ class CallSession:
     async def _transcribe_in_share(self, audio: np.ndarray) -> Transcript:
         """Transcribe once this call is within its share of STT time; a request cancelled
         while it waits (the caller spoke on) never reaches the pool."""
-        await self.stt_share.wait_turn()
-        transcribe = self.stt_share.timed(self.engines.stt.transcribe,
-                                          asyncio.get_running_loop())
-        return await self._stt.run(transcribe, audio)
+        await self.stt_share.take(audio.size / MODEL_RATE)
+        return await self._stt.run(self.engines.stt.transcribe, audio)
 
     # --- one turn -------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from appliance.core import session as session_module
 from appliance.core.agent import Conversation
 from appliance.core.events import StageEventType as E
 from appliance.core.playout import MARK_WAIT_S, MAX_OUTSTANDING_MARKS, Playout
@@ -260,44 +261,25 @@ async def test_the_outbox_is_bounded_and_a_peer_that_stops_reading_ends_the_call
     await asyncio.gather(transport.sender, return_exceptions=True)
 
 
-class SlowStt(FakeStt):
-    """Each transcription runs until the test lets it go (the test moves the clock meanwhile)."""
-
-    def __init__(self) -> None:
-        super().__init__([QUESTION])
-        self.started = 0
-        self.go = threading.Semaphore(0)
-
-    def transcribe(self, audio16k: np.ndarray) -> Transcript:
-        self.started += 1
-        self.go.acquire(timeout=30)
-        return super().transcribe(audio16k)
-
-
-async def test_a_caller_who_talks_on_is_held_to_its_share_of_stt_time(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, hold_after_ms=0, max_calls=4)
-    stt = SlowStt()
-    call = await start_call(settings, stt=stt, workers=Workers.sized(1, 4))  # 2 STT workers
+async def test_a_caller_who_talks_on_is_held_to_its_share_of_stt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_module, "STT_BURST_S", 3.0)  # 2 s of audio a second, 3 s burst
+    settings = make_settings(tmp_path, hold_after_ms=0)
+    stt = FakeStt([QUESTION])
+    call = await start_call(settings, stt=stt)
     share = call.session.stt_share
     try:
         await call.greeted()
-        call.say(tone(1.0) + SILENCE * 25)
-        await call.until(lambda: stt.started == 1, "the first transcription")
-        call.clock.advance(12.0)  # it keeps a worker 12 s: 2 s past its 10 s burst
-        stt.go.release()
-        await call.until(lambda: share.debt_s > 0, "the job charged")
-        assert (share.share, share.debt_s) == (0.5, 2.0)
-        call.say(tone(1.0) + SILENCE * 25)  # it talks on
-        await call.until(lambda: sum(t is E.STT_START for t in call.types()) == 2, "asked")
-        await settle()
-        assert stt.started == 1  # held back: not in the pool while it owes worker time
-        call.clock.advance(3.9)
-        await settle()
-        assert stt.started == 1
-        call.clock.advance(0.1)  # 2 s of debt repaid at half a worker: 4 s
-        await call.until(lambda: stt.started == 2, "the second transcription")
-        stt.go.release()
-        assert share.waited_s == 4.0
+        for _ in range(3):  # a sentence, a breath, on and on: each pause is transcribed
+            call.say(tone(1.0) + SILENCE * 25)
+            await call.until(lambda: call.session._inbox.empty(), "heard")
+            await settle()
+        asked = sum(t is E.STT_START for t in call.types())
+        done = len(stt.calls)
+        assert asked == 3 and done < asked  # the last one waits: the call owes audio
+        assert share.debt_s > 0 and call.clock.sleeping
+        call.clock.advance(share.debt_s / share.rate + 0.01)
+        await call.until(lambda: len(stt.calls) > done, "transcribed once repaid")
     finally:
-        stt.go.release()
         await call.end()
+    assert share.waited_s > 0
