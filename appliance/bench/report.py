@@ -36,6 +36,12 @@ def _num(value: Any, fmt: str = "{:.0f}") -> str:
     return "n/a" if value is None else fmt.format(value)
 
 
+def _turns(opts: dict[str, Any]) -> str:
+    if opts.get("duration_s"):
+        return f"turns for {opts['duration_s']:.0f} s per call"
+    return f"{opts['turns']} turn(s) per call"
+
+
 def header(result: dict[str, Any]) -> list[str]:
     m = result["machine"]
     gpu = ", ".join(m["gpu"]) if m.get("gpu") else "none"
@@ -52,7 +58,7 @@ def header(result: dict[str, Any]) -> list[str]:
         f", pid {server.get('pid') or 'n/a'})",
         f"models:   {models}",
         f"settings: {settings}",
-        f"run:      {opts['turns']} turn(s) per call, callers {opts['stagger_s']:.1f} s apart, "
+        f"run:      {_turns(opts)}, callers {opts['stagger_s']:.1f} s apart, "
         f"real-time; {warm}",
     ]
 

@@ -73,7 +73,8 @@ def _positive(value: str) -> int:
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (for the JSON and the README)."""
     parts = ["appliance"] + (["--config", args.config] if args.config else []) + [
-        "bench", "--calls", ",".join(map(str, args.calls)), "--turns", str(args.turns)]
+        "bench", "--calls", ",".join(map(str, args.calls))]
+    parts += ["--duration", str(args.duration)] if args.duration else ["--turns", str(args.turns)]
     if args.url:
         parts += ["--url", args.url]
     if args.stagger_ms != 300:
@@ -88,8 +89,6 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--adversary")
     if args.talker:
         parts.append("--talker")
-    if args.duration:
-        parts += ["--duration", str(args.duration)]
     return " ".join(parts)
 
 

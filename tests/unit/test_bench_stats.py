@@ -3,6 +3,7 @@ reports become level figures, the cached utterance files and the printed table."
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import tomllib
@@ -27,6 +28,7 @@ from appliance.bench.runner import (
 from appliance.bench.stats import LoopLag, percentile, summarize, turn_stages
 from appliance.caller.audio_source import Utterance
 from appliance.caller.report import CallFailed, CallReport, TurnReport
+from appliance.cli import bench_cmd
 from appliance.config import load_settings
 from appliance.core.audio import pcm16_to_ulaw8k
 
@@ -228,3 +230,16 @@ def test_a_soak_has_lines_enough_and_the_talker_talks_without_a_pause() -> None:
 
 def tone_frame() -> bytes:
     return pcm16_to_ulaw8k((8000 * np.sin(np.arange(160) / 3)).astype(np.int16), 8000)
+
+
+def test_a_soak_is_told_by_its_duration_in_the_table_and_the_command() -> None:
+    parser = argparse.ArgumentParser(prog="appliance")
+    parser.add_argument("--config")
+    bench_cmd.register(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(["bench", "--calls", "4", "--duration", "600", "--adversary",
+                              "--talker"])
+    assert bench_cmd.command_line(args) == ("appliance bench --calls 4 --duration 600 "
+                                            "--adversary --talker")
+    result = _result()
+    result["options"]["duration_s"] = 600.0
+    assert "turns for 600 s per call" in report.table(result)
