@@ -5,6 +5,10 @@ calls, and counts what it tried and how each socket ended. Most attacks need onl
 signature (which never changes, so anyone who saw it once has it); ``audio-flood`` and
 ``radio`` are a caller the webhook admitted (any phone caller can be one) who then abuses the
 call: one-second payloads as fast as the socket takes them, or a caller who never stops talking.
+
+The talker says real speech (the bench's own lines, back to back): a tone, which the first
+version sent, is not speech to Silero, so the server never heard a word of it (its call log held
+the greeting only) and the STT workers the attack was meant to load stayed idle.
 """
 
 from __future__ import annotations
@@ -17,26 +21,28 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import httpx
-import numpy as np
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from appliance.caller import twilio_wire as wire
 from appliance.caller.report import CallFailed, new_sid
 from appliance.config import Settings, signing_token
-from appliance.core.audio import FRAME_BYTES, pcm16_to_ulaw8k
+from appliance.core.audio import FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
 RADIO_S = 20.0  # how long the caller who never stops talking talks, per round
 CLOSE_WAIT_S = 30.0  # longest an attack waits for the server to close its socket
+ACCEPTED = "accepted: the server started a call without a webhook"
 
 
 class Adversary:
-    def __init__(self, base_url: str, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, base_url: str, settings: Settings, http: httpx.AsyncClient,
+                 voice: bytes) -> None:
         self.base_url = base_url
         self.settings = settings
         self.http = http
+        self.voice = voice  # 8 kHz μ-law speech the talker loops
         self.tried: Counter[str] = Counter()
         self.endings: Counter[str] = Counter()  # how the server ended each attack's socket
         self.attacks: dict[str, Callable[[], Awaitable[str]]] = {
@@ -58,7 +64,10 @@ class Adversary:
                 await asyncio.sleep(0.2)
 
     def result(self) -> dict[str, object]:
-        return {"tried": dict(self.tried), "endings": dict(self.endings)}
+        """What it tried, how each socket ended, and how many the server took for a call
+        without a ticket from the webhook (the target is 0)."""
+        return {"tried": dict(self.tried), "endings": dict(self.endings),
+                "accepted_without_webhook": self.endings[_kind(ACCEPTED)]}
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -134,35 +143,63 @@ class Adversary:
                 await ws.send(json.dumps({"event": "media", "media": {"payload": second}}))
         except ConnectionClosed:
             pass
-        return await _closed(ws)
+        return await _closed(ws, admitted=True)
 
     async def _radio(self) -> str:
+        return await self.talk(RADIO_S)
+
+    async def talk(self, seconds: float) -> str:
+        """An admitted caller who talks without a pause for ``seconds`` (:attr:`voice` looped,
+        in real time), reading the server's replies and echoing its marks as Twilio does."""
         try:
             call_sid, parameters = await self._admitted()
         except wire.Rejected:
             return "refused: busy"
-        ws = await self._start(call_sid, new_sid("MZ"), parameters)
-        t = np.arange(int(8000 * RADIO_S)) / 8000
-        voice = pcm16_to_ulaw8k((9000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16), 8000)
+        stream_sid = new_sid("MZ")
+        ws = await self._start(call_sid, stream_sid, parameters)
+        listening = asyncio.create_task(_echo_marks(ws, stream_sid))
         loop = asyncio.get_running_loop()
         started = loop.time()
+        frames = int(seconds / 0.02)
         try:
-            for n, i in enumerate(range(0, len(voice), FRAME_BYTES)):
-                payload = base64.b64encode(voice[i:i + FRAME_BYTES]).decode()
-                await ws.send(json.dumps({"event": "media", "media": {"payload": payload}}))
+            for n in range(frames):
+                i = n * FRAME_BYTES % (len(self.voice) - len(self.voice) % FRAME_BYTES)
+                payload = base64.b64encode(self.voice[i:i + FRAME_BYTES]).decode()
+                await ws.send(json.dumps({"event": "media", "streamSid": stream_sid,
+                                          "media": {"payload": payload}}))
                 await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - loop.time()))
             await ws.send(json.dumps({"event": "stop"}))
-            await ws.close()
         except ConnectionClosed:
-            pass
+            return ws.close_reason or "closed"
+        finally:  # cancelled too (the level ended): hang up, or the call holds its slot
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+            await ws.close()
         return "completed: talked until done"
 
 
-async def _closed(ws: ClientConnection) -> str:
-    """Read until the server closes ``ws`` (or give up and close it); how it ended."""
+async def _echo_marks(ws: ClientConnection, stream_sid: str) -> None:
+    """Read what the server sends; echo each mark (Twilio does once the audio before it has
+    played), so the server's reply bookkeeping runs as on a real call."""
+    try:
+        async for raw in ws:
+            message = json.loads(raw)
+            if message.get("event") == "mark":
+                await ws.send(json.dumps({"event": "mark", "streamSid": stream_sid,
+                                          "mark": message.get("mark", {})}))
+    except (ConnectionClosed, ValueError):
+        return
+
+
+async def _closed(ws: ClientConnection, admitted: bool = False) -> str:
+    """Read until the server closes ``ws`` (or give up and close it); how it ended. Audio on a
+    socket no webhook ``admitted`` means the server started a call for it: "accepted"."""
     try:
         while True:
-            await asyncio.wait_for(ws.recv(), CLOSE_WAIT_S)
+            message = await asyncio.wait_for(ws.recv(), CLOSE_WAIT_S)
+            if not admitted and '"media"' in str(message):
+                await ws.close()
+                return ACCEPTED
     except ConnectionClosed:
         return ws.close_reason or "closed"
     except TimeoutError:

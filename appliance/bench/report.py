@@ -36,6 +36,12 @@ def _num(value: Any, fmt: str = "{:.0f}") -> str:
     return "n/a" if value is None else fmt.format(value)
 
 
+def _turns(opts: dict[str, Any]) -> str:
+    if opts.get("duration_s"):
+        return f"turns for {opts['duration_s']:.0f} s per call"
+    return f"{opts['turns']} turn(s) per call"
+
+
 def header(result: dict[str, Any]) -> list[str]:
     m = result["machine"]
     gpu = ", ".join(m["gpu"]) if m.get("gpu") else "none"
@@ -52,7 +58,7 @@ def header(result: dict[str, Any]) -> list[str]:
         f", pid {server.get('pid') or 'n/a'})",
         f"models:   {models}",
         f"settings: {settings}",
-        f"run:      {opts['turns']} turn(s) per call, callers {opts['stagger_s']:.1f} s apart, "
+        f"run:      {_turns(opts)}, callers {opts['stagger_s']:.1f} s apart, "
         f"real-time; {warm}",
     ]
 
@@ -66,7 +72,7 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"{label:<34}" + "".join(f"{c:>{COL}}" for c in cells))
 
     row("", [f"{lv['calls']} call{'s' * (lv['calls'] > 1)}"
-             + (" +adv" if "adversary" in lv else "")
+             + (" +adv" if "adversary" in lv else "") + (" +talk" if "talker" in lv else "")
              + (f" +{lv['console_watchers']['watchers']}w" if "console_watchers" in lv else "")
              for lv in levels])
     row("calls completed / failed", [f"{lv['completed']} / {lv['failed']}" for lv in levels])
@@ -103,6 +109,10 @@ def table(result: dict[str, Any]) -> str:
             lines += adversary_lines(lv["calls"], adv)
         if (watchers := lv.get("console_watchers")) is not None:
             lines += watcher_lines(lv["calls"], watchers)
+        if (talker := lv.get("talker")) is not None:
+            lines.append(f"endless talker beside {lv['calls']} call(s): {talker['ending']}")
+        if (vs := lv.get("vs_clean")) is not None:
+            lines.append(versus_line(lv["calls"], vs))
     warm = result.get("warmup")
     if warm:
         lines.append(f"warm-up call: voice-to-voice {_s(warm['v2v_heard_s'], ('p50',))} s, "
@@ -116,7 +126,8 @@ def adversary_lines(calls: int, adv: dict[str, Any]) -> list[str]:
         return ", ".join(f"{k} {v}" for k, v in sorted(values.items())) or "none"
 
     return [f"adversary beside {calls} call(s): tried {counts(adv['tried'])}",
-            f"  its sockets ended: {counts(adv['endings'])}",
+            f"  its sockets ended: {counts(adv['endings'])}; calls started without a "
+            f"webhook: {adv.get('accepted_without_webhook', 'n/a')}",
             f"  server refused sockets: {counts(adv['refused_sockets'])}",
             f"  after it left: {adv['slots_used_after']} slot(s) used, "
             f"RSS {_num(adv['rss_after_mb'])} MB"]
@@ -137,6 +148,16 @@ def watcher_lines(calls: int, w: dict[str, Any]) -> list[str]:
             f"  voice-to-voice heard p95, s  {pair('v2v_heard_p95_s', 'v2v_ratio', '{:.2f}')}",
             f"  they got {events} live event(s), loaded {w['page_loads']} page(s)"
             + (f"; errors: {w['errors']}" if w["errors"] else "")]
+
+
+def versus_line(calls: int, vs: dict[str, float | None]) -> str:
+    """The good calls' latencies beside the attacker or talker, as multiples of the clean run's."""
+    def pair(name: str) -> str:
+        return "/".join(_num(vs.get(f"{name}_{stat}"), "{:.2f}") for stat in ("p50", "p95"))
+
+    return (f"  {calls} good call(s) vs the clean run, p50/p95 ×: "
+            f"voice-to-voice {pair('v2v_heard')}, STT {pair('stt')}, endpoint {pair('endpoint')}"
+            f"; server RSS at the end {_num(vs.get('rss_end'), '{:.2f}')}")
 
 
 def plot(result: dict[str, Any], path: str | Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -40,7 +41,7 @@ from appliance.bench import probes, utterances
 from appliance.bench.adversary import Adversary
 from appliance.bench.services import free_port
 from appliance.bench.stats import LoopLag, ms, summarize, turn_stages
-from appliance.bench.watchers import ConsoleWatchers, versus
+from appliance.bench.watchers import ConsoleWatchers, with_and_without
 from appliance.caller.audio_source import Utterance
 from appliance.caller.report import CallOptions, CallReport, new_sid, pair_turns
 from appliance.caller.twilio_sim import run_call
@@ -63,6 +64,11 @@ KEY_SETTINGS = (
     "endpoint_silence_ms", "min_speech_ms", "kb_top_k", "kb_context_chars", "hold_after_ms",
     "speculative_stt_ms", "turn_model", "turn_complete_ms", "turn_incomplete_ms", "turn_threshold",
 )
+TALK_FOREVER_S = 24 * 3600.0  # the endless talker talks until its level ends
+# 0.3 s between the talker's sentences: a pause the server acts on (transcribe, ask the turn
+# model) yet no end of turn without the model's say. With no breath at all the talker cost no
+# STT: nothing ended its utterance but the 20 s ceiling, and each round lasted 20 s.
+BREATH_FRAMES = 15
 METRICS_PATH = "/api/metrics"  # the server's own loop lag (and pid, if it tells)
 
 
@@ -84,6 +90,8 @@ class BenchOptions:
     barge_in_s: float | None = None  # callers talk over replies this long after they start
     adversary: bool = False  # each level twice: clean, then beside one misbehaving client
     console_watchers: int = 0  # each level twice: alone, then with this many Live-page viewers
+    talker: bool = False  # each level again beside one caller who never stops talking
+    duration_s: float | None = None  # callers take turns for this long instead of ``turns``
 
 
 @dataclass
@@ -113,7 +121,8 @@ def server_settings(settings: Settings, data_dir: Path, port: int,
         mode="media-streams", validate_signatures=True,
         twilio_auth_token=secrets.token_hex(16),
         twilio_account_sid=settings.twilio_account_sid or new_sid("AC"),
-        max_calls=max(settings.max_calls, *opts.calls) + (1 if opts.adversary else 0),
+        max_calls=max(settings.max_calls, *opts.calls) + (1 if opts.adversary or opts.talker
+                                                          else 0),
         hold_after_ms=settings.hold_after_ms if opts.hold else 0)
 
 
@@ -348,6 +357,28 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
     }
 
 
+def max_turns(duration_s: float) -> int:
+    """Enough utterances for ``duration_s`` of turns: a turn takes well over 2 s (the shortest
+    line is 1.5 s, then the reply), so the caller stops on its clock, never for want of lines."""
+    return max(1, math.ceil(duration_s / 2))
+
+
+def versus(level: dict[str, Any], clean: dict[str, Any]) -> dict[str, float | None]:
+    """``level``'s good-call latencies as ratios of the clean level's (1.2: 20 % slower)."""
+    def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, stat: str) -> float | None:
+        x, y = (a or {}).get(stat), (b or {}).get(stat)
+        return round(x / y, 2) if x is not None and y else None
+
+    pairs = {"v2v_heard": (level["v2v_heard_s"], clean["v2v_heard_s"]),
+             **{key.removesuffix("_s"): (level["stages"].get(key), clean["stages"].get(key))
+                for key in ("stt_s", "endpoint_s")}}
+    out = {f"{name}_{stat}": ratio(a, b, stat) for name, (a, b) in pairs.items()
+           for stat in ("p50", "p95")}
+    # the server's memory at the end against its warm level (the clean level's end)
+    out["rss_end"] = ratio(level.get("server"), clean.get("server"), "rss_end_mb")
+    return out
+
+
 @dataclass
 class Bench:
     """One benchmark run against one server."""
@@ -359,12 +390,22 @@ class Bench:
     lag: LoopLag = field(default_factory=LoopLag)
 
     def call_options(self, index: int, turns: int) -> CallOptions:
-        texts = utterances.script(index, turns) if index >= 0 else [utterances.WARMUP_LINE]
+        measured = index >= 0
+        if measured and self.opts.duration_s is not None:
+            turns = max_turns(self.opts.duration_s)
+        texts = utterances.script(index, turns) if measured else [utterances.WARMUP_LINE]
         said = tuple(self.lines[t] for t in texts)
         return CallOptions.from_settings(
             self.server.settings, base_url=self.server.base_url, utterances=said,
             turn_timeout_s=self.opts.turn_timeout_s,
-            interrupt_after_s=None if index < 0 else self.opts.barge_in_s)
+            interrupt_after_s=self.opts.barge_in_s if measured else None,
+            stop_after_s=self.opts.duration_s if measured else None)
+
+    def adversary(self) -> Adversary:
+        """The misbehaving client; its talker says the bench's lines with a breath between."""
+        breath = utterances.SILENCE * BREATH_FRAMES
+        voice = b"".join(utterances.speech(self.lines[t]) + breath for t in utterances.LINES)
+        return Adversary(self.server.base_url, self.server.settings, self.http, voice)
 
     async def one_call(self, index: int, turns: int, delay_s: float) -> CallReport:
         await asyncio.sleep(delay_s)
@@ -384,7 +425,7 @@ class Bench:
         """:meth:`level` with one :class:`Adversary` attacking throughout; what it tried, how
         the server ended its sockets, the server's refusals by reason and RSS after it left."""
         before = await server_metrics(self.http, self.server.base_url) or {}
-        adversary = Adversary(self.server.base_url, self.server.settings, self.http)
+        adversary = self.adversary()
         result = await self.level_beside(calls, turns, adversary.run())
         await asyncio.sleep(self.opts.level_pause_s + self.server.settings.start_timeout_s)
         after = await server_metrics(self.http, self.server.base_url) or {}
@@ -403,6 +444,21 @@ class Bench:
                                    self.opts.console_watchers)
         result = await self.level_beside(calls, turns, watchers.run())
         result["console_watchers"] = watchers.result()
+        return result
+
+    async def talker_level(self, calls: int, turns: int) -> dict[str, Any]:
+        """:meth:`level` beside one admitted caller who talks without a pause from start to end:
+        whether a call that never stops talking takes more than its share of the STT, VAD and
+        turn workers shows in the good calls' STT and end-of-turn times against the clean
+        level's."""
+        talker = self.adversary()
+        ending: list[str] = []
+
+        async def talk() -> None:
+            ending.append(await talker.talk(TALK_FOREVER_S))
+
+        result = await self.level_beside(calls, turns, talk())
+        result["talker"] = {"ending": ending[0] if ending else "talking until the level ended"}
         return result
 
     async def level(self, calls: int, turns: int, warmup: bool = False) -> dict[str, Any]:
@@ -457,8 +513,9 @@ async def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
 
 async def load_lines(settings: Settings, opts: BenchOptions) -> dict[str, Utterance]:
     """Every caller line the levels (and the warm-up) will speak, synthesized or cached."""
-    needed = [t for i in range(max(opts.calls)) for t in utterances.script(i, opts.turns)]
-    needed.append(utterances.WARMUP_LINE)
+    turns = max_turns(opts.duration_s) if opts.duration_s is not None else opts.turns
+    needed = [t for i in range(max(opts.calls)) for t in utterances.script(i, turns)]
+    needed += [utterances.WARMUP_LINE, *utterances.LINES]  # the talker says every line
     return await asyncio.to_thread(utterances.load, settings, needed)
 
 
@@ -476,7 +533,8 @@ async def measure(server: Server, opts: BenchOptions, lines: dict[str, Utterance
         "options": {"calls": list(opts.calls), "turns": opts.turns, "stagger_s": opts.stagger_s,
                     "warmup": opts.warmup, "url": opts.url, "hold": opts.hold,
                     "barge_in_s": opts.barge_in_s, "adversary": opts.adversary,
-                    "console_watchers": opts.console_watchers},
+                    "console_watchers": opts.console_watchers, "talker": opts.talker,
+                    "duration_s": opts.duration_s},
     }
     async with httpx.AsyncClient(timeout=10, trust_env=False,
                                  headers=api_headers(server.settings)) as http:
@@ -502,19 +560,25 @@ async def measure(server: Server, opts: BenchOptions, lines: dict[str, Utterance
             for calls in opts.calls:
                 await asyncio.sleep(opts.level_pause_s)
                 log.info("level: %d concurrent call(s), %d turn(s) each", calls, opts.turns)
-                alone = await bench.level(calls, opts.turns)
-                result["levels"].append(alone)
+                clean = await bench.level(calls, opts.turns)
+                result["levels"].append(clean)
                 if opts.console_watchers:
                     await asyncio.sleep(opts.level_pause_s)
                     log.info("the same level with %d console viewer(s) watching live",
                              opts.console_watchers)
                     watched = await bench.watched_level(calls, opts.turns)
-                    watched["console_watchers"]["versus_without"] = versus(alone, watched)
+                    watched["console_watchers"]["versus_without"] = with_and_without(clean, watched)
                     result["levels"].append(watched)
                 if opts.adversary:
                     await asyncio.sleep(opts.level_pause_s)
                     log.info("the same level beside one misbehaving client")
-                    result["levels"].append(await bench.attacked_level(calls, opts.turns))
+                    attacked = await bench.attacked_level(calls, opts.turns)
+                    result["levels"].append(attacked | {"vs_clean": versus(attacked, clean)})
+                if opts.talker:
+                    await asyncio.sleep(opts.level_pause_s)
+                    log.info("the same level beside one caller who never stops talking")
+                    talked = await bench.talker_level(calls, opts.turns)
+                    result["levels"].append(talked | {"vs_clean": versus(talked, clean)})
         finally:
             await bench.lag.stop()
     result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")

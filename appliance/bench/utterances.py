@@ -16,6 +16,7 @@ from pathlib import Path
 
 from appliance.caller.audio_source import AudioSourceError, Utterance, from_texts
 from appliance.config import Settings
+from appliance.core.audio import is_voiced
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ LINES: tuple[str, ...] = (
 WARMUP_LINE = "Do you have free Wi-Fi in the waiting room?"
 
 RATE = 8000
+SILENCE = b"\xff" * 160  # one 20 ms frame of μ-law silence
 WAVE_FORMAT_MULAW = 7
 
 
@@ -120,3 +122,10 @@ def load(settings: Settings, texts: Sequence[str]) -> dict[str, Utterance]:
                            b"".join(utterance.frames))
             out[utterance.label] = utterance
     return out
+
+
+def speech(utterance: Utterance) -> bytes:
+    """The utterance from its first voiced frame to its last: lines joined this way are one
+    caller talking without a pause (the endless talker's voice)."""
+    first = next(i for i, frame in enumerate(utterance.frames) if is_voiced(frame))
+    return b"".join(utterance.frames[first:utterance.last_voiced + 1])

@@ -77,7 +77,7 @@ class ConsoleWatchers:
                     self.errors[f"{path} {type(err).__name__}"] += 1
 
 
-def versus(without: dict[str, Any], watched: dict[str, Any]) -> dict[str, Any]:
+def with_and_without(without: dict[str, Any], watched: dict[str, Any]) -> dict[str, Any]:
     """The two figures the issue compares, without and with viewers, and their ratios."""
     def figures(level: dict[str, Any]) -> tuple[float | None, float | None]:
         lag = (level["loop_lag_ms"].get("server") or {}).get("p99")

@@ -47,6 +47,9 @@ class CallOptions:
     dtmf: str = ""  # keys pressed once the greeting has played
     out: str | None = None  # WAV of what the caller heard
     turn_timeout_s: float = 20.0
+    # Start no turn after this long in the call (the utterances not reached are left out of
+    # the report): a soak runs for a duration, not a number of turns. None: say them all.
+    stop_after_s: float | None = None
     greeting_quiet_s: float = 0.7
     reply_quiet_s: float = 1.0
     connect_timeout_s: float = 10.0

@@ -227,6 +227,11 @@ class _Stream:
             if turn.answer_tick is None and position >= max(turn.boundary, turn.answer_boundary):
                 turn.answer_tick = self.tick_count
 
+    @property
+    def elapsed_s(self) -> float:
+        """Call time so far, on the 20 ms clock."""
+        return self.tick_count * FRAME_S
+
     def quiet_for(self, seconds: float) -> bool:
         return self.playback.pending == 0 and self.quiet_ticks * FRAME_S >= seconds
 
@@ -246,6 +251,9 @@ class _Stream:
                 receiver, opts.turn_timeout_s, lambda: self.quiet_for(opts.reply_quiet_s)
             )
         for index, turn in enumerate(self.turns):
+            if opts.stop_after_s is not None and self.elapsed_s >= opts.stop_after_s:
+                del self.turns[index:], self.report.turns[index:]
+                break
             barge = opts.interrupt_after_s is not None and index + 1 < len(self.turns)
             await self._speak(receiver, turn)
             done = await self._listen(

@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run each level twice: alone, then with N logged-in console viewers holding the "
         "Live page's event stream open and reloading the Live page and calls list; reports "
         "server loop lag p99 and voice-to-voice p95 side by side")
+    add("--talker", action="store_true",
+        help="run each level again beside one admitted caller who talks without a pause for "
+        "the whole level; reports the good calls' STT and end-of-turn times against the clean "
+        "run's")
+    add("--duration", type=_positive, metavar="S",
+        help="callers keep taking turns for S seconds instead of --turns (a soak)")
     add("--turn-timeout", type=float, default=20.0, metavar="S",
         help="give up on a reply after S seconds (default 20)")
     scale = parser.add_argument_group(
@@ -93,7 +99,8 @@ def _positive(value: str) -> int:
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (for the JSON and the README)."""
     parts = ["appliance"] + (["--config", args.config] if args.config else []) + [
-        "bench", "--calls", ",".join(map(str, args.calls)), "--turns", str(args.turns)]
+        "bench", "--calls", ",".join(map(str, args.calls))]
+    parts += ["--duration", str(args.duration)] if args.duration else ["--turns", str(args.turns)]
     if args.url:
         parts += ["--url", args.url]
     if args.stagger_ms != 300:
@@ -106,6 +113,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--barge-in-ms", str(args.barge_in_ms)]
     if args.adversary:
         parts.append("--adversary")
+    if args.talker:
+        parts.append("--talker")
     if args.console_watchers:
         parts += ["--console-watchers", str(args.console_watchers)]
     if args.cluster:
@@ -122,7 +131,9 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
                         stagger_s=args.stagger_ms / 1000, warmup=args.warmup,
                         turn_timeout_s=args.turn_timeout, hold=args.hold,
                         barge_in_s=args.barge_in_ms / 1000 if args.barge_in_ms else None,
-                        adversary=args.adversary, console_watchers=args.console_watchers)
+                        adversary=args.adversary, talker=args.talker,
+                        duration_s=float(args.duration) if args.duration else None,
+                        console_watchers=args.console_watchers)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the table
     if args.cluster:
         return cluster_bench(args, settings, opts)

@@ -23,6 +23,7 @@ import numpy as np
 
 from appliance.config import Settings
 from appliance.core.agent import Agent, KeyPress, Reply, Tool
+from appliance.core.audio import MODEL_RATE
 from appliance.core.call_audio import CallTape, TapedTransport
 from appliance.core.clock import MONOTONIC, Clock
 from appliance.core.events import ErrorCode, EventSink, StageError, StageEventType, stage
@@ -32,6 +33,7 @@ from appliance.core.live import LiveFeed
 from appliance.core.playout import CallTransport, Playout
 from appliance.core.recorder import CallRecorder
 from appliance.core.redaction import redactor
+from appliance.core.share import AudioShare
 from appliance.core.speaking import Speaker
 from appliance.core.speculation import Speculation, said
 from appliance.core.spoken import AgentTurn
@@ -56,6 +58,10 @@ log = logging.getLogger(__name__)
 INBOX_FRAMES = 250  # 5 s of audio; beyond this the caller's frames are dropped, not queued
 LISTENER_RESTARTS = 3  # a listener that keeps dying ends the call (after the apology)
 NO_SPEECH_PROB = 0.8  # Whisper's own doubt above which an utterance is taken for noise
+# A call's share of transcription (see core/share.py): 2 s of audio a second of call, 30 s of
+# burst (a maximal 20 s utterance re-transcribed once). The endless talker asked for 13 s a second.
+STT_RATE = 2.0
+STT_BURST_S = 30.0
 
 
 @dataclass
@@ -97,7 +103,8 @@ class CallSession:
         self.playout = Playout(self.transport, clock, on_audio=self._on_audio_out)
         self.speaker = Speaker(engines.tts, engines.phrases, self.playout, self.recorder, clock)
         self._listener = self._new_listener()
-        self._stt = OneAtATime(engines.workers.stt)  # this call's share of the STT workers
+        self._stt = OneAtATime(engines.workers.stt)  # one job of this call in the STT pool...
+        self.stt_share = AudioShare(clock, STT_RATE, STT_BURST_S)  # ...and its share over time
         self._listener_deaths = 0
         self._pending_audio: list[np.ndarray] = []  # the utterance a running turn answers
         self._early: Speculation | None = None  # words and answer, started at a pause
@@ -328,8 +335,14 @@ class CallSession:
                     ) -> asyncio.Future[Transcript]:
         """Transcribe ``audio``: in the turn's task, or ``early`` (at a pause) with its ticket."""
         self.recorder.stage(StageEventType.STT_START, early=early is not None)
-        words = self._stt.run(self.engines.stt.transcribe, audio)
+        words = self._transcribe_in_share(audio)
         return ranked(early, words) if early is not None else asyncio.ensure_future(words)
+
+    async def _transcribe_in_share(self, audio: np.ndarray) -> Transcript:
+        """Transcribe once this call is within its share of STT time; a request cancelled
+        while it waits (the caller spoke on) never reaches the pool."""
+        await self.stt_share.take(audio.size / MODEL_RATE)
+        return await self._stt.run(self.engines.stt.transcribe, audio)
 
     # --- one turn -------------------------------------------------------------------------
 

@@ -46,7 +46,8 @@ def test_one_call_one_turn_writes_the_json(tmp_path: Path,
     assert result["settings"]["llm_threads"] == settings.llm_threads
     assert result["options"] == {"calls": [1], "turns": 1, "stagger_s": 0.3, "warmup": False,
                                  "url": None, "hold": False, "barge_in_s": None,
-                                 "adversary": False, "console_watchers": 0}
+                                 "adversary": False, "console_watchers": 0, "talker": False,
+                                 "duration_s": None}
     assert (level["calls"], level["completed"], level["failed"]) == (1, 1, 0)
     assert (level["turns_answered"], level["turns_total"]) == (1, 1)
     assert set(level["v2v_heard_s"]) == SUMMARY_KEYS and level["v2v_heard_s"]["n"] == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from appliance.core import session as session_module
 from appliance.core.agent import Conversation
 from appliance.core.events import StageEventType as E
 from appliance.core.playout import MARK_WAIT_S, MAX_OUTSTANDING_MARKS, Playout
@@ -258,3 +259,27 @@ async def test_the_outbox_is_bounded_and_a_peer_that_stops_reading_ends_the_call
     assert ended.result().startswith("peer stopped reading")
     transport.sender.cancel()
     await asyncio.gather(transport.sender, return_exceptions=True)
+
+
+async def test_a_caller_who_talks_on_is_held_to_its_share_of_stt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_module, "STT_BURST_S", 3.0)  # 2 s of audio a second, 3 s burst
+    settings = make_settings(tmp_path, hold_after_ms=0)
+    stt = FakeStt([QUESTION])
+    call = await start_call(settings, stt=stt)
+    share = call.session.stt_share
+    try:
+        await call.greeted()
+        for _ in range(3):  # a sentence, a breath, on and on: each pause is transcribed
+            call.say(tone(1.0) + SILENCE * 25)
+            await call.until(lambda: call.session._inbox.empty(), "heard")
+            await settle()
+        asked = sum(t is E.STT_START for t in call.types())
+        done = len(stt.calls)
+        assert asked == 3 and done < asked  # the last one waits: the call owes audio
+        assert share.debt_s > 0 and call.clock.sleeping
+        call.clock.advance(share.debt_s / share.rate + 0.01)
+        await call.until(lambda: len(stt.calls) > done, "transcribed once repaid")
+    finally:
+        await call.end()
+    assert share.waited_s > 0

@@ -3,6 +3,7 @@ reports become level figures, the cached utterance files and the printed table."
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import tomllib
@@ -16,16 +17,21 @@ from appliance.bench import report, utterances
 from appliance.bench.runner import (
     BenchOptions,
     level_result,
+    max_turns,
     reply_metrics,
     server_env,
     server_lag,
     server_settings,
     settings_toml,
+    versus,
 )
 from appliance.bench.stats import LoopLag, percentile, summarize, turn_stages
-from appliance.bench.watchers import versus
+from appliance.bench.watchers import with_and_without
+from appliance.caller.audio_source import Utterance
 from appliance.caller.report import CallFailed, CallReport, TurnReport
+from appliance.cli import bench_cmd
 from appliance.config import load_settings
+from appliance.core.audio import pcm16_to_ulaw8k
 
 METRICS = {"endpoint_s": 0.4, "stt_s": 0.3, "llm_ttft_s": 0.1, "first_sentence_s": 0.2,
            "tts_first_audio_s": 0.1, "v2v_s": 1.05, "tts_provider": "piper"}
@@ -209,7 +215,44 @@ def test_watched_versus_alone_compares_loop_lag_p99_and_v2v_p95() -> None:
         return {"loop_lag_ms": {"server": None if lag is None else {"p99": lag}},
                 "v2v_heard_s": {"p95": v2v}}
 
-    assert versus(level(10.0, 1.0), level(11.0, 1.2)) == {
+    assert with_and_without(level(10.0, 1.0), level(11.0, 1.2)) == {
         "loop_lag_p99_ms": [10.0, 11.0], "loop_lag_ratio": 1.1,
         "v2v_heard_p95_s": [1.0, 1.2], "v2v_ratio": 1.2}
-    assert versus(level(None, 1.0), level(5.0, None))["loop_lag_ratio"] is None
+    assert with_and_without(level(None, 1.0), level(5.0, None))["loop_lag_ratio"] is None
+
+
+def test_versus_gives_each_latency_as_a_multiple_of_the_clean_run() -> None:
+    def level(v2v: float, stt: float, rss: float | None) -> dict[str, Any]:
+        figures = {"p50": v2v, "p95": 2 * v2v}
+        return {"v2v_heard_s": figures, "server": {"rss_end_mb": rss},
+                "stages": {"stt_s": {"p50": stt, "p95": 2 * stt}, "endpoint_s": {"p50": None}}}
+
+    vs = versus(level(1.2, 0.5, 1100.0), level(1.0, 0.4, 1000.0))
+    assert (vs["v2v_heard_p50"], vs["v2v_heard_p95"]) == (1.2, 1.2)
+    assert (vs["stt_p50"], vs["stt_p95"], vs["rss_end"]) == (1.25, 1.25, 1.1)
+    assert vs["endpoint_p50"] is None  # a figure missing on either side has no ratio
+    assert "STT 1.25/1.25" in report.versus_line(4, vs) and "n/a" in report.versus_line(4, vs)
+
+
+def test_a_soak_has_lines_enough_and_the_talker_talks_without_a_pause() -> None:
+    assert max_turns(600) * 2 >= 600 and max_turns(1) == 1
+    silence, voiced = b"\xff" * 160, tone_frame()
+    said = Utterance("x", (silence, voiced, silence, voiced, silence), 3)
+    assert utterances.speech(said) == voiced + silence + voiced
+
+
+def tone_frame() -> bytes:
+    return pcm16_to_ulaw8k((8000 * np.sin(np.arange(160) / 3)).astype(np.int16), 8000)
+
+
+def test_a_soak_is_told_by_its_duration_in_the_table_and_the_command() -> None:
+    parser = argparse.ArgumentParser(prog="appliance")
+    parser.add_argument("--config")
+    bench_cmd.register(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(["bench", "--calls", "4", "--duration", "600", "--adversary",
+                              "--talker"])
+    assert bench_cmd.command_line(args) == ("appliance bench --calls 4 --duration 600 "
+                                            "--adversary --talker")
+    result = _result()
+    result["options"]["duration_s"] = 600.0
+    assert "turns for 600 s per call" in report.table(result)

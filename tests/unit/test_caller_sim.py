@@ -213,6 +213,22 @@ def test_two_turn_call_follows_the_twilio_protocol(tmp_path) -> None:
         assert wav.getnframes() == FRAME_BYTES * len(media)  # one played frame per tick
 
 
+def test_a_call_with_a_duration_starts_no_turn_after_it() -> None:
+    fake = FakeAppliance()
+    script = tuple(utterance(f"line {i}") for i in range(50))
+    # A turn takes over 0.5 s of call time (0.2 s said, 0.2 s to the end of turn, a 0.3 s
+    # reply, 0.3 s quiet after it): 50 never fit in 1.5 s.
+    report = asyncio.run(call(fake, utterances=script, stop_after_s=1.5))
+
+    assert report.ok, report
+    assert 1 <= len(report.turns) < len(script)
+    assert [t.said for t in report.turns] == [f"line {i}" for i in range(len(report.turns))]
+    said = [t for t in fake.turns if t["role"] == "user"]
+    assert len(said) == len(report.turns) and all(t.answered for t in report.turns)
+    nothing = asyncio.run(call(FakeAppliance(), utterances=script, stop_after_s=0.0))
+    assert nothing.ok and nothing.turns == []
+
+
 def test_barge_in_gets_a_clear_and_pending_marks_back() -> None:
     fake = FakeAppliance(reply_s=0.8)
     script = (utterance("one"), utterance("two"))
