@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from appliance.bench.stats import STAGE_LABELS, STAGES
+from appliance.bench.stats import PROMPT_LABELS, PROMPT_ROWS, STAGE_LABELS, STAGES
 
 # Stacked in the plot, in pipeline order; together they make up what the caller waits.
 STACK = ("endpoint_s", "stt_s", "retrieval_s", "other_s", "first_sentence_s", "tts_first_audio_s",
@@ -20,10 +20,11 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
     Path(path).write_text(json.dumps(result, indent=2) + "\n")
 
 
-def _s(summary: dict[str, Any] | None, keys: tuple[str, ...] = ("p50", "p95", "max")) -> str:
+def _s(summary: dict[str, Any] | None, keys: tuple[str, ...] = ("p50", "p95", "max"),
+       fmt: str = "{:.2f}") -> str:
     if not summary or not summary.get("n"):
         return "-"
-    return "/".join(f"{summary[k]:.2f}" for k in keys)
+    return "/".join(fmt.format(summary[k]) for k in keys)
 
 
 def _lag(value: dict[str, Any] | None) -> str:
@@ -85,6 +86,12 @@ def table(result: dict[str, Any]) -> str:
     row("voice-to-voice, first audio recv", [_s(lv["v2v_received_s"]) for lv in levels])
     for key in ROWS:
         row(f"  {STAGE_LABELS[key]}", [_s(lv["stages"].get(key)) for lv in levels])
+    if any("prompt" in lv for lv in levels):
+        lines.append("LLM first token split, generated answers, p50/p95/max:")
+        for key in PROMPT_ROWS:
+            fmt = "{:.2f}" if key == "prompt_eval_s" else "{:.0f}"
+            row(f"  {PROMPT_LABELS[key]}", [_s(lv.get("prompt", {}).get(key), fmt=fmt)
+                                            for lv in levels])
     if any(lv.get("barge_in_s", {}).get("n") for lv in levels):
         row("barge-in: talk over → reply stops", [_s(lv.get("barge_in_s")) for lv in levels])
     lines.append("event-loop lag p99, ms:")

@@ -40,7 +40,7 @@ import msgspec
 from appliance.bench import probes, utterances
 from appliance.bench.adversary import Adversary
 from appliance.bench.services import free_port
-from appliance.bench.stats import LoopLag, ms, summarize, turn_stages
+from appliance.bench.stats import LoopLag, ms, prompt_split, summarize, turn_stages
 from appliance.bench.watchers import ConsoleWatchers, with_and_without
 from appliance.caller.audio_source import Utterance
 from appliance.caller.report import CallOptions, CallReport, new_sid, pair_turns
@@ -303,6 +303,7 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
     received: list[float | None] = []
     barge_in: list[float | None] = []
     stages: dict[str, list[float | None]] = {}
+    prompts: dict[str, list[float | None]] = {}  # generated answers only
     errors: list[str] = []
     completed = rejected = answered = total = ungrounded = early = 0
     boxes: Counter[str] = Counter()  # which box held each call (a shared call log says)
@@ -336,6 +337,8 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
                                      else None)
             for key, value in values.items():
                 stages.setdefault(key, []).append(value)
+            for key, value in (prompt_split(metrics or {}) or {}).items():
+                prompts.setdefault(key, []).append(value)
         if outcome.greeting_s is None:
             errors.append(f"call {number}: no greeting heard")
     return {
@@ -352,6 +355,8 @@ def level_result(calls: int, outcomes: Sequence[CallReport | BaseException],
         "v2v_received_s": summarize(received).to_json(),
         "barge_in_s": summarize(barge_in).to_json(),
         "stages": {key: summarize(values).to_json() for key, values in stages.items()},
+        **({"prompt": {key: summarize(values).to_json() for key, values in prompts.items()}}
+           if prompts else {}),
         "errors": errors,
         **({"boxes": dict(sorted(boxes.items()))} if boxes else {}),
     }

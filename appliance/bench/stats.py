@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.store.metrics import STAGES
+from appliance.store.metrics import PROMPT_FIELDS, STAGES
 
 STAGE_LABELS = {
     "endpoint_s": "endpoint delay",
@@ -25,6 +25,18 @@ STAGE_LABELS = {
     "server_v2v_s": "server v2v",
     "transport_s": "socket + playout",
 }
+
+
+# How a generated answer's prompt was read: its first token's split (counts, then seconds).
+PROMPT_LABELS = {
+    "prompt_tokens": "prompt tokens",
+    "prompt_reused": "  reused from the cache",
+    "prompt_evaluated": "  read (evaluated)",
+    "prompt_eval_s": "prompt evaluation, s",
+    "prompt_tokens_per_s": "  tokens/s read",
+    "prompt_threads": "threads reading it",
+}
+PROMPT_ROWS = (*PROMPT_FIELDS, "prompt_tokens_per_s")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -85,6 +97,16 @@ def turn_stages(metrics: Mapping[str, Any]) -> dict[str, float | None]:
         out["other_s"] = max(0.0, v2v - spent)
     else:
         out["other_s"] = None
+    return out
+
+
+def prompt_split(metrics: Mapping[str, Any]) -> dict[str, float | None] | None:
+    """One turn's prompt reading, plus its speed; None for a turn the model did not write."""
+    if _num(metrics.get("prompt_tokens")) is None:
+        return None
+    out: dict[str, float | None] = {k: _num(metrics.get(k)) for k in PROMPT_FIELDS}
+    evaluated, seconds = out["prompt_evaluated"], out["prompt_eval_s"]
+    out["prompt_tokens_per_s"] = (evaluated / seconds if evaluated and seconds else None)
     return out
 
 

@@ -294,6 +294,7 @@ class RelaySession:
                     for sentence in sentences.push(token):
                         self.recorder.said(sentence)
                     await self.transport.send_text(token, last=False)
+            reply.measure(metrics)
             if exchange.turn is None:
                 raise StageError(ErrorCode.EMPTY_REPLY, "the model produced nothing to say")
             await self.transport.send_text("", last=True)

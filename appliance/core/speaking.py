@@ -67,6 +67,7 @@ class Speaker:
                 for sentence in chunker.flush():
                     ready(sentence)
             finally:
+                reply.measure(metrics)
                 sentences.put_nowait(None)
 
         producer = asyncio.create_task(produce())

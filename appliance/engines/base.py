@@ -99,6 +99,27 @@ class ToolSpec:
             "parameters": {"type": "object", "properties": {}}}}
 
 
+@dataclass(slots=True)
+class PromptUsage:
+    """How one reply's prompt was read, filled by the engine before its first token.
+
+    Passed in by the caller (the stream itself yields only text): the engine runs in a worker
+    thread, and the session copies this into the turn's metrics once the stream is done. None
+    where the engine cannot tell (a server that reports no usage).
+    """
+
+    tokens: int | None = None  # the whole prompt
+    reused: int | None = None  # its prefix already in the model's cache (not read again)
+    evaluated: int | None = None  # read this time: tokens - reused
+    eval_s: float | None = None  # reading them (prompt evaluation), before the first token
+    threads: int | None = None  # threads that read them (in-process only)
+
+    def fill(self, metrics: TurnMetrics) -> None:
+        metrics.prompt_tokens, metrics.prompt_reused = self.tokens, self.reused
+        metrics.prompt_evaluated, metrics.prompt_eval_s = self.evaluated, self.eval_s
+        metrics.prompt_threads = self.threads
+
+
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     name: str
@@ -118,11 +139,14 @@ class Llm(Protocol):
         max_tokens: int,
         temperature: float,
         session_id: str = "",
+        usage: PromptUsage | None = None,
     ) -> Generator[str, None, None]:
         """Blocking token stream: iterate it in a worker. Closing the generator stops generation.
 
         ``session_id`` lets a pool of model instances route a conversation back to the instance
-        that already holds its prompt prefix in cache.
+        that already holds its prompt prefix in cache. ``usage``, if given, is filled with how
+        the prompt was read (as soon as the engine knows: before the first token in-process,
+        at the end of the stream from a server).
         """
         ...
 

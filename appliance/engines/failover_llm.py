@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 
 from appliance.config import ConfigError, Settings
-from appliance.engines.base import ChatMessage, EngineInfo, Llm, ToolCall, ToolSpec
+from appliance.engines.base import ChatMessage, EngineInfo, Llm, PromptUsage, ToolCall, ToolSpec
 from appliance.engines.breaker import CircuitBreaker
 from appliance.engines.openai_llm import LlmUnavailable, OpenAiLlm
 
@@ -55,11 +55,13 @@ class FailoverLlm:
         max_tokens: int,
         temperature: float,
         session_id: str = "",
+        usage: PromptUsage | None = None,
     ) -> Generator[str, None, None]:
-        """The server's tokens; on its failure, the in-process model's (from where it broke)."""
+        """The server's tokens; on its failure, the in-process model's (from where it broke),
+        whose prompt reading then fills ``usage``."""
         def ask(llm: Llm) -> Generator[str, None, None]:
             return llm.stream_chat(messages, max_tokens=max_tokens, temperature=temperature,
-                                   session_id=session_id)
+                                   session_id=session_id, usage=usage)
 
         said: list[str] = []
         with self._lock:

@@ -15,7 +15,14 @@ from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 import numpy as np
 
 from appliance.core.audio import TELEPHONE_RATE, pcm16_to_ulaw8k
-from appliance.engines.base import ChatMessage, EngineInfo, ToolCall, ToolSpec, Transcript
+from appliance.engines.base import (
+    ChatMessage,
+    EngineInfo,
+    PromptUsage,
+    ToolCall,
+    ToolSpec,
+    Transcript,
+)
 
 WINDOW_SAMPLES = 512
 
@@ -128,6 +135,7 @@ class FakeLlm:
         self.active = 0  # streams started and not yet finished or closed
         self.produced = 0  # tokens actually yielded, across all streams
         self._lock = threading.Lock()
+        self._cached: dict[str, list[str]] = {}  # session → the words its last prompt left
 
     def stream_chat(
         self,
@@ -136,9 +144,27 @@ class FakeLlm:
         max_tokens: int,
         temperature: float,
         session_id: str = "",
+        usage: PromptUsage | None = None,
     ) -> Generator[str, None, None]:
         self.requests.append(list(messages))
+        if usage is not None:
+            self._read(messages, session_id, usage)
         return self._stream(max_tokens)
+
+    def _read(self, messages: Sequence[ChatMessage], session_id: str,
+              usage: PromptUsage) -> None:
+        """A word is a token; the session's previous prompt is the cache, reused as far as it
+        matches (all but the last word of a repeated prompt, as llama.cpp re-reads one)."""
+        words = [w for m in messages for w in (m.role, *m.content.split())]
+        cached = self._cached.get(session_id, [])
+        pairs = enumerate(zip(cached, words, strict=False))
+        reused = next((i for i, (a, b) in pairs if a != b),
+                      min(len(cached), len(words)))
+        usage.tokens, usage.reused = len(words), min(reused, len(words) - 1)
+        usage.evaluated = len(words) - usage.reused
+        usage.eval_s, usage.threads = self._first_token_delay_s, 1
+        if session_id:
+            self._cached[session_id] = words
 
     def choose_tool(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *,
                     session_id: str = "") -> ToolCall | None:

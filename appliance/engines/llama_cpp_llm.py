@@ -19,7 +19,7 @@ from typing import Any, cast
 import llama_cpp
 from llama_cpp import llama_chat_format
 
-from appliance.engines.base import ChatMessage, EngineInfo, ToolCall, ToolSpec
+from appliance.engines.base import ChatMessage, EngineInfo, PromptUsage, ToolCall, ToolSpec
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,36 @@ def resolve_gpu(device: str) -> bool:
     return device == "auto" and bool(llama_cpp.llama_supports_gpu_offload())
 
 
+class MeasuredLlama(llama_cpp.Llama):
+    """A ``Llama`` that reports how it read a prompt, at the moment it finished reading it.
+
+    ``sample`` is first called right after the prompt's last decode, before anything generated
+    is fed back: then every decode since the counters' reset read the prompt (llama.cpp counts a
+    one-token decode, such as a fully cached prompt's replayed last token, as generation, hence
+    the sums), and ``n_tokens`` is the prompt's length. Reading the counters later, at the first
+    streamed chunk, would count the tokens generated while llama-cpp-python held text back.
+    """
+
+    measuring: PromptUsage | None = None  # set per reply, cleared at its first token
+
+    def sample(self, *args: Any, **kwargs: Any) -> int:
+        if (usage := self.measuring) is not None:
+            self.measuring = None
+            llama_cpp.llama_synchronize(self.ctx)  # the counters move when a decode is awaited
+            perf = llama_cpp.llama_perf_context(self.ctx)
+            # llama.cpp reports each count as at least 1: a count is real only with its time
+            evaluated = ((perf.n_p_eval if perf.t_p_eval_ms > 0 else 0)
+                         + (perf.n_eval if perf.t_eval_ms > 0 else 0))
+            usage.tokens, usage.evaluated = self.n_tokens, evaluated
+            usage.reused = self.n_tokens - evaluated
+            usage.eval_s = (perf.t_p_eval_ms + perf.t_eval_ms) / 1000
+        return cast(int, super().sample(*args, **kwargs))
+
+
 class PooledModel:
     """One loaded model plus the conversation whose prefix its cache holds."""
 
-    def __init__(self, llama: llama_cpp.Llama) -> None:
+    def __init__(self, llama: MeasuredLlama) -> None:
         self.llama = llama
         self.session_id = ""
         self.last_used = 0.0
@@ -104,7 +130,7 @@ class LlamaCppLlm:
                               if tool_format else None)
         started = time.perf_counter()
         llamas = [
-            llama_cpp.Llama(
+            MeasuredLlama(
                 model_path=str(model_path),
                 n_ctx=n_ctx,
                 n_threads=threads,
@@ -138,6 +164,7 @@ class LlamaCppLlm:
         max_tokens: int,
         temperature: float,
         session_id: str = "",
+        usage: PromptUsage | None = None,
     ) -> Generator[str, None, None]:
         """Blocking generator of content deltas; the instance is held only while it runs.
 
@@ -150,6 +177,10 @@ class LlamaCppLlm:
             # oversubscribed cores make llama.cpp collapse (measured: ~40 vs ~150 tokens/s).
             batch = self.batch_threads if self.pool.busy == 1 else self.threads
             llama_cpp.llama_set_n_threads(instance.llama.ctx, self.threads, batch)
+            if usage is not None:
+                usage.threads = batch
+                llama_cpp.llama_perf_context_reset(instance.llama.ctx)
+                instance.llama.measuring = usage
             # llama-cpp-python types each message role as its own TypedDict, and the result as
             # one of two shapes whatever ``stream`` says: the stream is a generator of chunks.
             stream = cast(Generator[dict[str, Any], None, None],
@@ -167,6 +198,7 @@ class LlamaCppLlm:
                     if delta:
                         yield delta
         finally:
+            instance.llama.measuring = None  # closed before its first token
             self.pool.release(instance, session_id)
 
     def choose_tool(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *,

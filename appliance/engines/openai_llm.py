@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from appliance.engines.base import ChatMessage, EngineInfo, ToolCall, ToolSpec
+from appliance.engines.base import ChatMessage, EngineInfo, PromptUsage, ToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ class Usage:
     prompt: int = 0
     completion: int = 0
     cached: int = 0
+    prompt_ms: float | None = None  # llama-server's prompt evaluation time, if it says
+
+    def fill(self, usage: PromptUsage) -> None:
+        usage.tokens, usage.reused = self.prompt, self.cached
+        usage.evaluated = self.prompt - self.cached
+        usage.eval_s = None if self.prompt_ms is None else self.prompt_ms / 1000
 
 
 class _Chunk(msgspec.Struct):
@@ -60,8 +66,10 @@ def _usage(chunk: _Chunk) -> Usage | None:
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     if cached is None:
         cached = timings.get("cache_n")
+    prompt_ms = timings.get("prompt_ms")
     return Usage(prompt=_count(usage.get("prompt_tokens")),
-                 completion=_count(usage.get("completion_tokens")), cached=_count(cached))
+                 completion=_count(usage.get("completion_tokens")), cached=_count(cached),
+                 prompt_ms=float(prompt_ms) if isinstance(prompt_ms, int | float) else None)
 
 
 def _count(value: object) -> int:
@@ -100,10 +108,12 @@ class OpenAiLlm:
         max_tokens: int,
         temperature: float,
         session_id: str = "",
+        usage: PromptUsage | None = None,
     ) -> Generator[str, None, None]:
-        """Blocking generator of content deltas; ``close()`` it to cancel the request."""
+        """Blocking generator of content deltas; ``close()`` it to cancel the request.
+        ``usage`` is filled from the server's counts, which come with the last chunk."""
         body = self._body(messages, max_tokens, temperature)
-        with closing(self._deltas(body)) as deltas:  # barge-in: the response closes now
+        with closing(self._deltas(body, usage)) as deltas:  # barge-in: the response closes now
             for delta in deltas:
                 if text := delta.get("content"):
                     yield str(text)
@@ -150,7 +160,8 @@ class OpenAiLlm:
             "stream_options": {"include_usage": True},
         }
 
-    def _deltas(self, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
+    def _deltas(self, body: dict[str, Any],
+                usage: PromptUsage | None = None) -> Generator[dict[str, Any], None, None]:
         """The streamed choices' deltas; every failure is ``LlmUnavailable``."""
         started = time.monotonic()
         first = True
@@ -160,8 +171,10 @@ class OpenAiLlm:
                     response.read()
                     raise LlmUnavailable(f"HTTP {response.status_code}: {response.text[:200]!r}")
                 for chunk in _events(response.iter_lines()):
-                    if (usage := _usage(chunk)) is not None:
-                        self._record(usage)
+                    if (counts := _usage(chunk)) is not None:
+                        self._record(counts)
+                        if usage is not None:
+                            counts.fill(usage)
                     for choice in chunk.choices:
                         delta = choice.get("delta")
                         if isinstance(delta, dict):

@@ -36,6 +36,13 @@ class TurnMetrics:
     tts_provider: str | None = None  # who spoke the first sentence
     speculative: bool | None = None  # the answer was worked out at the pause, before the end of
     # the turn was confirmed (core/speculation.py); its retrieval_s is then the wait left
+    # How the model read the prompt of a generated answer (engines/base.py PromptUsage): its
+    # length, the prefix reused from the cache, the tokens read, their time and threads.
+    prompt_tokens: int | None = None
+    prompt_reused: int | None = None
+    prompt_evaluated: int | None = None
+    prompt_eval_s: float | None = None
+    prompt_threads: int | None = None
     tts_sentences: list[SentenceVoice] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
@@ -53,3 +60,6 @@ METRIC_FIELDS = tuple(f.name for f in fields(TurnMetrics))
 # The stages on a Media Streams turn's critical path, in pipeline order (the benchmark's rows).
 STAGES = ("endpoint_s", "stt_s", "retrieval_s", "llm_ttft_s", "first_sentence_s",
           "tts_first_audio_s")
+# The split of a generated answer's first token (rows of the benchmark when the model answered).
+PROMPT_FIELDS = ("prompt_tokens", "prompt_reused", "prompt_evaluated", "prompt_eval_s",
+                 "prompt_threads")

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 # Versioned migrations, applied in order and recorded in ``schema_version``; append, never edit.
 # Versions 1 and 2 match store/schema.py's SQLite steps; 5 matches its _v5 (retrieval_s), 6 its
-# _v4 index on calls.started, 7 its _v6 (recordings), 8 its _v7 (speculative).
+# _v4 index on calls.started, 7 its _v6 (recordings), 8 its _v7 (speculative), 9 its _v8 (prompt).
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE calls (
@@ -74,6 +74,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE calls ADD COLUMN recording_s DOUBLE PRECISION;
     """,
     "ALTER TABLE turn_metrics ADD COLUMN speculative INTEGER",
+    """
+    ALTER TABLE turn_metrics ADD COLUMN prompt_tokens INTEGER;
+    ALTER TABLE turn_metrics ADD COLUMN prompt_reused INTEGER;
+    ALTER TABLE turn_metrics ADD COLUMN prompt_evaluated INTEGER;
+    ALTER TABLE turn_metrics ADD COLUMN prompt_eval_s DOUBLE PRECISION;
+    ALTER TABLE turn_metrics ADD COLUMN prompt_threads INTEGER;
+    """,
 ]
 MIGRATION_LOCK = 0x61707031  # pg_advisory_xact_lock key: boxes starting together migrate once
 

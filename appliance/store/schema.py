@@ -123,7 +123,16 @@ def _v7(db: sqlite_utils.Database) -> None:
     db.table("turn_metrics").add_column("speculative", int)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(db: sqlite_utils.Database) -> None:
+    """How a generated answer's prompt was read (store/metrics.py PROMPT_FIELDS)."""
+    table = db.table("turn_metrics")
+    for name in ("prompt_tokens", "prompt_reused", "prompt_evaluated", "prompt_threads"):
+        table.add_column(name, int)
+    table.add_column("prompt_eval_s", float)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7,
+                                                              _v8]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -22,7 +22,7 @@ from appliance.core.audio import Ulaw8kTo16k, frames, is_voiced, pcm16_to_ulaw8k
 from appliance.core.listener import Listener
 from appliance.core.turns import TurnEvent
 from appliance.core.workers import RankedPool
-from appliance.engines.base import ChatMessage
+from appliance.engines.base import ChatMessage, PromptUsage
 from appliance.engines.faster_whisper_stt import FasterWhisperStt
 from appliance.engines.llama_cpp_llm import LlamaCppLlm
 from appliance.engines.piper_tts import PiperTts
@@ -238,6 +238,26 @@ def test_llm_second_turn_reuses_the_cached_prefix(llm: LlamaCppLlm) -> None:
     history += [ChatMessage("assistant", "Hello!"), ChatMessage("user", QUESTION)]
     warm = first_token_seconds(llm, history, "carol")
     assert warm < cold
+
+
+def test_llm_reports_the_prompt_prefix_it_reused(llm: LlamaCppLlm) -> None:
+    """The next turn's prompt starts with the last one's (persona, question, the answer as it
+    was generated): only the new turn is read; the counts come from llama.cpp itself."""
+    first_turn = [SYSTEM, ChatMessage("user", QUESTION)]
+    first = PromptUsage()
+    answer = "".join(llm.stream_chat(first_turn, max_tokens=16, temperature=0.0,
+                                     session_id="dave", usage=first))
+    assert first.tokens and first.evaluated and first.reused is not None
+    assert first.reused + first.evaluated == first.tokens and first.threads == 1
+    second = PromptUsage()
+    drain(llm.stream_chat([*first_turn, ChatMessage("assistant", answer),
+                           ChatMessage("user", "And on Sunday?")],
+                          max_tokens=4, temperature=0.0, session_id="dave", usage=second))
+    assert second.tokens and second.reused is not None and second.evaluated is not None
+    assert second.reused + second.evaluated == second.tokens
+    assert second.reused >= first.tokens  # all of the first prompt, persona included
+    assert second.evaluated < second.tokens - first.tokens  # and the answer's tokens too
+    assert second.eval_s is not None and second.eval_s > 0
 
 
 def test_llm_reads_prompts_with_more_threads_only_when_alone() -> None:

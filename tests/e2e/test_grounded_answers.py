@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import llama_cpp
+import msgspec
 import pytest
 
 from appliance.config import load_settings
@@ -137,3 +138,31 @@ def test_the_prompt_stays_short(agent: Agent) -> None:
         print(f"\nprompt tokens {sizes}; first token median {statistics.median(TTFT):.2f} s, "
               f"max {max(TTFT):.2f} s over {len(TTFT)} answers")
     assert max(sizes) <= MAX_PROMPT_TOKENS, sizes
+
+
+def test_a_calls_second_answer_reads_the_persona_from_the_cache(agent: Agent) -> None:
+    """Generated answers in one call: the second prompt starts with the persona the first one
+    left in the model's cache, so those tokens are not read again (counted by llama.cpp)."""
+    generative = Agent(msgspec.structs.replace(agent.settings, answer_style="generative"),
+                       agent.llm, agent.kb, agent.workers)
+    conversation = Conversation(session_id="test-reuse")
+
+    async def turn(text: str) -> Reply:
+        reply = await generative.reply(conversation, text)
+        said = "".join([token async for token in reply.tokens]).strip()
+        conversation.add("user", text)
+        conversation.add("assistant", said)
+        return reply
+
+    first, second = (asyncio.run(turn(q)) for q in ("How much is teeth whitening?",
+                                                    "What time do you close on friday?"))
+    vocab = llama_cpp.Llama(model_path=str(resolve_models(agent.settings).llm), vocab_only=True,
+                            verbose=False)
+    persona = vocab.tokenize(f"<|im_start|>system\n{agent.settings.system_prompt}<|im_end|>\n"
+                             .encode(), add_bos=False, special=True)
+    for reply in (first, second):
+        usage = reply.prompt
+        assert usage is not None and usage.tokens and usage.evaluated
+        assert usage.reused is not None and usage.reused + usage.evaluated == usage.tokens
+    assert second.prompt is not None and second.prompt.reused is not None
+    assert second.prompt.reused >= len(persona)

@@ -23,7 +23,7 @@ from appliance.core.events import StageEvent, StageEventType
 from appliance.core.playout import HOLD_MARK_PREFIX
 from appliance.core.session import CallSession, Engines
 from appliance.core.workers import Workers
-from appliance.engines.base import ChatMessage, Transcript
+from appliance.engines.base import ChatMessage, PromptUsage, Transcript
 from appliance.engines.fakes import FakeLlm, FakeStt, FakeTts, FakeVad
 from appliance.store.metrics import TurnMetrics
 from appliance.wiring import fixed_phrases, synthesize_phrases
@@ -191,11 +191,13 @@ class GatedLlm(FakeLlm):
         self.gate = threading.Event()
 
     def stream_chat(self, messages: Sequence[ChatMessage], *, max_tokens: int,
-                    temperature: float, session_id: str = "") -> Generator[str, None, None]:
+                    temperature: float, session_id: str = "",
+                    usage: PromptUsage | None = None) -> Generator[str, None, None]:
         def gated() -> Generator[str, None, None]:
             self.gate.wait(30)
             yield from super(GatedLlm, self).stream_chat(
-                messages, max_tokens=max_tokens, temperature=temperature, session_id=session_id)
+                messages, max_tokens=max_tokens, temperature=temperature, session_id=session_id,
+                usage=usage)
         return gated()
 
 

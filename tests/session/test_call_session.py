@@ -52,6 +52,31 @@ async def test_a_turn_runs_its_stages_in_order_and_times_them(settings: Settings
     assert [s.provider for s in metrics.tts_sentences] == ["fake-tts", "fake-tts"]
 
 
+async def test_the_models_prompt_reading_reaches_the_turn_metrics(settings: Settings) -> None:
+    """The second turn's prompt starts with the first's (persona, then the question): the fake
+    model reuses that prefix, and both turns' split is recorded."""
+    stt = FakeStt([QUESTION, QUESTION])
+    call = await start_call(settings, stt=stt)
+    try:
+        await call.greeted()
+        await call.ask()
+        await call.until(lambda: E.TURN_END in call.types(), "the first answer")
+        call.ack()
+        await call.until(lambda: len(call.store.turns) == 3, "the first answer recorded")
+        await call.ask()
+        await call.until(lambda: call.types().count(E.TURN_END) == 2, "the second answer")
+        call.ack()
+        await call.until(lambda: len(call.store.turns) == 5, "the second answer recorded")
+    finally:
+        await call.end()
+    first, second = (t["metrics"] for t in call.store.turns if t["role"] == "assistant"
+                     and t["metrics"] is not None)
+    assert first.prompt_reused == 0 and first.prompt_evaluated == first.prompt_tokens > 0
+    assert 0 < second.prompt_reused < second.prompt_tokens
+    assert second.prompt_evaluated == second.prompt_tokens - second.prompt_reused
+    assert first.prompt_threads == second.prompt_threads == 1
+
+
 async def test_transcription_starts_at_the_pause_and_is_reused(settings: Settings) -> None:
     stt = GatedStt()
     call = await start_call(settings, stt=stt)

@@ -15,7 +15,7 @@ import pytest
 from appliance.config import Settings
 from appliance.core.agent import Conversation, Tool
 from appliance.core.events import StageEventType as E
-from appliance.engines.base import ChatMessage
+from appliance.engines.base import ChatMessage, PromptUsage
 from appliance.engines.fakes import FakeLlm, FakeStt, FakeTts
 from tests.conftest import make_settings
 from tests.session.harness import SILENCE, Call, start_call, tone
@@ -36,7 +36,8 @@ class EchoLlm(FakeLlm):
         self.finished = 0  # streams that ran to their end (not closed early)
 
     def stream_chat(self, messages: Sequence[ChatMessage], *, max_tokens: int,
-                    temperature: float, session_id: str = "") -> Generator[str, None, None]:
+                    temperature: float, session_id: str = "",
+                    usage: PromptUsage | None = None) -> Generator[str, None, None]:
         self.requests.append(list(messages))
         question = messages[-1].content
 

@@ -256,3 +256,32 @@ def test_a_soak_is_told_by_its_duration_in_the_table_and_the_command() -> None:
     result = _result()
     result["options"]["duration_s"] = 600.0
     assert "turns for 600 s per call" in report.table(result)
+
+
+PROMPT = {"prompt_tokens": 160, "prompt_reused": 32, "prompt_evaluated": 128,
+          "prompt_eval_s": 0.5, "prompt_threads": 1}
+
+
+def test_prompt_split_is_summarized_for_generated_answers_only() -> None:
+    generated = _report([1.1, 1.2], _record(dict(METRICS, **PROMPT),
+                                            {**METRICS, **PROMPT, "prompt_reused": 96,
+                                             "prompt_evaluated": 64, "prompt_eval_s": 0.25}))
+    extractive = level_result(1, [_report([1.0], _record(METRICS))], 30.0)
+    assert "prompt" not in extractive
+    split = level_result(1, [generated], 30.0)["prompt"]
+    assert split["prompt_tokens"]["n"] == 2 and split["prompt_reused"]["max"] == 96
+    assert split["prompt_evaluated"]["p50"] == pytest.approx(96)
+    assert split["prompt_tokens_per_s"]["max"] == pytest.approx(256)  # 128 / 0.5 and 64 / 0.25
+    assert split["prompt_threads"]["p50"] == 1
+
+
+def test_table_shows_the_prompt_split_when_the_model_answered() -> None:
+    assert "reused from the cache" not in report.table(_result())
+    result = _result()
+    result["levels"] = [dict(result["levels"][0], **level_result(
+        1, [_report([0.9], _record(dict(METRICS, **PROMPT)))], 30.0))]
+    lines = report.table(result).splitlines()
+    row = next(line for line in lines if "reused from the cache" in line)
+    assert row.split()[-1] == "32/32/32"
+    assert next(line for line in lines if "prompt evaluation" in line).split()[-1] == (
+        "0.50/0.50/0.50")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from appliance.engines.base import PromptUsage
 from appliance.engines.failover_llm import continue_from
 from appliance.engines.openai_llm import _DECODER, Usage, _usage
 
@@ -31,6 +32,20 @@ def test_cached_tokens_from_openai_usage_and_from_llama_server_timings() -> None
     assert _usage(_DECODER.decode(msgspec.json.encode(openai))) == Usage(90, 12, 64)
     assert _usage(_DECODER.decode(msgspec.json.encode(llama))) == Usage(0, 0, 80)
     assert _usage(_DECODER.decode(b'{"choices": []}')) is None
+
+
+def test_the_servers_counts_fill_the_prompt_split() -> None:
+    """llama-server's timings: ``prompt_n`` read of ``prompt_tokens``, in ``prompt_ms``."""
+    chunk = {"choices": [], "usage": {"prompt_tokens": 90, "completion_tokens": 12},
+             "timings": {"cache_n": 80, "prompt_n": 10, "prompt_ms": 25.0}}
+    counts = _usage(_DECODER.decode(msgspec.json.encode(chunk)))
+    assert counts is not None
+    split = PromptUsage()
+    counts.fill(split)
+    assert split == PromptUsage(tokens=90, reused=80, evaluated=10, eval_s=0.025)
+    openai = Usage(prompt=90, completion=12, cached=64)  # no timings: the time is unknown
+    openai.fill(split)
+    assert split == PromptUsage(tokens=90, reused=64, evaluated=26, eval_s=None)
 
 
 def test_settings_choose_the_server_and_keep_its_key_secret(tmp_path) -> None:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from appliance.store.calls import SqliteCallStore as CallStore
-from appliance.store.metrics import METRIC_FIELDS, SentenceVoice, TurnMetrics
+from appliance.store.metrics import METRIC_FIELDS, PROMPT_FIELDS, SentenceVoice, TurnMetrics
 from appliance.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from appliance.store.postgres import PostgresCallStore
 from appliance.store.schema import MIGRATIONS
@@ -38,7 +38,9 @@ async def _exercise(store: Store) -> dict:
     assert user and bot
     await store.add_metrics(bot, "CA1", TurnMetrics(stt_s=0.2, v2v_s=0.9))
     await store.add_metrics(bot, "CA1", TurnMetrics(  # replaces
-        stt_s=0.2, v2v_s=0.8, retrieval_s=0.05, tts_sentences=[SentenceVoice("piper", 0.1)]))
+        stt_s=0.2, v2v_s=0.8, retrieval_s=0.05, tts_sentences=[SentenceVoice("piper", 0.1)],
+        prompt_tokens=106, prompt_reused=32, prompt_evaluated=74, prompt_eval_s=0.3,
+        prompt_threads=2))
     await store.add_assistant_turn("CA1", idx=2, text="Bye", heard_text="Bye", started=3.0,
                                    interrupted=False, kb_chunks=[],
                                    metrics=TurnMetrics(v2v_s=0.5))
@@ -61,6 +63,9 @@ def test_call_log_round_trip(new_store: Callable[..., Store]) -> None:
     assert assistant["metrics"]["v2v_s"] == 0.8 and assistant["kb_chunks"] == ["hours.md#0"]
     assert record["turns"][2]["metrics"]["v2v_s"] == 0.5
     assert assistant["metrics"]["retrieval_s"] == 0.05
+    assert {k: assistant["metrics"][k] for k in PROMPT_FIELDS} == {
+        "prompt_tokens": 106, "prompt_reused": 32, "prompt_evaluated": 74, "prompt_eval_s": 0.3,
+        "prompt_threads": 2}
     assert assistant["metrics"]["llm_ttft_s"] is None
     assert json.loads(assistant["metrics"]["tts_sentences"]) == [
         {"provider": "piper", "first_audio_s": 0.1}]

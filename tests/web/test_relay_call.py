@@ -158,6 +158,9 @@ def test_a_relay_call_streams_the_reply_and_logs_everything(settings: Settings) 
     metrics = record["turns"][-1]["metrics"]
     assert 0 <= metrics["llm_ttft_s"] < 2 and 0 <= metrics["first_token_sent_s"] < 2
     assert metrics["llm_ttft_s"] <= metrics["first_token_sent_s"]
+    # the model's prompt reading, stored in the call log: the call's first prompt, nothing cached
+    assert metrics["prompt_tokens"] == metrics["prompt_evaluated"] > 0
+    assert metrics["prompt_reused"] == 0 and metrics["prompt_threads"] == 1
     assert metrics["tts_provider"] == "twilio:default"
     events = [{"type": e["type"], **e["detail"]} for e in record["events"]]
     assert {"type": "dtmf", "digit": "5"} in events
