@@ -77,8 +77,8 @@ async def html_page(request: Request[Any, Any, Any], name: str, **context: Any) 
     any thread."""
     engine = request.app.template_engine
     assert isinstance(engine, JinjaTemplateEngine)
-    template = engine.get_template(name)
-    html = await asyncio.to_thread(template.render, _context(request, context))
+    values = _context(request, context)
+    html = await asyncio.to_thread(lambda: engine.get_template(name).render(values))
     return Response(html, media_type=MediaType.HTML)
 
 
