@@ -15,6 +15,8 @@ import psycopg
 import pytest
 import redis
 
+from appliance.bench.services import redis_namespace
+
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -65,16 +67,7 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def cluster_name() -> Iterator[str]:
+def cluster_name(redis_url: str) -> Iterator[str]:
     """A unique cluster name (Redis key prefix); its keys are deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(f"{name}:*"))
-        if keys:
-            client.delete(*keys)
-    except redis.RedisError:
-        pass
-    finally:
-        client.close()
+    with redis_namespace(redis_url, "test") as name:
+        yield name
