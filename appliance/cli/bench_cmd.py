@@ -160,9 +160,10 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
 
 def cluster_bench(args: argparse.Namespace, settings: Settings, opts: BenchOptions) -> int:
     """``--cluster N``: N boxes sharing servers vs one box (appliance/bench/cluster.py)."""
-    if args.plot or args.adversary or args.barge_in_ms:
-        print("appliance bench: --cluster measures plain calls: leave out --plot, --adversary "
-              "and --barge-in-ms", file=sys.stderr)
+    if (args.plot or args.adversary or args.barge_in_ms or args.talker or args.console_watchers
+            or args.duration):
+        print("appliance bench: --cluster measures plain calls: leave out --plot, --adversary, "
+              "--talker, --console-watchers, --duration and --barge-in-ms", file=sys.stderr)
         return 2
     if args.hop_prompts == 1 or args.hop_prompts < 0:
         print("appliance bench: --hop-prompts must be 0 or at least 2", file=sys.stderr)

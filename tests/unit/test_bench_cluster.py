@@ -3,12 +3,14 @@ to open on another box and be read back from the first, and what stays each box'
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from appliance.bench.cluster import ClusterOptions, cluster_settings, one_box_settings
 from appliance.bench.runner import BenchOptions
+from appliance.cli import bench_cmd
 from appliance.config import load_settings
 
 SHARED = {"llm_url": "http://127.0.0.1:1/v1", "kb_url": "http://127.0.0.1:2",
@@ -52,3 +54,16 @@ def test_the_baseline_has_every_model_in_process_and_nothing_shared(tmp_path: Pa
     assert (one.llm_backend, one.stt_backend, one.answer_style) == (
         "in-process", "in-process", "generative")
     assert (one.database_url, one.kb_url, one.redis_url) == ("", "", "")
+
+
+@pytest.mark.parametrize("extra", [["--adversary"], ["--talker"], ["--console-watchers", "2"],
+                                   ["--duration", "60"], ["--barge-in-ms", "300"]])
+def test_cluster_refuses_options_it_would_ignore(extra: list[str], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="appliance")
+    parser.add_argument("--config")
+    bench_cmd.register(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(["bench", "--cluster", "2", *extra])
+    settings = load_settings(environ={}, data_dir=str(tmp_path))
+    assert args.func(args, settings) == 2  # refused before anything starts
+    assert "--cluster measures plain calls" in capsys.readouterr().err
