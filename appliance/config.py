@@ -116,6 +116,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     # Engine tuning.
     stt_threads: int = 1
+    stt_instances: int = 2  # Whisper replicas: calls transcribed at once (core/workers.py)
     stt_beam_size: int = 1
     llm_threads: int = 1
     llm_batch_threads: int = 2  # prompt reading, when no other LLM stream is running
@@ -231,6 +232,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "port": 0 < self.port < 65536,
             "max_calls": self.max_calls >= 1,
             "llm_instances": self.llm_instances >= 1,
+            "stt_instances": self.stt_instances >= 1,
             "llm_threads": self.llm_threads >= 1,
             "stt_threads": self.stt_threads >= 1,
             "vad_threshold": 0.0 < self.vad_threshold < 1.0,

@@ -87,10 +87,11 @@ def load_blocking(settings: Settings) -> tuple[Workers, Agent, Vad, Stt, Tts, Tu
 
     paths = resolve_models(settings)
     started = time.monotonic()
-    workers = Workers.sized(settings.llm_instances, settings.max_calls)
+    workers = Workers.sized(settings.llm_instances, settings.max_calls, settings.stt_instances)
     vad = SileroVad(paths.vad)
     stt = with_stt_server(settings, lambda: FasterWhisperStt(
         paths.stt, device=settings.device, threads=settings.stt_threads,
+        instances=settings.stt_instances,
         beam_size=settings.stt_beam_size, language=settings.stt_language))
     llm = load_llm(settings, paths.llm)
     tts = with_cloud_voice(settings, PiperTts(paths.tts, threads=settings.tts_threads,

@@ -59,10 +59,11 @@ log = logging.getLogger(__name__)
 SCHEMA = "appliance-bench/1"
 KEY_SETTINGS = (
     "mode", "models", "stt_model", "llm_model", "tts_voice", "device", "max_calls",
-    "stt_threads", "stt_beam_size", "llm_threads", "llm_batch_threads", "llm_instances",
-    "llm_context", "llm_max_tokens", "llm_gpu_layers", "tts_threads", "vad_threshold",
-    "endpoint_silence_ms", "min_speech_ms", "kb_top_k", "kb_context_chars", "hold_after_ms",
-    "speculative_stt_ms", "turn_model", "turn_complete_ms", "turn_incomplete_ms", "turn_threshold",
+    "stt_threads", "stt_instances", "stt_beam_size", "llm_threads", "llm_batch_threads",
+    "llm_instances", "llm_context", "llm_max_tokens", "llm_gpu_layers", "tts_threads",
+    "vad_threshold", "endpoint_silence_ms", "min_speech_ms", "kb_top_k", "kb_context_chars",
+    "hold_after_ms", "speculative_stt_ms", "turn_model", "turn_complete_ms",
+    "turn_incomplete_ms", "turn_threshold",
 )
 TALK_FOREVER_S = 24 * 3600.0  # the endless talker talks until its level ends
 # 0.3 s between the talker's sentences: a pause the server acts on (transcribe, ask the turn

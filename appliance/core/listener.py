@@ -115,11 +115,22 @@ class Listener:
                 out.append(Heard(event, audio_so_far, self.endpointer.ended_after_silence_s))
         return out
 
+    @property
+    def patient(self) -> bool:
+        return self.endpointer.patient
+
+    def be_patient(self, patient: bool) -> None:
+        """End turns only after the longest silence, without asking the turn model (whose
+        verdict would not count): see ``CallSession._talked_over``."""
+        self.endpointer.set_patient(patient)
+        if patient:
+            self._drop_judging()
+
     def _judge(self, audio: np.ndarray) -> None:
         """Ask the turn model about this pause, off the event loop; the answer is picked up by
         the next frame (20 ms later at most), so listening never waits for it."""
         self._drop_judging()
-        if self._turn is None:
+        if self._turn is None or self.patient:
             return
         self._judged_pause = self.endpointer.pauses
         self._judging = asyncio.ensure_future(

@@ -48,11 +48,13 @@ class Endpointer:
     barge in). An end needs ``endpoint_silence_s`` of silence, or ``max_utterance_s`` in all.
     With ``turn_model``, the silence needed depends on the verdict on the current pause: a
     complete utterance ends after ``complete_silence_s``; an unfinished one, or one still being
-    judged, after ``incomplete_silence_s``.
+    judged, after ``incomplete_silence_s``. A *patient* endpointer waits for the longer of
+    the two fixed silences at every end, whatever the turn model says (:meth:`set_patient`).
     """
 
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
+        self.patient = False  # kept across utterances, until set otherwise
         self.reset()
 
     def reset(self) -> None:
@@ -69,12 +71,21 @@ class Endpointer:
 
     def _undecided_s(self) -> float:
         cfg = self.config
+        if self.patient:
+            return max(cfg.incomplete_silence_s, cfg.endpoint_silence_s)
         return cfg.incomplete_silence_s if cfg.turn_model else cfg.endpoint_silence_s
+
+    def set_patient(self, patient: bool) -> None:
+        """Wait for the longest silence at every end (a caller who talks over every answer,
+        core/session.py), or go back to the usual rules. Applies to the utterance under way."""
+        self.patient = patient
+        if patient:
+            self._needed_s = max(self._needed_s, self._undecided_s())
 
     def verdict(self, pause: int, probability: float | None) -> None:
         """The turn model's judgement of pause number ``pause`` (``None``: it failed, so fall
         back to the fixed ``endpoint_silence_s``). Ignored once the caller spoke on."""
-        if not (self.in_speech and self._paused and pause == self.pauses):
+        if self.patient or not (self.in_speech and self._paused and pause == self.pauses):
             return
         cfg = self.config
         self.last_verdict = probability

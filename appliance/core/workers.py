@@ -134,9 +134,12 @@ class Workers:
     turn: ThreadPoolExecutor = field(default_factory=lambda: _pool("turn", 1))
 
     @classmethod
-    def sized(cls, llm_instances: int, max_calls: int) -> Workers:
+    def sized(cls, llm_instances: int, max_calls: int, stt_instances: int = 2) -> Workers:
+        """One worker per model replica: a job the pool hands on runs at once, so the pool's
+        ranking decides who goes first (a pool wider than the replicas would hand jobs to a
+        queue inside the model, first come first served)."""
         return cls(
-            stt=RankedPool("stt", min(2, max_calls)),
+            stt=RankedPool("stt", min(stt_instances, max_calls)),
             llm=RankedPool("llm", llm_instances),
             tts=RankedPool("tts", min(2, max_calls)),
             kb=RankedPool("kb", 2),

@@ -170,6 +170,16 @@ def test_stt_transcribes_phone_quality_speech(stt: FasterWhisperStt, question_ul
     assert transcript.no_speech_prob < 0.5
 
 
+def test_stt_replicas_transcribe_calls_side_by_side(question_ulaw: bytes) -> None:
+    stt = FasterWhisperStt(default_path("stt"), device="cpu", threads=1, instances=2)
+    assert stt._model.model.num_workers == 2  # CTranslate2 holds two replicas
+    audio = phone_audio(question_ulaw)
+    with ThreadPoolExecutor(2) as pool:  # as the STT pool hands two calls' questions on
+        transcripts = list(pool.map(stt.transcribe, [audio, audio[::-1].copy()]))
+    assert "tomorrow" in transcripts[0].text.lower()  # each call gets its own words back
+    assert "tomorrow" not in transcripts[1].text.lower()
+
+
 def drain(stream: Iterator[str]) -> str:
     return "".join(stream)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from appliance.config import Settings
 from appliance.core import session as session_module
 from appliance.core.agent import Conversation
 from appliance.core.events import StageEventType as E
@@ -17,7 +19,7 @@ from appliance.core.playout import MARK_WAIT_S, MAX_OUTSTANDING_MARKS, Playout
 from appliance.core.spoken import AgentTurn
 from appliance.core.workers import OneAtATime, Workers, _pool
 from appliance.engines.base import Transcript
-from appliance.engines.fakes import FakeStt, FakeVad, FakeVadStream
+from appliance.engines.fakes import FakeStt, FakeTts, FakeVad, FakeVadStream
 from appliance.web.deadlines import SocketDeadlines
 from appliance.web.flood import AudioBudget
 from appliance.web.media_socket import OUTBOX_MESSAGES, MediaTransport
@@ -283,3 +285,49 @@ async def test_a_caller_who_talks_on_is_held_to_its_share_of_stt(
     finally:
         await call.end()
     assert share.waited_s > 0
+
+
+async def test_a_caller_who_talks_over_every_answer_is_answered_after_a_longer_pause(
+        settings: Settings) -> None:
+    call = await start_call(settings, tts=FakeTts(ms=2000, chunk_ms=100))
+    session = call.session
+
+    def turns() -> int:
+        return call.types().count(E.TURN_START)
+
+    def clears() -> int:
+        return call.transport.sent.count(("clear", None))
+
+    def answering(n: int) -> Callable[[], bool]:
+        return lambda: turns() == n and session.playout.playing
+
+    def cleared(n: int) -> Callable[[], bool]:
+        return lambda: clears() == n
+
+    async def heard() -> None:
+        await call.until(lambda: session._inbox.empty(), "heard")
+        for _ in range(20):
+            await settle()
+
+    try:
+        await call.greeted()
+        await call.ask()  # a question and 0.6 s of silence: answered
+        for n in range(1, session_module.TALKED_OVER + 1):
+            await call.until(answering(n), "answering")
+            assert not session._listener.patient
+            await call.ask()  # ...talked over, and the next question after 0.6 s
+            await call.until(cleared(n), "barge-in")
+        await heard()
+        assert session._listener.patient
+        assert {"type": "patient", "talked_over": session_module.TALKED_OVER} in call.store.events
+        asked = turns()
+        assert asked == session_module.TALKED_OVER  # the last 0.6 s pause ended no turn
+        call.say(SILENCE * 25)  # 1.1 s of silence in all: that does
+        await call.until(lambda: turns() == asked + 1, "the turn after a long pause")
+        await call.until(lambda: session.playout.playing, "the answer")
+        call.ack()  # heard to the end: the usual turn-taking again
+        await call.until(lambda: not session._listener.patient, "patience lifted")
+        await call.ask()
+        await call.until(lambda: turns() == asked + 2, "a turn after 0.6 s again")
+    finally:
+        await call.end()

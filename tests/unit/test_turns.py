@@ -86,10 +86,11 @@ TURN = EndpointConfig(turn_model=True, speculate_s=0.2, complete_silence_s=0.2,
 
 
 def silence_until_end(verdict: float | None, judged_after_s: float = 0.0,
-                      config: EndpointConfig = TURN) -> float:
+                      config: EndpointConfig = TURN, patient: bool = False) -> float:
     """Speak 1 s, then stay silent; the verdict on the first pause arrives ``judged_after_s``
     after it. Returns the trailing silence the turn ended after."""
     endpointer = Endpointer(config)
+    endpointer.set_patient(patient)
     for p in windows(1.0, 0.9):
         endpointer.feed(W, p)
     paused_at = None
@@ -154,3 +155,27 @@ def test_turn_model_needs_a_pause_even_without_speculation() -> None:
     script = windows(0.6, 0.9) + windows(0.5, 0.0)
     kinds = [e for _, e in run(script, config, pauses=True)]
     assert kinds == [TurnEvent.SPEECH_START, TurnEvent.PAUSE]
+
+
+def test_a_patient_endpointer_waits_for_the_long_silence_whatever_the_verdict() -> None:
+    assert 1.0 <= silence_until_end(0.99, patient=True) < 1.0 + W  # sure it is complete
+    assert 1.0 <= silence_until_end(None, patient=True) < 1.0 + W  # the model failed
+    fixed = EndpointConfig(endpoint_silence_s=0.4)  # no turn model: the longer fixed silence
+    assert 1.0 <= silence_until_end(None, config=fixed, patient=True) < 1.0 + W
+    assert 0.4 <= silence_until_end(None, config=fixed) < 0.4 + W
+
+
+def test_patience_reaches_the_utterance_under_way_and_can_be_lifted() -> None:
+    endpointer = Endpointer(TURN)
+    for p in windows(1.0, 0.9) + windows(0.25, 0.0):
+        endpointer.feed(W, p)
+    endpointer.verdict(endpointer.pauses, 0.99)  # would end at 0.2 s of silence...
+    endpointer.set_patient(True)  # ...but the caller has been talking over every answer
+    events = [endpointer.feed(W, 0.0) for _ in windows(0.6, 0.0)]
+    assert TurnEvent.SPEECH_END not in events
+    assert TurnEvent.SPEECH_END in [endpointer.feed(W, 0.0) for _ in windows(0.3, 0.0)]
+    endpointer.set_patient(False)
+    for p in windows(1.0, 0.9) + windows(0.25, 0.0):
+        endpointer.feed(W, p)
+    endpointer.verdict(endpointer.pauses, 0.99)
+    assert endpointer.feed(W, 0.0) is TurnEvent.SPEECH_END

@@ -10,7 +10,7 @@ import pytest
 
 from appliance.core.speaking import _queued_behind
 from appliance.core.spoken import AgentTurn, SpokenPiece
-from appliance.core.workers import TICKET, RankedPool, Ticket, ranked, run_in
+from appliance.core.workers import TICKET, RankedPool, Ticket, Workers, ranked, run_in
 
 pytestmark = pytest.mark.anyio
 
@@ -126,3 +126,13 @@ def test_a_later_sentence_is_due_when_the_caller_runs_out_of_audio() -> None:
         assert TICKET.get() is outer
     finally:
         TICKET.reset(token)
+
+
+def test_the_stt_pool_has_one_worker_per_model_replica() -> None:
+    """A wider pool would hand jobs to the model's own first-come queue, past the ranking."""
+    for replicas, calls, workers in ((1, 4, 1), (2, 4, 2), (3, 2, 2)):
+        pools = Workers.sized(1, calls, stt_instances=replicas)
+        try:
+            assert isinstance(pools.stt, RankedPool) and len(pools.stt._threads) == workers
+        finally:
+            pools.shutdown()
