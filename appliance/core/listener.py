@@ -121,7 +121,7 @@ class Listener:
 
     def be_patient(self, patient: bool) -> None:
         """End turns only after the longest silence, without asking the turn model (whose
-        verdict would not count): see ``CallSession._talked_over``."""
+        verdict would not count): see ``CallSession._spoke_over``."""
         self.endpointer.set_patient(patient)
         if patient:
             self._drop_judging()
