@@ -142,6 +142,41 @@ def test_barge_in_clears_and_keeps_only_what_was_heard(settings: Settings) -> No
     assert remembered[-1] == turn["heard_text"]
 
 
+def test_a_caller_who_talks_over_every_answer_is_answered_after_a_long_pause(
+        settings: Settings) -> None:
+    """Through the socket: three answers talked over, then the next question is answered only
+    after the longest silence; an answer heard to the end brings the short one back."""
+    fakes = FakeSet(tts=FakeTts(ms=3000, chunk_ms=200))  # long enough to be talked over
+
+    async def call(base: str) -> dict:
+        call_sid, stream = await greeted_call(base, settings)
+        for n in range(1, 4):
+            answering = len(stream.events("mark"))
+            await stream.send_audio(tone(1.0) + SILENCE * 30)  # a question, 0.6 s of silence
+            await stream.wait_for(lambda a=answering: len(stream.events("mark")) > a)
+            await stream.send_audio(tone(0.6), pace=0.005)  # ...talked over
+            await stream.wait_for(lambda n=n: len(stream.events("clear")) == n)
+        answering = len(stream.events("mark"))
+        await stream.send_audio(tone(1.0) + SILENCE * 60)  # 1.2 s: now only this ends the turn
+        await stream.wait_for(lambda: len(stream.events("mark")) >= answering + 2, timeout=15)
+        await stream.ack_marks()  # heard to the end
+        await stream.send_audio(tone(1.0) + SILENCE * 30)
+        await stream.wait_for(lambda: len(stream.events("mark")) >= answering + 4, timeout=15)
+        await stream.ack_marks()
+        await asyncio.sleep(0.3)
+        await stream.stop()
+        return await wait_record(base, call_sid, lambda r: r["call"]["ended"])
+
+    with serve(settings, fakes) as base:
+        rec = asyncio.run(call(base))
+    assert [e["detail"] for e in rec["events"] if e["type"] == "patient"] == [{"talked_over": 3}]
+    waits = [t["metrics"]["endpoint_s"] for t in rec["turns"] if t["metrics"]]
+    assert len(waits) == 5, rec["turns"]
+    assert max(waits[:3]) < 1.0  # answered at 0.6 s of silence
+    assert waits[3] >= 1.0  # talked over three times: waited for the longest silence
+    assert waits[4] < 1.0  # the answer before was heard out: the short pause again
+
+
 def test_stt_failure_plays_the_apology_and_the_call_goes_on(settings: Settings) -> None:
     fakes = FakeSet()
     fakes.stt.error = RuntimeError("decoder exploded")
