@@ -118,6 +118,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stt_threads: int = 1
     stt_instances: int = 2  # Whisper replicas: calls transcribed at once (core/workers.py)
     stt_beam_size: int = 1
+    # Padding Whisper's encoder reads after the utterance, instead of its whole 30 s window
+    # (engines/faster_whisper_stt.py): 30000 gives the full window on every utterance.
+    stt_pad_ms: int = 6000
     llm_threads: int = 1
     llm_batch_threads: int = 2  # prompt reading, when no other LLM stream is running
     llm_instances: int = 2
@@ -235,6 +238,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "stt_instances": self.stt_instances >= 1,
             "llm_threads": self.llm_threads >= 1,
             "stt_threads": self.stt_threads >= 1,
+            "stt_pad_ms": 0 <= self.stt_pad_ms <= 30000,
             "vad_threshold": 0.0 < self.vad_threshold < 1.0,
             "endpoint_silence_ms": 100 <= self.endpoint_silence_ms <= 5000,
             "public_base_url": self.public_base_url.startswith(("http://", "https://")),

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.config import Settings
 from appliance.core.agent import Agent, Tool
@@ -19,6 +20,9 @@ from appliance.core.session import Engines
 from appliance.core.workers import Workers
 from appliance.engines.base import KnowledgeBase, Llm, PhraseCache, Stt, Tts, TurnDetector, Vad
 from appliance.models.resolve import llm_tool_format, resolve_models
+
+if TYPE_CHECKING:
+    from appliance.engines.faster_whisper_stt import FasterWhisperStt
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +81,18 @@ def load_turn_detector(settings: Settings, path: Path) -> TurnDetector | None:
     return SmartTurn(path)
 
 
+def load_whisper(settings: Settings, path: Path, instances: int = 1) -> FasterWhisperStt:
+    """The local Whisper as the settings ask for it (serving, the doctor)."""
+    from appliance.engines.faster_whisper_stt import FasterWhisperStt
+
+    return FasterWhisperStt(path, device=settings.device, threads=settings.stt_threads,
+                            instances=instances, beam_size=settings.stt_beam_size,
+                            language=settings.stt_language, pad_s=settings.stt_pad_ms / 1000)
+
+
 def load_blocking(settings: Settings) -> tuple[Workers, Agent, Vad, Stt, Tts, TurnDetector | None]:
     """Load every model (blocking; run in a thread at start-up)."""
     from appliance.engines.failover_tts import with_cloud_voice
-    from appliance.engines.faster_whisper_stt import FasterWhisperStt
     from appliance.engines.openai_stt import with_stt_server
     from appliance.engines.piper_tts import PiperTts
     from appliance.engines.silero_vad import SileroVad
@@ -89,10 +101,8 @@ def load_blocking(settings: Settings) -> tuple[Workers, Agent, Vad, Stt, Tts, Tu
     started = time.monotonic()
     workers = Workers.sized(settings.llm_instances, settings.max_calls, settings.stt_instances)
     vad = SileroVad(paths.vad)
-    stt = with_stt_server(settings, lambda: FasterWhisperStt(
-        paths.stt, device=settings.device, threads=settings.stt_threads,
-        instances=settings.stt_instances,
-        beam_size=settings.stt_beam_size, language=settings.stt_language))
+    stt = with_stt_server(settings, lambda: load_whisper(settings, paths.stt,
+                                                         settings.stt_instances))
     llm = load_llm(settings, paths.llm)
     tts = with_cloud_voice(settings, PiperTts(paths.tts, threads=settings.tts_threads,
                                               executor=workers.tts))

@@ -48,11 +48,9 @@ def check_turn(settings: Settings) -> tuple[str, str]:
 
 
 def check_stt(settings: Settings) -> tuple[str, str]:
-    from appliance.engines.faster_whisper_stt import FasterWhisperStt
+    from appliance.wiring import load_whisper
 
-    stt = FasterWhisperStt(resolve_models(settings).stt, device=settings.device,
-                           threads=settings.stt_threads, beam_size=settings.stt_beam_size,
-                           language=settings.stt_language)
+    stt = load_whisper(settings, resolve_models(settings).stt)
     text = stt.transcribe(clip16k()).text
     if not text:
         raise RuntimeError("transcribed the shipped clip as silence")

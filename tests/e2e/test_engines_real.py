@@ -22,6 +22,7 @@ from appliance.core.audio import Ulaw8kTo16k, frames, is_voiced, pcm16_to_ulaw8k
 from appliance.core.listener import Listener
 from appliance.core.turns import TurnEvent
 from appliance.core.workers import RankedPool
+from appliance.engines import faster_whisper_stt
 from appliance.engines.base import ChatMessage, PromptUsage
 from appliance.engines.faster_whisper_stt import FasterWhisperStt
 from appliance.engines.llama_cpp_llm import LlamaCppLlm
@@ -168,6 +169,53 @@ def test_stt_transcribes_phone_quality_speech(stt: FasterWhisperStt, question_ul
     words = transcript.text.lower()
     assert "open" in words and "tomorrow" in words
     assert transcript.no_speech_prob < 0.5
+
+
+class SeenWindows:
+    """CTranslate2's Whisper, with the window length of every encode it is asked for noted."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.frames: list[int] = []
+
+    def encode(self, features: Any, to_cpu: bool = False) -> Any:
+        self.frames.append(features.shape[-1])
+        return self._model.encode(features, to_cpu=to_cpu)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def test_stt_encodes_the_question_and_its_padding_not_30_s(question_ulaw: bytes) -> None:
+    """The encoder reads ~2 s of question and 6 s of padding, not Whisper's 30 s window, and
+    hears the same words as with the full window."""
+    audio = phone_audio(question_ulaw)
+    transcripts, windows = {}, {}
+    for pad_s in (6.0, 30.0):
+        stt = FasterWhisperStt(default_path("stt"), device="cpu", threads=1, pad_s=pad_s)
+        seen = stt._model.model = SeenWindows(stt._model.model)
+        transcripts[pad_s] = stt.transcribe(audio).text
+        windows[pad_s] = seen.frames
+    audio_frames = audio.size // 160
+    assert windows[30.0] == [3000]
+    assert len(windows[6.0]) == 1 and audio_frames + 600 <= windows[6.0][0] <= audio_frames + 700
+    assert transcripts[6.0] == transcripts[30.0]
+    assert "tomorrow" in transcripts[6.0].lower()
+
+
+def test_stt_redoes_a_transcription_that_runs_on_with_the_full_window(
+        question_ulaw: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decoder that reaches the token limit (Whisper repeating itself when it did not hear
+    the words end) has its transcription done again with the full 30 s window."""
+    audio = phone_audio(question_ulaw)
+    stt = FasterWhisperStt(default_path("stt"), device="cpu", threads=1)
+    seen = stt._model.model = SeenWindows(stt._model.model)
+    assert "tomorrow" in stt.transcribe(audio).text.lower() and stt.retried == 0
+    monkeypatch.setattr(faster_whisper_stt, "token_limit", lambda audio_s: 2)
+    transcript = stt.transcribe(audio)
+    assert seen.frames[1] < 3000 and seen.frames[2:] == [3000]
+    assert stt.retried == 1
+    assert "tomorrow" in transcript.text.lower()  # the full window's words, not two tokens
 
 
 def test_stt_replicas_transcribe_calls_side_by_side(question_ulaw: bytes) -> None:
