@@ -21,7 +21,11 @@ class SentenceChunker:
     """Accumulates tokens and yields complete sentences.
 
     The first piece of a reply may be cut at a clause boundary once it has ``first_min_words``
-    words: speaking a short clause early beats waiting for a long sentence to finish.
+    words: speaking a short clause early beats waiting for a long sentence to finish. That holds
+    whether the words stream in (a model) or come at once (an extractive answer, a whole fact
+    line): Piper takes ~80 ms per second of speech on a free core, and the bench's "Harbor Dental
+    is in-network with Delta Dental PPO, Cigna Dental PPO, …" took 0.92 s to its first audio as
+    one sentence.
     """
 
     def __init__(self, first_min_words: int = 6, min_chars: int = 2) -> None:
@@ -43,6 +47,17 @@ class SentenceChunker:
             yield rest
 
     def _next_piece(self) -> str | None:
+        end = self._sentence_end()
+        if self._emitted == 0:
+            for match in _CLAUSE_END.finditer(self._buffer):
+                if end is not None and match.end() > end:
+                    break
+                if len(self._buffer[: match.start()].split()) >= self._first_min_words:
+                    return self._take(match.end())
+        return None if end is None else self._take(end)
+
+    def _sentence_end(self) -> int | None:
+        """Where the first complete sentence in the buffer ends, if one does."""
         for match in _SENTENCE_END.finditer(self._buffer):
             if not match.group(2):
                 return None  # the sentence mark may still be followed by more (e.g. "3.50")
@@ -50,11 +65,7 @@ class SentenceChunker:
             last_word = head.rsplit(" ", 1)[-1].lower().rstrip(".")
             if match.group(1) == "." and (last_word in _ABBREVIATIONS or len(last_word) == 1):
                 continue
-            return self._take(match.end())
-        if self._emitted == 0:
-            for match in _CLAUSE_END.finditer(self._buffer):
-                if len(self._buffer[: match.start()].split()) >= self._first_min_words:
-                    return self._take(match.end())
+            return match.end()
         return None
 
     def _take(self, end: int) -> str | None:

@@ -304,6 +304,11 @@ async def test_a_caller_who_talks_over_every_answer_is_answered_after_a_longer_p
     def cleared(n: int) -> Callable[[], bool]:
         return lambda: clears() == n
 
+    def answer_sent() -> bool:
+        """The latest turn's reply is sent whole (its last mark too)."""
+        types = call.types()
+        return E.TURN_END in types[len(types) - types[::-1].index(E.TURN_START):]
+
     async def heard() -> None:
         await call.until(lambda: session._inbox.empty(), "heard")
         for _ in range(20):
@@ -324,8 +329,10 @@ async def test_a_caller_who_talks_over_every_answer_is_answered_after_a_longer_p
         assert asked == session_module.TALKED_OVER  # the last 0.6 s pause ended no turn
         call.say(SILENCE * 25)  # 1.1 s of silence in all: that does
         await call.until(lambda: turns() == asked + 1, "the turn after a long pause")
-        await call.until(lambda: session.playout.playing, "the answer")
-        call.ack()  # heard to the end: the usual turn-taking again
+        # every piece of the answer sent (it has two sentences), then heard to the end: the
+        # usual turn-taking again
+        await call.until(answer_sent, "the answer")
+        call.ack()
         await call.until(lambda: not session._listener.patient, "patience lifted")
         await call.ask()
         await call.until(lambda: turns() == asked + 2, "a turn after 0.6 s again")

@@ -29,6 +29,20 @@ def test_long_first_sentence_is_cut_at_a_clause() -> None:
     assert len(out) == 2
 
 
+def test_a_whole_answer_at_once_is_cut_at_its_first_long_clause() -> None:
+    """An extractive answer arrives as one piece of text: its first sentence is still cut at
+    the first clause of six words or more, not spoken whole first."""
+    out = chunk(["Harbor Dental is in-network with Delta Dental PPO, Cigna Dental PPO and "
+                 "MetLife. We file claims for you."])
+    assert out == ["Harbor Dental is in-network with Delta Dental PPO,",
+                   "Cigna Dental PPO and MetLife.", "We file claims for you."]
+
+
+def test_a_short_first_sentence_is_not_cut_at_a_later_clause() -> None:
+    assert chunk(["Yes. We are open on Saturdays from nine, until one."]) == [
+        "Yes.", "We are open on Saturdays from nine, until one."]
+
+
 def test_markdown_is_not_spoken() -> None:
     assert clean_for_speech("**Hours:** `9-5` <b>daily</b>") == "Hours: 9-5 daily"
 
