@@ -132,7 +132,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # a function-calling chat format (gpu-small, gpu-large), else the rules; "on" the model
     # (a model server, or an llm_model path, whose format you know); "off" always the rules.
     llm_tools: Literal["auto", "on", "off"] = "auto"
-    tts_threads: int = 1
+    # Piper's threads for one sentence (helper threads sleep, not spin, between steps:
+    # engines/onnx.py). Two: the first audio 0.20 -> 0.13 s p50 for one call, 0.21 -> 0.14 s with
+    # four, whose voice-to-voice p95 held (1.24 s both; `appliance bench --calls 1,4
+    # --duration 120`, 2-core Xeon).
+    tts_threads: int = 2
 
     # Turn taking.
     vad_threshold: float = 0.5
