@@ -8,7 +8,9 @@
 #   3. `appliance doctor`;
 #   4. the tool-calling phrasing table (tests/e2e/test_tool_phrasings.py): the preset's model
 #      choosing hang-up, transfer and take-a-message on >= 30 phrasings each way;
-#   5. `appliance bench --calls 1,4,8,16 --turns 2 --json ...`, then prints where the JSON is.
+#   5. the preset's Whisper with its short encoder window against the full one, on the report
+#      questions in Piper's voice (python -m appliance.bench.stt_window; measured on tiny.en only);
+#   6. `appliance bench --calls 1,4,8,16 --turns 2 --json ...`, then prints where the JSON is.
 #
 #   scripts/gpu-check.sh                   # gpu-small, results in ./gpu-check-<time>/
 #   PRESET=gpu-large OUT=/tmp/r scripts/gpu-check.sh
@@ -79,6 +81,9 @@ status=0  # 1: a check failed; the files still say which, so print where they ar
 say "tool-calling phrasing table ($PRESET)"
 APPLIANCE_GPU_TESTS=1 "$VENV/bin/python" -m pytest tests/e2e/test_tool_phrasings.py -q -s \
   -p no:cacheprovider | tee "$OUT/tools-$PRESET.txt" || status=1
+say "Whisper window ($PRESET, report questions, Piper)"
+"$VENV/bin/python" -m appliance.bench.stt_window --split report --pads 6 --voices piper \
+  --json "$OUT/stt-window-$PRESET.json" | tee "$OUT/stt-window-$PRESET.txt" || status=1
 say "bench --calls $LEVELS --turns 2"
 "${APP[@]}" bench --calls "$LEVELS" --turns 2 --json "$OUT/bench-$PRESET.json" \
   | tee "$OUT/bench-$PRESET.txt" || status=$?
@@ -88,4 +93,5 @@ say "results (exit status $status)"
 echo "bench JSON:  $(cd "$OUT" && pwd)/bench-$PRESET.json"
 echo "bench table: $(cd "$OUT" && pwd)/bench-$PRESET.txt"
 echo "tool table:  $(cd "$OUT" && pwd)/tools-$PRESET.txt"
+echo "STT window:  $(cd "$OUT" && pwd)/stt-window-$PRESET.txt"
 exit "$status"

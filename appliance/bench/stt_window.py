@@ -87,7 +87,7 @@ def run(settings: Settings, pads: Sequence[float], split: str | None,
     seconds: dict[float, list[float]] = {}
     retried: dict[float, list[bool]] = {}
     for pad in configs:
-        stt = FasterWhisperStt(model_dir, device="cpu", threads=settings.stt_threads,
+        stt = FasterWhisperStt(model_dir, device=settings.device, threads=settings.stt_threads,
                                beam_size=settings.stt_beam_size, language=settings.stt_language,
                                pad_s=pad)
         stt.transcribe(samples[0].audio)  # warm
