@@ -6,8 +6,9 @@ unrelated voices, the default Piper voice and espeak-ng, and take the phone path
 then the server's upsampler) with 0.5 s of silence before the speech and 0.3 s after, as an
 utterance reaches STT at the end of a turn. Each is transcribed with every padding asked for and
 with the full window; reported per padding and split: word error rate against the question's
-text, how many transcripts differ from the full window's, how many reached the token limit and
-were done again with the full window, and the time per transcription.
+text, how many transcripts differ from the full window's, how many ran on in the short window
+(the token limit, a repeat, Whisper's own checks) and were done again with the full window, and
+the time per transcription.
 
 The default padding is chosen on the ``tuning`` businesses' questions (and the benchmark
 callers' lines); the ``report`` businesses' questions are the number that counts.
@@ -31,10 +32,10 @@ import numpy as np
 from appliance.bench.turn_taking import Speak, compose, espeak_voice, piper_voice
 from appliance.bench.utterances import LINES
 from appliance.config import Settings, load_settings
+from appliance.core.audio import MODEL_RATE
 from appliance.engines.faster_whisper_stt import FRAMES_PER_S, FULL_WINDOW_FRAMES, FasterWhisperStt
 from appliance.evaluation.dataset import load_businesses
 
-MODEL_RATE = 16000
 TAIL_S = 0.3  # silence after the speech: the turn ended ~0.2-0.3 s into the pause
 FULL = FULL_WINDOW_FRAMES / FRAMES_PER_S  # a padding this long is Whisper's full window
 NORMALISE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(),

@@ -39,13 +39,13 @@ import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.transcribe import Segment
 
+from appliance.core.audio import MODEL_RATE
 from appliance.engines.base import EngineInfo, Transcript
 
 logger = logging.getLogger(__name__)
 
 FRAMES_PER_S = 100  # Whisper's mel frames: one per 10 ms
 FULL_WINDOW_FRAMES = 30 * FRAMES_PER_S
-SAMPLE_RATE = 16000
 # Tokens the decoder may write for the audio it was given: callers say up to ~7 words a second
 # over their voiced span (the report questions' fastest), ~1.5 tokens a word, and every
 # utterance carries a second or more of pre-roll and trailing silence besides.
@@ -160,21 +160,21 @@ class FasterWhisperStt:
 
     @property
     def retried(self) -> int:
-        """Transcriptions that reached :func:`token_limit` and were redone with the full
-        window."""
+        """Transcriptions in the short window that ran on (:func:`ran_on`) and were redone with
+        the full window."""
         return self._retried
 
     def transcribe(self, audio16k: np.ndarray) -> Transcript:
         audio = np.asarray(audio16k, dtype=np.float32)
         if not self._short_window:
             return self._transcript(self._segments(audio))
-        limit = token_limit(audio.size / SAMPLE_RATE)
+        limit = token_limit(audio.size / MODEL_RATE)
         segments = self._segments(audio, temperature=0.0, max_new_tokens=limit)
         if (why := ran_on(segments, limit)) is not None:
             with self._retried_lock:
                 self._retried += 1
             logger.info("transcription of %.1f s in the short window %s; transcribing again "
-                        "with the full window", audio.size / SAMPLE_RATE, why)
+                        "with the full window", audio.size / MODEL_RATE, why)
             full = _FULL_WINDOW.set(True)
             try:
                 segments = self._segments(audio)
