@@ -19,7 +19,6 @@ callers' lines); the ``report`` businesses' questions are the number that counts
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -29,7 +28,14 @@ from typing import Any
 import jiwer
 import numpy as np
 
-from appliance.bench.turn_taking import Speak, compose, espeak_voice, piper_voice
+from appliance.bench.turn_taking import (
+    Speak,
+    compose,
+    espeak_voice,
+    piper_voice,
+    print_report,
+    spoken_set_arguments,
+)
 from appliance.bench.utterances import LINES
 from appliance.config import Settings, load_settings
 from appliance.core.audio import MODEL_RATE
@@ -145,17 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated seconds of padding to try (default: 2,4,6,8)")
     parser.add_argument("--split", choices=("tuning", "report"),
                         help="only this split's questions (default: both)")
-    parser.add_argument("--voices", default="piper,espeak-ng",
-                        help="comma-separated: piper, espeak-ng (default: both)")
-    parser.add_argument("--json", help="also write the full report (every utterance) here")
+    spoken_set_arguments(parser)
     args = parser.parse_args(argv)
     pads = [float(p) for p in args.pads.split(",") if p]
-    report = run(load_settings(), pads, args.split, [v for v in args.voices.split(",") if v])
-    print(table(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=2)
-        print(f"report: {args.json}")
+    report = run(load_settings(), pads, args.split, args.voices)
+    print_report(table(report), report, args.json)
     return 0
 
 

@@ -272,19 +272,32 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def spoken_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a measurement on a test set spoken at run time (this one, stt_window)."""
+    parser.add_argument("--json", help="also write the full report (every utterance) here")
+    parser.add_argument("--voices", default="piper,espeak-ng", type=_names,
+                        help="comma-separated: piper, espeak-ng (default: both)")
+
+
+def _names(value: str) -> list[str]:
+    return [name for name in value.split(",") if name]
+
+
+def print_report(table_text: str, report: dict[str, Any], json_path: str | None) -> None:
+    print(table_text)
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=2)
+        print(f"report: {json_path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m appliance.bench.turn_taking",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", help="also write the full report (every utterance) here")
-    parser.add_argument("--voices", default="piper,espeak-ng",
-                        help="comma-separated: piper, espeak-ng (default: both)")
+    spoken_set_arguments(parser)
     args = parser.parse_args(argv)
-    report = run(load_settings(), [v for v in args.voices.split(",") if v])
-    print(table(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=2)
-        print(f"report: {args.json}")
+    report = run(load_settings(), args.voices)
+    print_report(table(report), report, args.json)
     return 0
 
 
