@@ -18,6 +18,8 @@ def test_environment_and_toml_layer_over_defaults(tmp_path: Path) -> None:
     ({"APPLIANCE_PORT": "0"}, "APPLIANCE_PORT"),
     ({"APPLIANCE_DEVICE": "tpu"}, "APPLIANCE_DEVICE"),
     ({"APPLIANCE_VAD_THRESHOLD": "2"}, "APPLIANCE_VAD_THRESHOLD"),
+    ({"APPLIANCE_STT_PAD_MS": "-1"}, "APPLIANCE_STT_PAD_MS"),
+    ({"APPLIANCE_STT_PAD_MS": "60000"}, "APPLIANCE_STT_PAD_MS"),
     ({"APPLIANCE_MAX_CALL": "1"}, "did you mean APPLIANCE_MAX_CALLS"),
     ({"APPLIANCE_LLM_THREAD": "2"}, "did you mean APPLIANCE_LLM_THREADS"),
     ({"APPLIANCE_PORT": "80x"}, "APPLIANCE_PORT must be a port number"),
