@@ -28,14 +28,7 @@ from typing import Any
 import jiwer
 import numpy as np
 
-from appliance.bench.turn_taking import (
-    Speak,
-    compose,
-    espeak_voice,
-    piper_voice,
-    print_report,
-    spoken_set_arguments,
-)
+from appliance.bench.turn_taking import Speak, compose, measure, spoken_set_arguments, voices
 from appliance.bench.utterances import LINES
 from appliance.config import Settings, load_settings
 from appliance.core.audio import MODEL_RATE
@@ -86,8 +79,7 @@ def run(settings: Settings, pads: Sequence[float], split: str | None,
         voice_names: Sequence[str] = ("piper", "espeak-ng")) -> dict[str, Any]:
     from appliance.models.resolve import resolve_models
 
-    makers = {"piper": lambda: piper_voice(settings), "espeak-ng": espeak_voice}
-    samples = speak_all(sentences(split), {name: makers[name]() for name in voice_names})
+    samples = speak_all(sentences(split), voices(settings, voice_names))
     model_dir = resolve_models(settings).stt
     configs = [FULL, *pads]
     transcripts: dict[float, list[str]] = {}
@@ -154,9 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     spoken_set_arguments(parser)
     args = parser.parse_args(argv)
     pads = [float(p) for p in args.pads.split(",") if p]
-    report = run(load_settings(), pads, args.split, args.voices)
-    print_report(table(report), report, args.json)
-    return 0
+    return measure(parser, lambda: run(load_settings(), pads, args.split, args.voices), table,
+                   args.json)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,16 @@ def espeak_voice() -> Speak:
     return speak
 
 
+VOICES = ("piper", "espeak-ng")
+
+
+def voices(settings: Settings, names: Sequence[str]) -> dict[str, Speak]:
+    """The named voices of a spoken test set (:data:`VOICES`); VoiceError if one is missing."""
+    makers: dict[str, Callable[[], Speak]] = {"piper": lambda: piper_voice(settings),
+                                              "espeak-ng": espeak_voice}
+    return {name: makers[name]() for name in names}
+
+
 @dataclass(frozen=True, slots=True)
 class Spoken:
     """One test utterance as the server hears it, and where its pieces of speech lie."""
@@ -232,9 +242,7 @@ def run(settings: Settings, voice_names: Sequence[str] = ("piper", "espeak-ng"))
     from appliance.models.resolve import resolve_models
 
     paths = resolve_models(settings)
-    makers: dict[str, Callable[[], Speak]] = {"piper": lambda: piper_voice(settings),
-                                              "espeak-ng": espeak_voice}
-    spoken = test_set({name: makers[name]() for name in voice_names})
+    spoken = test_set(voices(settings, voice_names))
     vad, turn = SileroVad(paths.vad), SmartTurn(paths.turn)
     report: dict[str, Any] = {"schema": "appliance-turn-taking/1", "pauses_s": PAUSES_S,
                               "results": {}, "utterances": []}
@@ -280,7 +288,23 @@ def spoken_set_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _names(value: str) -> list[str]:
-    return [name for name in value.split(",") if name]
+    names = [name for name in value.split(",") if name]
+    if unknown := [name for name in names if name not in VOICES]:
+        raise argparse.ArgumentTypeError(f"unknown voice {', '.join(unknown)} "
+                                         f"(choose from {', '.join(VOICES)})")
+    return names
+
+
+def measure(parser: argparse.ArgumentParser, run: Callable[[], dict[str, Any]],
+            table: Callable[[dict[str, Any]], str], json_path: str | None) -> int:
+    """Run a spoken-set measurement and print it; a voice that is not installed is a clear
+    error (exit 2), not a traceback."""
+    try:
+        report = run()
+    except VoiceError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    print_report(table(report), report, json_path)
+    return 0
 
 
 def print_report(table_text: str, report: dict[str, Any], json_path: str | None) -> None:
@@ -296,9 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     spoken_set_arguments(parser)
     args = parser.parse_args(argv)
-    report = run(load_settings(), args.voices)
-    print_report(table(report), report, args.json)
-    return 0
+    return measure(parser, lambda: run(load_settings(), args.voices), table, args.json)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,13 @@ def question_ulaw(tts: PiperTts) -> bytes:
     return pcm16_to_ulaw8k(pcm, rate)
 
 
+def test_piper_threads_sleep_between_steps() -> None:
+    """The voice's second thread does not spin between steps, holding a core other calls need."""
+    options = PiperTts(default_path("tts"), threads=2)._voice.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_piper_streams_one_ulaw_chunk_per_sentence(tts: PiperTts) -> None:
     async def collect() -> list[bytes]:
         return [c async for c in tts.synthesize("Thanks for calling. We open at nine tomorrow.")]

@@ -15,7 +15,7 @@ from appliance.config import Settings
 from appliance.core.events import StageEventType as E
 from appliance.core.playout import HOLD_MARK_PREFIX
 from appliance.core.session import State
-from appliance.engines.fakes import FakeStt, FakeTts
+from appliance.engines.fakes import FakeLlm, FakeStt, FakeTts
 from tests.conftest import make_settings
 from tests.session.harness import QUESTION, SILENCE, GatedLlm, GatedStt, start_call, tone
 
@@ -50,6 +50,24 @@ async def test_a_turn_runs_its_stages_in_order_and_times_them(settings: Settings
     assert metrics.stt_s == metrics.llm_ttft_s == metrics.tts_first_audio_s == 0.0
     assert metrics.retrieval_s is not None and metrics.tts_provider == "fake-tts"
     assert [s.provider for s in metrics.tts_sentences] == ["fake-tts", "fake-tts"]
+
+
+async def test_an_answer_that_comes_whole_is_spoken_from_its_first_clause(
+        settings: Settings) -> None:
+    """An answer handed over in one piece (a fact line) goes to the voice clause first, as a
+    streamed one does: the caller hears its first six words without waiting for the rest."""
+    whole = "Harbor Dental is in-network with Delta Dental PPO, Cigna Dental PPO and MetLife."
+    call = await start_call(settings, llm=FakeLlm([whole]))
+    try:
+        await call.greeted()
+        await call.ask()
+        await call.until(lambda: E.TURN_END in call.types(), "the answer")
+    finally:
+        await call.end()
+    pieces = [e.data["text"] for e in call.events if e.type is E.SENTENCE_READY]
+    assert pieces == ["Harbor Dental is in-network with Delta Dental PPO,",
+                      "Cigna Dental PPO and MetLife."]
+    assert len(call.transport.answer_marks()) == 3  # the greeting, then one mark a piece
 
 
 async def test_the_models_prompt_reading_reaches_the_turn_metrics(settings: Settings) -> None:
